@@ -1,0 +1,32 @@
+# Every target does its own set-up: a virtual environment in .venv with recvae installed.
+# torch is pinned to a CPU build first so that pip never pulls a multi-GB CUDA build on a
+# CPU-only box; GPU users override TORCH_SPEC (see README).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.recvae-installed
+
+.PHONY: setup test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/recvae demo --workdir demo-run
+
+clean:
+	rm -rf $(VENV) demo-run .pytest_cache .ruff_cache

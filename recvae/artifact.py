@@ -1,0 +1,49 @@
+"""A model artifact: a saved model plus what is needed to use it on real ids.
+
+    MODEL_DIR/
+      model.json, weights ...   the model's own files (see recvae.models.base)
+      items.parquet             the item vocabulary the model's columns follow
+      metadata.json             training metrics, data fingerprint, seed, versions, git commit
+
+Written to a temporary directory and renamed into place, so a failed job never leaves a
+half-written model where the last good one was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recvae.data.vocab import Vocabulary
+from recvae.errors import RecvaeError
+from recvae.io import atomic_dir
+from recvae.models import load_model
+from recvae.models.base import Recommender
+
+
+@dataclass
+class Artifact:
+    model: Recommender
+    items: Vocabulary
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def save_artifact(artifact: Artifact, dest: Path) -> None:
+    with atomic_dir(Path(dest)) as tmp:
+        artifact.model.save(tmp)
+        artifact.items.save(tmp / "items.parquet")
+        (tmp / "metadata.json").write_text(json.dumps(artifact.metadata, indent=2, default=str))
+
+
+def load_artifact(path: Path) -> Artifact:
+    path = Path(path)
+    if not (path / "items.parquet").is_file():
+        raise RecvaeError(
+            f"{path} is not a recvae model directory (no items.parquet); "
+            "train one with `recvae train`"
+        )
+    metadata_file = path / "metadata.json"
+    metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+    return Artifact(load_model(path), Vocabulary.load(path / "items.parquet"), metadata)

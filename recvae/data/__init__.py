@@ -1,0 +1,1 @@
+"""Interaction data: ingest, vocabularies, datasets on disk and splits."""

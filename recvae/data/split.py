@@ -1,0 +1,228 @@
+"""Splits of a user x item matrix into what a model trains on and what it is scored on.
+
+Two protocols, one shape:
+- strong generalization (the Mult-VAE paper): whole users are held out; each held-out user's
+  items are split into a fold-in history and held-out items;
+- weak generalization (LightGCN): every user trains on part of their items and is scored on the
+  rest, so the history of an evaluated user is their training row.
+
+Either way evaluation sees a `Holdout`: row-aligned `history` and `heldout` matrices plus the
+dataset row of each evaluated user. Models score histories, so both protocols run the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from recvae.errors import RecvaeError
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Evaluation users: what the model may see (history) and what it must find (heldout)."""
+
+    history: sp.csr_matrix
+    heldout: sp.csr_matrix
+    users: np.ndarray  # dataset row index of each evaluated user (int64)
+
+    def __post_init__(self) -> None:
+        if self.history.shape != self.heldout.shape:
+            raise RecvaeError(
+                f"holdout history {self.history.shape} and heldout {self.heldout.shape} "
+                "must have the same shape"
+            )
+        if len(self.users) != self.history.shape[0]:
+            raise RecvaeError(
+                f"holdout has {len(self.users)} user ids for {self.history.shape[0]} rows"
+            )
+
+    @property
+    def n_items(self) -> int:
+        return self.history.shape[1]
+
+    def with_heldout_users_only(self) -> Holdout:
+        """Drop users with nothing held out: they carry no signal for ranking metrics."""
+        keep = np.flatnonzero(self.heldout.getnnz(axis=1) > 0)
+        return Holdout(self.history[keep], self.heldout[keep], self.users[keep])
+
+    def save(self, directory: Path, name: str) -> None:
+        sp.save_npz(directory / f"{name}_history.npz", self.history)
+        sp.save_npz(directory / f"{name}_heldout.npz", self.heldout)
+        np.save(directory / f"{name}_users.npy", self.users, allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: Path, name: str) -> Holdout:
+        return cls(
+            as_csr(sp.load_npz(directory / f"{name}_history.npz")),
+            as_csr(sp.load_npz(directory / f"{name}_heldout.npz")),
+            np.load(directory / f"{name}_users.npy", allow_pickle=False),
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training matrix plus optional validation and test holdouts over the same items."""
+
+    train: sp.csr_matrix
+    valid: Holdout | None = None
+    test: Holdout | None = None
+    protocol: str = "weak"
+    params: dict | None = None
+
+    def __post_init__(self) -> None:
+        for name, part in (("valid", self.valid), ("test", self.test)):
+            if part is not None and part.n_items != self.train.shape[1]:
+                raise RecvaeError(
+                    f"{name} holdout has {part.n_items} items, train has {self.train.shape[1]}"
+                )
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        sp.save_npz(directory / "train.npz", self.train)
+        parts = []
+        for name, part in (("valid", self.valid), ("test", self.test)):
+            if part is not None:
+                part.save(directory, name)
+                parts.append(name)
+        meta = {"protocol": self.protocol, "params": self.params or {}, "parts": parts}
+        (directory / "split.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> Split:
+        meta = json.loads((directory / "split.json").read_text())
+        parts = {name: Holdout.load(directory, name) for name in meta["parts"]}
+        return cls(
+            train=as_csr(sp.load_npz(directory / "train.npz")),
+            valid=parts.get("valid"),
+            test=parts.get("test"),
+            protocol=meta["protocol"],
+            params=meta["params"],
+        )
+
+
+def as_csr(matrix: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
+    """CSR, float32, canonical (sorted indices, no duplicates): what every model expects."""
+    csr = sp.csr_matrix(matrix, dtype=np.float32)
+    csr.sum_duplicates()
+    csr.sort_indices()
+    return csr
+
+
+def split_rows(
+    matrix: sp.csr_matrix, fraction: float, rng: np.random.Generator
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Split each row's items at random: about `fraction` of them go to the second matrix.
+
+    Every row with at least one item keeps at least one item in the first (history) matrix, and a
+    row with two or more items gives at least one to the second, as in the paper's 80/20 fold-in.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise RecvaeError(f"holdout fraction must be between 0 and 1, got {fraction}")
+    matrix = as_csr(matrix)
+    counts = np.diff(matrix.indptr)
+    n_out = np.where(counts >= 2, np.maximum(1, np.floor(counts * fraction + 0.5)), 0)
+    n_out = np.minimum(n_out, np.maximum(counts - 1, 0)).astype(np.int64)
+    # Random order within each row: sort by (row, random key), then the first n_out are held out.
+    rows = np.repeat(np.arange(matrix.shape[0]), counts)
+    order = np.lexsort((rng.random(matrix.nnz), rows))
+    position_in_row = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], counts)
+    out_mask = np.empty(matrix.nnz, dtype=bool)
+    out_mask[order] = position_in_row < np.repeat(n_out, counts)
+    return _mask_entries(matrix, ~out_mask), _mask_entries(matrix, out_mask)
+
+
+def split_rows_by_time(
+    matrix: sp.csr_matrix, times: sp.csr_matrix, fraction: float
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Like `split_rows`, but each row's latest `fraction` of items (by `times`) is held out."""
+    matrix, times = as_csr(matrix), sp.csr_matrix(times, dtype=np.float64)
+    times.sort_indices()
+    if matrix.shape != times.shape or not np.array_equal(matrix.indices, times.indices):
+        raise RecvaeError("time matrix must have the same nonzero pattern as the interactions")
+    counts = np.diff(matrix.indptr)
+    n_out = np.where(counts >= 2, np.maximum(1, np.floor(counts * fraction + 0.5)), 0)
+    n_out = np.minimum(n_out, np.maximum(counts - 1, 0)).astype(np.int64)
+    rows = np.repeat(np.arange(matrix.shape[0]), counts)
+    order = np.lexsort((-times.data, rows))  # newest first within each row
+    position_in_row = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], counts)
+    out_mask = np.empty(matrix.nnz, dtype=bool)
+    out_mask[order] = position_in_row < np.repeat(n_out, counts)
+    return _mask_entries(matrix, ~out_mask), _mask_entries(matrix, out_mask)
+
+
+def _mask_entries(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    coo = matrix.tocoo()
+    return as_csr(
+        sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=matrix.shape)
+    )
+
+
+def weak_generalization(
+    matrix: sp.csr_matrix,
+    valid_fraction: float = 0.2,
+    seed: int = 0,
+    times: sp.csr_matrix | None = None,
+) -> Split:
+    """Every user trains on most of their items; the rest (random, or latest by time) validate."""
+    rng = np.random.default_rng(seed)
+    if times is None:
+        train, valid = split_rows(matrix, valid_fraction, rng)
+    else:
+        train, valid = split_rows_by_time(matrix, times, valid_fraction)
+    users = np.arange(matrix.shape[0], dtype=np.int64)
+    holdout = Holdout(train, valid, users).with_heldout_users_only()
+    params = {"valid_fraction": valid_fraction, "seed": seed, "by_time": times is not None}
+    return Split(train=train, valid=holdout, protocol="weak", params=params)
+
+
+def strong_generalization(
+    matrix: sp.csr_matrix,
+    n_valid_users: int,
+    n_test_users: int,
+    heldout_fraction: float = 0.2,
+    seed: int = 0,
+) -> Split:
+    """The Mult-VAE paper's protocol: disjoint train / validation / test users.
+
+    Validation and test users' items are split into fold-in history and held-out items. As in the
+    paper, items that no training user interacted with are kept in the item space but a model
+    cannot learn them; callers that want the paper's exact item filter apply it at ingest.
+    """
+    matrix = as_csr(matrix)
+    n_users = matrix.shape[0]
+    if n_valid_users + n_test_users >= n_users:
+        raise RecvaeError(
+            f"cannot hold out {n_valid_users} validation and {n_test_users} test users "
+            f"from {n_users} users: leave some to train on"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_users)
+    test_users = np.sort(order[:n_test_users])
+    valid_users = np.sort(order[n_test_users : n_test_users + n_valid_users])
+    train_users = np.sort(order[n_test_users + n_valid_users :])
+
+    def holdout(users: np.ndarray) -> Holdout | None:
+        if len(users) == 0:
+            return None
+        history, heldout = split_rows(matrix[users], heldout_fraction, rng)
+        return Holdout(history, heldout, users.astype(np.int64)).with_heldout_users_only()
+
+    params = {
+        "n_valid_users": n_valid_users,
+        "n_test_users": n_test_users,
+        "heldout_fraction": heldout_fraction,
+        "seed": seed,
+        "train_users": len(train_users),
+    }
+    return Split(
+        train=matrix[train_users],
+        valid=holdout(valid_users),
+        test=holdout(test_users),
+        protocol="strong",
+        params=params,
+    )

@@ -1,0 +1,77 @@
+"""Evaluation, written once and shared by every model, protocol, job and benchmark.
+
+For each batch of evaluated users: score their histories, mask the history items, take the top
+max(K) items over all items (no sampled negatives) and compute every metric at every K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from recvae.data.split import Holdout
+from recvae.errors import RecvaeError
+from recvae.metrics import METRIC_FUNCTIONS, mean_and_stderr, parse_metric
+from recvae.topk import mask_seen, top_k
+
+DEFAULT_KS = (20, 50, 100)
+
+Scorer = Callable[[sp.csr_matrix], np.ndarray]
+
+
+@dataclass
+class Evaluation:
+    """Mean, standard error and per-user values of every metric, keyed like 'ndcg@20'."""
+
+    means: dict[str, float]
+    stderrs: dict[str, float]
+    per_user: dict[str, np.ndarray] = field(repr=False)
+    users: int
+
+    def __getitem__(self, key: str) -> float:
+        return self.means[key]
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {**self.means, "users": self.users}
+
+
+def evaluate(
+    scorer: Scorer | object,
+    holdout: Holdout,
+    ks: Iterable[int] = DEFAULT_KS,
+    batch_size: int = 1000,
+) -> Evaluation:
+    """Score `holdout`'s histories with a model (or any history -> scores function) and rank.
+
+    Only users with at least one held-out item count. Raises on a holdout with no such users or a
+    K larger than the number of items, rather than returning a misleading number.
+    """
+    score = scorer if callable(scorer) else scorer.score  # type: ignore[attr-defined]
+    ks = sorted(set(int(k) for k in ks))
+    holdout = holdout.with_heldout_users_only()
+    if holdout.history.shape[0] == 0:
+        raise RecvaeError("the evaluation split has no users with held-out items")
+    if ks[0] < 1 or ks[-1] > holdout.n_items:
+        raise RecvaeError(f"K must be between 1 and the number of items ({holdout.n_items})")
+    per_user: dict[str, list[np.ndarray]] = {f"{m}@{k}": [] for m in METRIC_FUNCTIONS for k in ks}
+    for start in range(0, holdout.history.shape[0], batch_size):
+        history = holdout.history[start : start + batch_size]
+        heldout = holdout.heldout[start : start + batch_size]
+        scores = np.array(score(history), dtype=np.float32, copy=True)
+        if scores.shape != history.shape:
+            raise RecvaeError(f"model returned scores {scores.shape} for history {history.shape}")
+        ranked, _ = top_k(mask_seen(scores, history), ks[-1])
+        for key, values in per_user.items():
+            metric, k = parse_metric(key)
+            values.append(METRIC_FUNCTIONS[metric](ranked, heldout, k))
+    arrays = {key: np.concatenate(values) for key, values in per_user.items()}
+    stats = {key: mean_and_stderr(values) for key, values in arrays.items()}
+    return Evaluation(
+        means={key: mean for key, (mean, _) in stats.items()},
+        stderrs={key: err for key, (_, err) in stats.items()},
+        per_user=arrays,
+        users=int(holdout.history.shape[0]),
+    )

@@ -1,0 +1,34 @@
+"""Model registry: name -> class, imported lazily so `recvae --help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from recvae.errors import RecvaeError
+from recvae.models.base import Recommender, read_model_json
+
+# name -> "module:Class"
+MODEL_CLASSES: dict[str, str] = {
+    "multvae": "recvae.models.vae:MultVAE",
+    "multdae": "recvae.models.vae:MultDAE",
+    "recvae": "recvae.models.recvae_model:RecVAE",
+    "als": "recvae.models.als:ALS",
+    "bpr": "recvae.models.bpr:BPR",
+    "ease": "recvae.models.ease:EASE",
+    "popularity": "recvae.models.popularity:Popularity",
+}
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The class registered under `name`, with a clear error listing the known names."""
+    if name not in MODEL_CLASSES:
+        known = ", ".join(sorted(MODEL_CLASSES))
+        raise RecvaeError(f"unknown model {name!r}: expected one of {known}")
+    module_name, class_name = MODEL_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_model(path: Path) -> Recommender:
+    """Load any saved model from its directory (reads model.json to find the class)."""
+    return model_class(read_model_json(path)["model"]).load(Path(path))

@@ -1,0 +1,57 @@
+"""Top-K over score rows, and masking of items a user has already seen.
+
+Written once, used by evaluation, export and benchmarks. Ranking is by score descending, ties
+broken by the lower item index, so results are deterministic whatever the backend does with ties.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recvae.errors import RecvaeError
+
+
+def mask_seen(scores: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+    """Set the scores of each row's history items to -inf, in place, and return `scores`."""
+    if scores.shape != history.shape:
+        raise RecvaeError(f"scores {scores.shape} and history {history.shape} differ in shape")
+    rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
+    scores[rows, history.indices] = -np.inf
+    return scores
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of each row's k best items, best first; (n, k) int64 and float32.
+
+    Items scored -inf (masked) are ranked last and still returned when a row has fewer than k
+    finite scores; callers that must not emit them check `np.isfinite` on the returned scores.
+    """
+    n_items = scores.shape[1]
+    if not 1 <= k <= n_items:
+        raise RecvaeError(f"k must be between 1 and the number of items ({n_items}), got {k}")
+    tensor = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    values, indices = torch.topk(tensor, k, dim=1, largest=True, sorted=True)
+    values, indices = values.numpy(), indices.numpy().astype(np.int64)
+    _break_ties_by_index(scores, values, indices)
+    return indices, values
+
+
+def _break_ties_by_index(scores: np.ndarray, values: np.ndarray, indices: np.ndarray) -> None:
+    """Make tie order deterministic: equal scores rank by item index, inside and at the cut."""
+    if values.size == 0:
+        return
+    kth = values[:, -1:]
+    # Rows where more items tie the k-th score than made the cut: redo them with a stable sort.
+    at_cut = (scores >= kth).sum(axis=1) > values.shape[1]
+    for row in np.flatnonzero(at_cut):
+        order = np.argsort(-scores[row], kind="stable")[: values.shape[1]]
+        indices[row] = order
+        values[row] = scores[row, order]
+    # Ties inside the cut: order by (-score, index).
+    tied_rows = np.flatnonzero((values[:, 1:] == values[:, :-1]).any(axis=1) & ~at_cut)
+    for row in tied_rows:
+        order = np.lexsort((indices[row], -values[row]))
+        indices[row] = indices[row, order]
+        values[row] = values[row, order]
