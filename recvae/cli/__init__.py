@@ -26,9 +26,9 @@ err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
-    from recvae.cli import bench, demo, evaluate, ingest, models, recommend, train, tune
+    from recvae.cli import bench, demo, evaluate, ingest, models, recommend, split, train, tune
 
-    for module in (ingest, train, evaluate, recommend, models, bench, tune, demo):
+    for module in (ingest, split, train, evaluate, recommend, models, bench, tune, demo):
         module.register(app)
 
 

@@ -5,6 +5,7 @@
       interactions.npz    CSR user x item matrix, float32, users as rows (scipy, no pickle)
       users.parquet       original user ids; row i of the matrix is user i
       items.parquet       original item ids; column j of the matrix is item j
+      times.npz           optional: latest event time (unix seconds) per (user, item), same pattern
       split/              optional: train.npz, valid_*.npz, test_*.npz, split.json
 
 Written atomically (temporary directory, then rename), so a failed ingest leaves nothing behind
@@ -36,6 +37,7 @@ class Dataset:
     items: Vocabulary
     manifest: dict = field(default_factory=dict)
     split: Split | None = None
+    times: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         self.matrix = as_csr(self.matrix)
@@ -66,6 +68,8 @@ class Dataset:
             self.items.save(tmp / "items.parquet")
             if self.split is not None:
                 self.split.save(tmp / "split")
+            if self.times is not None:
+                sp.save_npz(tmp / "times.npz", self.times)
             manifest = dict(self.manifest)
             manifest.setdefault("format", "recvae-dataset/1")
             manifest["shape"] = list(self.matrix.shape)
@@ -83,10 +87,12 @@ class Dataset:
                 "create one with `recvae ingest`"
             )
         split_dir = directory / "split"
+        times_path = directory / "times.npz"
         return cls(
             matrix=as_csr(sp.load_npz(directory / "interactions.npz")),
             users=Vocabulary.load(directory / "users.parquet"),
             items=Vocabulary.load(directory / "items.parquet"),
             manifest=json.loads(manifest_path.read_text()),
             split=Split.load(split_dir) if split_dir.is_dir() else None,
+            times=sp.csr_matrix(sp.load_npz(times_path)) if times_path.is_file() else None,
         )
