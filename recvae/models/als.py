@@ -1,0 +1,118 @@
+"""ALS for implicit feedback (Hu, Koren & Volinsky 2008) via `implicit`'s CPU solver.
+
+Each observed (user, item) gets confidence `alpha * value` (implicit's convention: unobserved
+pairs have confidence 1 and preference 0). Fold-in solves each history row's least squares
+against the fixed item factors with implicit's exact Cholesky solver (`recalculate_user`), so
+training users, held-out users and new users are scored by the same code.
+
+implicit runs its own thread pool; a multi-threaded BLAS underneath it oversubscribes the CPU
+(implicit warns about OpenBLAS), so every call into implicit runs with BLAS limited to 1 thread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from recvae.data.split import Holdout, as_csr
+from recvae.errors import RecvaeError
+from recvae.models.base import check_history, read_model_json, write_model_json
+
+
+@dataclass(frozen=True)
+class ALSConfig:
+    factors: int = 128
+    regularization: float = 0.1
+    alpha: float = 10.0  # confidence of an observed interaction = alpha * value
+    iterations: int = 15
+    num_threads: int = 0  # 0 = one per CPU core
+    seed: int = 0
+
+
+def resolve_threads(num_threads: int) -> int:
+    return num_threads if num_threads > 0 else (os.cpu_count() or 1)
+
+
+def check_factor_config(model: str, factors: int, regularization: float, iterations: int) -> None:
+    if factors < 1 or iterations < 1:
+        raise RecvaeError(f"{model}: factors and iterations must be >= 1")
+    if regularization < 0:
+        raise RecvaeError(f"{model}: regularization must be >= 0, got {regularization}")
+
+
+class ALS:
+    """Matrix factorisation by alternating least squares with confidence weighting."""
+
+    name: ClassVar[str] = "als"
+
+    def __init__(
+        self,
+        factors: int = 128,
+        regularization: float = 0.1,
+        alpha: float = 10.0,
+        iterations: int = 15,
+        num_threads: int = 0,
+        seed: int = 0,
+    ) -> None:
+        check_factor_config(self.name, factors, regularization, iterations)
+        if alpha <= 0:
+            raise RecvaeError(f"als: alpha must be positive, got {alpha}")
+        self.config = ALSConfig(factors, float(regularization), float(alpha), iterations,
+                                num_threads, seed)  # fmt: skip
+        self._model = None
+
+    def _implicit_model(self):  # -> implicit.cpu.als.AlternatingLeastSquares
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        config = self.config
+        with threadpool_limits(limits=1, user_api="blas"):
+            return AlternatingLeastSquares(
+                factors=config.factors,
+                regularization=config.regularization,
+                alpha=config.alpha,
+                iterations=config.iterations,
+                num_threads=resolve_threads(config.num_threads),
+                random_state=config.seed,
+            )
+
+    def fit(self, train: sp.csr_matrix, valid: Holdout | None = None) -> Self:
+        model = self._implicit_model()
+        with threadpool_limits(limits=1, user_api="blas"):
+            model.fit(as_csr(train), show_progress=False)
+        self._model = model
+        return self
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        if self._model is None:
+            raise RecvaeError("als: call fit before score or save")
+        return self._model.item_factors
+
+    def user_factors(self, history: sp.csr_matrix) -> np.ndarray:
+        """Fold-in: the least-squares user factors for each history row (items fixed)."""
+        items = self.item_factors
+        history = check_history(history, items.shape[0], self.name)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._model.recalculate_user(np.arange(history.shape[0]), history)
+
+    def score(self, history: sp.csr_matrix) -> np.ndarray:
+        return (self.user_factors(history) @ self.item_factors.T).astype(np.float32, copy=False)
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        write_model_json(path, self.name, asdict(self.config))
+        np.save(path / "item_factors.npy", self.item_factors, allow_pickle=False)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        model = cls(**read_model_json(path)["config"])
+        model._model = model._implicit_model()
+        model._model.item_factors = np.load(path / "item_factors.npy", allow_pickle=False)
+        return model

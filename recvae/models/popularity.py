@@ -1,0 +1,61 @@
+"""Popularity: every user gets the items most users interacted with in training.
+
+The floor every model must clear: a model that loses to it has learned nothing personal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from recvae.data.split import Holdout, as_csr
+from recvae.errors import RecvaeError
+from recvae.models.base import check_history, read_model_json, write_model_json
+
+
+@dataclass(frozen=True)
+class PopularityConfig:
+    """Popularity has nothing to tune; the config exists so every model saves the same way."""
+
+
+class Popularity:
+    """Scores each item by the number of training users who interacted with it."""
+
+    name: ClassVar[str] = "popularity"
+
+    def __init__(self) -> None:
+        self.config = PopularityConfig()
+        self.item_counts: np.ndarray | None = None
+
+    def fit(self, train: sp.csr_matrix, valid: Holdout | None = None) -> Self:
+        train = as_csr(train)
+        # Count users, not summed weights, so repeated or weighted events do not dominate.
+        self.item_counts = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
+        return self
+
+    def score(self, history: sp.csr_matrix) -> np.ndarray:
+        counts = self._fitted_counts()
+        history = check_history(history, len(counts), self.name)
+        return np.tile(counts, (history.shape[0], 1))
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        write_model_json(path, self.name, asdict(self.config))
+        np.save(path / "item_counts.npy", self._fitted_counts(), allow_pickle=False)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        read_model_json(path)
+        model = cls()
+        model.item_counts = np.load(path / "item_counts.npy", allow_pickle=False)
+        return model
+
+    def _fitted_counts(self) -> np.ndarray:
+        if self.item_counts is None:
+            raise RecvaeError("popularity: call fit before score or save")
+        return self.item_counts
