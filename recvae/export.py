@@ -1,0 +1,166 @@
+"""Writers for top-N exports: Parquet, CSV, or a table in a DuckDB database file. All atomic.
+
+Readers never see a half-written export:
+- Parquet and CSV are streamed into a temporary file beside the destination, fsynced, and renamed
+  over it (`os.replace`) only after the last chunk, so the previous export stays in place until
+  the new one is complete.
+- DuckDB: the rows go into a staging table `<table>__recvae_tmp` inside the destination database;
+  when complete, one transaction drops the old table and renames the staging table to it. Other
+  tables in the file are left alone, and a reader sees either the old or the new table. A staging
+  table left by a crash is dropped by the next export.
+
+Rows are consumed chunk by chunk (see `recvae.scoring.recommend_chunks`), so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from recvae.errors import RecvaeError
+from recvae.io import atomic_file
+
+FORMATS = ("parquet", "csv", "duckdb")
+_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".duckdb": "duckdb", ".db": "duckdb"}
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: Path
+    format: str
+    rows: int
+    table: str | None = None
+
+
+def infer_format(dest: Path, fmt: str | None = None) -> str:
+    """The output format: given explicitly, or from the file suffix (.parquet, .csv, .duckdb)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise RecvaeError(
+                f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}"
+            )
+        return fmt
+    suffix = Path(dest).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise RecvaeError(
+            f"cannot tell the export format of {dest} from its suffix: use .parquet, .csv, "
+            "or .duckdb, or pass --format"
+        )
+    return _SUFFIXES[suffix]
+
+
+def write_export(
+    frames: Iterable[pl.DataFrame],
+    dest: Path,
+    schema: pl.Schema,
+    fmt: str | None = None,
+    table: str = "recommendations",
+) -> ExportSummary:
+    """Stream `frames` (all with `schema`) to `dest` atomically; return where and how many rows."""
+    dest = Path(dest)
+    fmt = infer_format(dest, fmt)
+    if fmt == "parquet":
+        rows = _write_parquet(frames, dest, schema)
+    elif fmt == "csv":
+        rows = _write_csv(frames, dest, schema)
+    else:
+        rows = _write_duckdb(frames, dest, schema, table)
+    return ExportSummary(dest, fmt, rows, table if fmt == "duckdb" else None)
+
+
+def _arrow_schema(schema: pl.Schema) -> pa.Schema:
+    return pl.DataFrame(schema=schema).to_arrow().schema
+
+
+def _as_arrow(frame: pl.DataFrame, schema: pl.Schema, arrow_schema: pa.Schema) -> pa.Table:
+    if frame.schema != schema:
+        frame = frame.cast(dict(schema))
+    return frame.to_arrow().cast(arrow_schema)
+
+
+def _write_parquet(frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema) -> int:
+    import pyarrow.parquet as pq
+
+    arrow_schema = _arrow_schema(schema)
+    rows = 0
+    with atomic_file(dest) as tmp:
+        with pq.ParquetWriter(tmp, arrow_schema, compression="zstd") as writer:
+            for frame in frames:
+                writer.write_table(_as_arrow(frame, schema, arrow_schema))
+                rows += frame.height
+        _fsync(tmp)
+    return rows
+
+
+def _write_csv(frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema) -> int:
+    rows = 0
+    with atomic_file(dest) as tmp, open(tmp, "wb") as handle:
+        pl.DataFrame(schema=schema).write_csv(handle, include_header=True)
+        for frame in frames:
+            frame.cast(dict(schema)).write_csv(handle, include_header=False)
+            rows += frame.height
+        handle.flush()
+        os.fsync(handle.fileno())
+    return rows
+
+
+def _write_duckdb(frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema, table: str) -> int:
+    import duckdb
+
+    if not _TABLE_NAME.match(table):
+        raise RecvaeError(
+            f"DuckDB table name {table!r} must be letters, digits and underscores, e.g. "
+            "recommendations"
+        )
+    staging = f"{table}__recvae_tmp"
+    arrow_schema = _arrow_schema(schema)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    try:
+        con = duckdb.connect(str(dest))
+    except duckdb.Error as error:
+        raise RecvaeError(f"cannot open DuckDB database {dest}: {error}") from error
+    try:
+        con.execute(f'DROP TABLE IF EXISTS "{staging}"')
+        con.register("recvae_chunk", pa.Table.from_batches([], schema=arrow_schema))
+        con.execute(f'CREATE TABLE "{staging}" AS SELECT * FROM recvae_chunk')
+        for frame in frames:
+            con.register("recvae_chunk", _as_arrow(frame, schema, arrow_schema))
+            con.execute(f'INSERT INTO "{staging}" SELECT * FROM recvae_chunk')
+            rows += frame.height
+        con.unregister("recvae_chunk")
+        con.execute("BEGIN TRANSACTION")
+        con.execute(f'DROP TABLE IF EXISTS "{table}"')
+        con.execute(f'ALTER TABLE "{staging}" RENAME TO "{table}"')
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    except BaseException as error:
+        _drop_staging(con, staging)
+        if isinstance(error, duckdb.Error):
+            raise RecvaeError(f"writing table {table} in {dest} failed: {error}") from error
+        raise
+    finally:
+        con.close()
+    return rows
+
+
+def _drop_staging(con: object, staging: str) -> None:
+    """Best effort: roll back an open transaction and remove the half-filled staging table."""
+    import duckdb
+
+    for statement in ("ROLLBACK", f'DROP TABLE IF EXISTS "{staging}"'):
+        with contextlib.suppress(duckdb.Error):
+            con.execute(statement)  # type: ignore[attr-defined]
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())

@@ -1,0 +1,249 @@
+"""Batch top-N: users in chunks -> model.score -> mask seen and filtered items -> top-K -> frames.
+
+Scoring streams: only one chunk of users is ever held as a dense (chunk x items) score matrix, so
+memory is bounded by `chunk_size` whatever the number of users. Each chunk becomes a Polars frame
+of rows (user_id, rank, item_id, score, model_version, fallback) with the ORIGINAL ids, ready for
+a writer in `recvae.export`.
+
+Users with no usable history (none of their items are known to the model, or they are not in the
+history at all) get the item-popularity ranking instead of a fold-in score, flagged by
+`fallback = True`: a fold-in of an empty history says nothing about the user.
+
+Sharding (`shard_users`) splits the users into contiguous, disjoint slices; exporting every shard
+and concatenating the outputs in shard order gives exactly the unsharded export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recvae.data.split import as_csr
+from recvae.data.vocab import Vocabulary
+from recvae.errors import RecvaeError
+from recvae.models.base import Recommender
+from recvae.topk import top_k
+
+POPULARITY_FILE = "popularity.npy"
+OUTPUT_COLUMNS = ("user_id", "rank", "item_id", "score", "model_version", "fallback")
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """What to recommend: how many items, which ones may appear, and how many users per chunk."""
+
+    k: int = 100
+    exclude_seen: bool = True
+    allow_items: np.ndarray | None = None  # dense item indices that may be recommended
+    deny_items: np.ndarray | None = None  # dense item indices that must never be recommended
+    chunk_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise RecvaeError(f"k must be at least 1, got {self.k}")
+        if self.chunk_size < 1:
+            raise RecvaeError(f"chunk size must be at least 1, got {self.chunk_size}")
+
+
+@dataclass(frozen=True)
+class UsersToScore:
+    """The users to export, row-aligned with their histories over the model's items."""
+
+    ids: pl.Series  # original user ids, one per row
+    history: sp.csr_matrix  # (n_users, n_model_items)
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != self.history.shape[0]:
+            raise RecvaeError(
+                f"{len(self.ids)} user ids for a history of {self.history.shape[0]} rows"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, rows: np.ndarray) -> UsersToScore:
+        return UsersToScore(self.ids.gather(rows), self.history[rows])
+
+
+def shard_users(n_users: int, shard: int, num_shards: int) -> np.ndarray:
+    """Row indices of shard `shard` of `num_shards`: contiguous, disjoint, covering all rows.
+
+    Contiguous ranges (not `row % n`) keep each shard's output in the unsharded order, so the
+    shards' outputs concatenated in shard order are the unsharded export, row for row.
+    """
+    if num_shards < 1:
+        raise RecvaeError(f"--num-shards must be at least 1, got {num_shards}")
+    if not 0 <= shard < num_shards:
+        raise RecvaeError(f"--shard must be between 0 and {num_shards - 1}, got {shard}")
+    bounds = np.linspace(0, n_users, num_shards + 1).round().astype(np.int64)
+    return np.arange(bounds[shard], bounds[shard + 1], dtype=np.int64)
+
+
+def align_items(matrix: sp.csr_matrix, source: Vocabulary, target: Vocabulary) -> sp.csr_matrix:
+    """Re-index the columns of `matrix` (over `source` items) onto `target` items.
+
+    Items unknown to `target` are dropped: a model cannot score or learn from items it never saw.
+    """
+    matrix = as_csr(matrix)
+    if source == target:
+        return matrix
+    column_map = target.index_of(source.ids)
+    coo = matrix.tocoo()
+    new_cols = column_map[coo.col]
+    keep = new_cols >= 0
+    aligned = sp.csr_matrix(
+        (coo.data[keep], (coo.row[keep], new_cols[keep])),
+        shape=(matrix.shape[0], len(target)),
+        dtype=np.float32,
+    )
+    aligned.sum_duplicates()
+    return aligned
+
+
+def select_users(ids: pl.Series, history: sp.csr_matrix, wanted: pl.Series | None) -> UsersToScore:
+    """All users of `history`, or only `wanted` (in the given order; unknown ones get no history).
+
+    Users not found in the history are kept with an empty row: they get the popularity fallback.
+    """
+    everyone = UsersToScore(ids, as_csr(history))
+    if wanted is None:
+        return everyone
+    if wanted.dtype != ids.dtype:
+        try:
+            wanted = wanted.cast(ids.dtype, strict=True)
+        except pl.exceptions.PolarsError as error:
+            raise RecvaeError(
+                f"user list ids of type {wanted.dtype} cannot be read as the history's user id "
+                f"type {ids.dtype}: {error}"
+            ) from error
+    wanted = wanted.unique(maintain_order=True)
+    rows = Vocabulary(ids, name="user").index_of(wanted)
+    # Unknown users point at an extra empty row: they have no history we can use.
+    padded = sp.vstack([everyone.history, sp.csr_matrix((1, history.shape[1]), dtype=np.float32)])
+    rows[rows < 0] = len(ids)
+    return UsersToScore(wanted.rename(ids.name), as_csr(as_csr(padded)[rows]))
+
+
+def item_popularity(model_dir: Path) -> np.ndarray | None:
+    """Interaction count per item of the training data, stored beside the model, or None."""
+    path = Path(model_dir) / POPULARITY_FILE
+    if not path.is_file():
+        return None
+    return np.load(path, allow_pickle=False).astype(np.float32)
+
+
+def write_item_popularity(model_dir: Path, train: sp.csr_matrix) -> None:
+    """Store the training matrix's per-item interaction counts (the popularity fallback)."""
+    counts = np.asarray((as_csr(train) > 0).sum(axis=0), dtype=np.float32).ravel()
+    np.save(Path(model_dir) / POPULARITY_FILE, counts, allow_pickle=False)
+
+
+def candidate_mask(n_items: int, options: ScoringOptions) -> np.ndarray | None:
+    """Boolean mask of recommendable items, or None when every item may be recommended."""
+    if options.allow_items is None and options.deny_items is None:
+        return None
+    allowed = np.zeros(n_items, dtype=bool) if options.allow_items is not None else None
+    if allowed is not None:
+        allowed[np.asarray(options.allow_items, dtype=np.int64)] = True
+    else:
+        allowed = np.ones(n_items, dtype=bool)
+    if options.deny_items is not None:
+        allowed[np.asarray(options.deny_items, dtype=np.int64)] = False
+    return allowed
+
+
+def recommend_chunks(
+    model: Recommender,
+    users: UsersToScore,
+    items: Vocabulary,
+    options: ScoringOptions,
+    model_version: str,
+    popularity: np.ndarray,
+    on_chunk: Callable[[int], None] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Yield one frame of top-K rows per chunk of users, in user order then rank order.
+
+    Rows whose score would be -inf (every remaining item is seen or filtered out) are not
+    emitted, so a user may get fewer than k rows but never a seen or forbidden item.
+    """
+    n_items = len(items)
+    if users.history.shape[1] != n_items:
+        raise RecvaeError(
+            f"history has {users.history.shape[1]} items but the model has {n_items}; "
+            "align it with the model's item vocabulary first"
+        )
+    if popularity.shape != (n_items,):
+        raise RecvaeError(f"popularity has shape {popularity.shape}, expected ({n_items},)")
+    k = min(options.k, n_items)
+    allowed = candidate_mask(n_items, options)
+    blocked = None if allowed is None else ~allowed
+    for start in range(0, len(users), options.chunk_size):
+        chunk = users.take(np.arange(start, min(start + options.chunk_size, len(users))))
+        yield _chunk_frame(
+            model, chunk, items, k, options.exclude_seen, blocked, model_version, popularity
+        )
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+
+
+def _chunk_frame(
+    model: Recommender,
+    chunk: UsersToScore,
+    items: Vocabulary,
+    k: int,
+    exclude_seen: bool,
+    blocked: np.ndarray | None,
+    model_version: str,
+    popularity: np.ndarray,
+) -> pl.DataFrame:
+    history = chunk.history
+    fallback = np.diff(history.indptr) == 0
+    scores = np.empty(history.shape, dtype=np.float32)
+    with_history = np.flatnonzero(~fallback)
+    if len(with_history):
+        model_scores = model.score(history[with_history])
+        if model_scores.shape != (len(with_history), history.shape[1]):
+            raise RecvaeError(
+                f"model returned scores {model_scores.shape} for {len(with_history)} users"
+            )
+        if not np.isfinite(model_scores).all():
+            raise RecvaeError("model returned NaN or infinite scores; the model is broken")
+        scores[with_history] = model_scores
+    scores[fallback] = popularity
+    if exclude_seen:
+        rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
+        scores[rows, history.indices] = -np.inf
+    if blocked is not None:
+        scores[:, blocked] = -np.inf
+    indices, values = top_k(scores, k)
+    keep = np.isfinite(values)
+    user_rows, ranks = np.nonzero(keep)
+    return pl.DataFrame(
+        {
+            "user_id": chunk.ids.gather(user_rows),
+            "rank": (ranks + 1).astype(np.int32),
+            "item_id": items.original(indices[keep]),
+            "score": values[keep].astype(np.float32),
+            "model_version": pl.Series([model_version] * len(user_rows), dtype=pl.String),
+            "fallback": fallback[user_rows],
+        }
+    )
+
+
+def empty_frame(user_dtype: pl.DataType, item_dtype: pl.DataType) -> pl.DataFrame:
+    """A zero-row frame with the export schema (for writing an empty but valid output)."""
+    return pl.DataFrame(
+        schema={
+            "user_id": user_dtype,
+            "rank": pl.Int32,
+            "item_id": item_dtype,
+            "score": pl.Float32,
+            "model_version": pl.String,
+            "fallback": pl.Boolean,
+        }
+    )

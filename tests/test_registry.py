@@ -1,0 +1,89 @@
+import json
+import os
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from recvae.errors import RecvaeError
+from recvae.lock import JobLock
+from recvae.registry import ModelStore, quality_gate, resolve_model_dir
+
+
+def model_dir(tmp_path, name, metric):
+    path = tmp_path / "built" / name
+    path.mkdir(parents=True)
+    pl.DataFrame({"item": ["a", "b"]}).write_parquet(path / "items.parquet")
+    (path / "metadata.json").write_text(json.dumps({"metrics": {"ndcg@100": metric}}))
+    return path
+
+
+def test_add_promote_rollback_and_current_pointer(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    v1 = store.add(model_dir(tmp_path, "m1", 0.1))
+    v2 = store.add(model_dir(tmp_path, "m2", 0.2), metadata={"note": "second"})
+    assert [v1.name, v2.name] == ["v0001", "v0002"]
+    assert store.current_name() is None
+    with pytest.raises(RecvaeError, match="no current model"):
+        resolve_model_dir(store.root)
+    store.promote("v0001")
+    store.promote("v0002")
+    assert os.readlink(store.root / "current") == "versions/v0002"
+    path, version = resolve_model_dir(store.root)
+    assert (path, version) == (store.root / "versions" / "v0002", "v0002")
+    assert store.get("v0002").metadata["note"] == "second"
+    assert store.get("v0002").metadata["version"] == "v0002"
+    assert store.rollback() == "v0001"
+    assert store.current_name() == "v0001"
+    with pytest.raises(RecvaeError, match="nothing to roll back to"):
+        store.rollback()
+    assert [e["action"] for e in store.promotions()["events"]] == ["promote"] * 2 + ["rollback"]
+
+
+def test_prune_keeps_newest_current_and_rollback_target(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    for i in range(6):
+        store.add(model_dir(tmp_path, f"m{i}", 0.1))
+    store.promote("v0001")
+    store.promote("v0002")
+    removed = store.prune(keep=2)
+    assert removed == ["v0003", "v0004"]
+    assert store.version_names() == ["v0001", "v0002", "v0005", "v0006"]
+
+
+def test_unknown_version_is_named_in_error(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    store.add(model_dir(tmp_path, "m1", 0.1))
+    with pytest.raises(RecvaeError, match=r"no model version 'v0009'.*versions: v0001"):
+        store.promote("v0009")
+
+
+def test_quality_gate():
+    assert quality_gate("ndcg@100", 0.30, None, 0.0).promote
+    assert quality_gate("ndcg@100", 0.295, 0.30, 0.01).promote
+    assert not quality_gate("ndcg@100", 0.28, 0.30, 0.01).promote
+    assert not quality_gate("ndcg@100", 0.30, 0.30, -0.001).promote  # strict improvement needed
+    assert not quality_gate("ndcg@100", float("nan"), 0.30, 0.5).promote
+    assert "worse than current 0.3000" in quality_gate("ndcg@100", 0.2, 0.3, 0.0).reason
+
+
+def test_lock_refuses_live_holder_and_replaces_dead_one(tmp_path):
+    lock_path = tmp_path / "job.lock"
+    with JobLock(lock_path), pytest.raises(RecvaeError, match="another run is in progress"):
+        JobLock(lock_path).acquire()
+    assert not lock_path.exists()
+    # A lock taken by a process that has since died is stale and gets replaced.
+    code = f"from recvae.lock import JobLock; JobLock({str(lock_path)!r}).acquire()"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    dead_holder = json.loads(lock_path.read_text())
+    assert dead_holder["pid"] != os.getpid()
+    with JobLock(lock_path) as lock:
+        assert lock.holder()["pid"] == os.getpid()
+
+
+def test_lock_from_another_host_is_not_broken(tmp_path):
+    lock_path = tmp_path / "job.lock"
+    lock_path.write_text(json.dumps({"pid": 1, "hostname": "elsewhere", "started_at": "x"}))
+    with pytest.raises(RecvaeError, match="on host elsewhere"):
+        JobLock(lock_path).acquire()

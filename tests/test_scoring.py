@@ -1,0 +1,125 @@
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from recvae.data.vocab import Vocabulary
+from recvae.errors import RecvaeError
+from recvae.scoring import (
+    ScoringOptions,
+    UsersToScore,
+    align_items,
+    recommend_chunks,
+    select_users,
+    shard_users,
+)
+
+
+class FixedScores:
+    """Every user scores items by a fixed preference vector (item 0 best)."""
+
+    name = "fixed"
+
+    def __init__(self, preferences):
+        self.preferences = np.asarray(preferences, np.float32)
+        self.calls = []
+
+    def score(self, history):
+        self.calls.append(history.shape[0])
+        return np.tile(self.preferences, (history.shape[0], 1))
+
+
+ITEMS = Vocabulary(["a", "b", "c", "d", "e"], name="item")
+POPULARITY = np.array([1, 2, 3, 4, 5], np.float32)  # popularity prefers e, d, c, ...
+
+
+def users(rows, ids=None):
+    matrix = sp.csr_matrix(np.array(rows, np.float32))
+    ids = ids if ids is not None else [f"u{i}" for i in range(len(rows))]
+    return UsersToScore(pl.Series("user", ids), matrix)
+
+
+def run(model, batch, **options):
+    frames = list(
+        recommend_chunks(model, batch, ITEMS, ScoringOptions(**options), "v0007", POPULARITY)
+    )
+    return pl.concat(frames)
+
+
+def test_top_k_excludes_seen_items_and_uses_original_ids():
+    model = FixedScores([5, 4, 3, 2, 1])
+    out = run(model, users([[1, 0, 0, 0, 0], [0, 1, 1, 0, 0]]), k=2)
+    assert out["user_id"].to_list() == ["u0", "u0", "u1", "u1"]
+    assert out["item_id"].to_list() == ["b", "c", "a", "d"]
+    assert out["rank"].to_list() == [1, 2, 1, 2]
+    assert out["score"].to_list() == [4.0, 3.0, 5.0, 2.0]
+    assert set(out["model_version"]) == {"v0007"}
+    assert not out["fallback"].any()
+
+
+def test_include_seen_when_asked():
+    out = run(FixedScores([5, 4, 3, 2, 1]), users([[1, 0, 0, 0, 0]]), k=2, exclude_seen=False)
+    assert out["item_id"].to_list() == ["a", "b"]
+
+
+def test_allow_and_deny_lists_restrict_candidates_and_never_emit_minus_inf():
+    batch = users([[0, 1, 0, 0, 0]])
+    model = FixedScores([5, 4, 3, 2, 1])
+    allowed = run(model, batch, k=3, allow_items=np.array([1, 3, 4]))
+    # b is allowed but seen: only d and e remain, so fewer than k rows
+    assert allowed["item_id"].to_list() == ["d", "e"]
+    denied = run(model, batch, k=3, deny_items=np.array([0]))
+    assert denied["item_id"].to_list() == ["c", "d", "e"]
+    assert np.isfinite(denied["score"].to_numpy()).all()
+
+
+def test_users_without_history_get_popularity_fallback_flagged():
+    model = FixedScores([5, 4, 3, 2, 1])
+    out = run(model, users([[0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]), k=2)
+    fallback = out.filter(pl.col("user_id") == "u0")
+    assert fallback["item_id"].to_list() == ["e", "d"]
+    assert fallback["fallback"].all()
+    assert not out.filter(pl.col("user_id") == "u1")["fallback"].any()
+    assert model.calls == [1]  # the model only scored the user with a history
+
+
+def test_chunks_bound_the_scored_batch_and_do_not_change_results():
+    rng = np.random.default_rng(0)
+    rows = (rng.random((23, 5)) < 0.3).astype(np.float32)
+    model = FixedScores([5, 4, 3, 2, 1])
+    whole = run(model, users(rows), k=3, chunk_size=100)
+    model_small = FixedScores([5, 4, 3, 2, 1])
+    chunked = run(model_small, users(rows), k=3, chunk_size=4)
+    assert max(model_small.calls) <= 4
+    assert whole.equals(chunked)
+
+
+def test_shards_are_disjoint_and_cover_every_user_in_order():
+    for n_users, num_shards in [(10, 3), (7, 7), (3, 5), (0, 2)]:
+        shards = [shard_users(n_users, i, num_shards) for i in range(num_shards)]
+        assert np.concatenate(shards).tolist() == list(range(n_users))
+    with pytest.raises(RecvaeError, match="--shard must be between 0 and 2"):
+        shard_users(10, 3, 3)
+
+
+def test_align_items_maps_columns_and_drops_unknown_items():
+    source = Vocabulary(["z", "c", "a"], name="item")
+    matrix = sp.csr_matrix(np.array([[1, 1, 0], [0, 0, 1]], np.float32))
+    aligned = align_items(matrix, source, ITEMS)
+    assert aligned.shape == (2, 5)
+    assert aligned.toarray().tolist() == [[0, 0, 1, 0, 0], [1, 0, 0, 0, 0]]
+
+
+def test_select_users_keeps_requested_order_and_empty_rows_for_unknown_users():
+    ids = pl.Series("user", [10, 20, 30])
+    history = sp.csr_matrix(np.eye(3, 5, dtype=np.float32))
+    picked = select_users(ids, history, pl.Series(["30", "99", "10"]))
+    assert picked.ids.to_list() == [30, 99, 10]
+    assert picked.history.toarray()[:, :3].tolist() == [[0, 0, 1], [0, 0, 0], [1, 0, 0]]
+    with pytest.raises(RecvaeError, match="cannot be read as the history's user id type"):
+        select_users(ids, history, pl.Series(["x"]))
+
+
+def test_model_with_nan_scores_is_refused():
+    with pytest.raises(RecvaeError, match="NaN"):
+        run(FixedScores([np.nan, 1, 1, 1, 1]), users([[1, 0, 0, 0, 0]]), k=2)
