@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,3 +164,127 @@ def _drop_staging(con: object, staging: str) -> None:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """Everything `recvae recommend` and the export job need to write one top-N export."""
+
+    model: Path  # a model directory or a model store (its `current` model is used)
+    history: Path  # a dataset directory or a log file ingested against the model's items
+    dest: Path
+    k: int = 100
+    fmt: str | None = None
+    table: str = "recommendations"
+    users_file: Path | None = None
+    allow_items_file: Path | None = None
+    deny_items_file: Path | None = None
+    exclude_seen: bool = True
+    chunk_size: int = 1000
+    shard: int = 0
+    num_shards: int = 1
+    ingest_options: object | None = None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    summary: ExportSummary
+    model_version: str
+    users: int
+    fallback_users: int
+    seconds: float
+    notes: dict
+
+
+def export_top_n(request: ExportRequest, show_progress: bool = False) -> ExportResult:
+    """Load the model and histories, score this shard's users in chunks, write atomically."""
+    import time
+
+    import numpy as np
+
+    from recvae.artifact import load_artifact
+    from recvae.registry import resolve_model_dir
+    from recvae.scoring import (
+        ScoringOptions,
+        empty_frame,
+        item_indices,
+        item_popularity,
+        load_history,
+        read_ids,
+        recommend_chunks,
+        select_users,
+        shard_users,
+    )
+
+    infer_format(request.dest, request.fmt)  # fail on a bad destination before any work
+    model_dir, version = resolve_model_dir(request.model)
+    artifact = load_artifact(model_dir)
+    items = artifact.items
+    user_ids, history, notes = load_history(request.history, items, request.ingest_options)
+    wanted = read_ids(request.users_file, "user list") if request.users_file else None
+    users = select_users(user_ids, history, wanted)
+    users = users.take(shard_users(len(users), request.shard, request.num_shards))
+    allow = deny = None
+    if request.allow_items_file:
+        allow, unknown = item_indices(read_ids(request.allow_items_file, "allow-list"), items)
+        notes["allow_items"] = {"known": len(allow), "unknown_to_model": unknown}
+    if request.deny_items_file:
+        deny, unknown = item_indices(read_ids(request.deny_items_file, "deny-list"), items)
+        notes["deny_items"] = {"known": len(deny), "unknown_to_model": unknown}
+    popularity = item_popularity(model_dir)
+    if popularity is None:
+        # Older artifacts lack the training popularity: use the histories being scored.
+        popularity = np.bincount(history.indices, minlength=len(items)).astype(np.float32)
+        notes["popularity_source"] = "history being scored (model has no popularity.npy)"
+    options = ScoringOptions(
+        k=request.k,
+        exclude_seen=request.exclude_seen,
+        allow_items=allow,
+        deny_items=deny,
+        chunk_size=request.chunk_size,
+    )
+    fallback_users = int((np.diff(users.history.indptr) == 0).sum())
+    schema = empty_frame(users.ids.dtype, items.ids.dtype).schema
+    start = time.perf_counter()
+    with _progress(len(users), show_progress) as advance:
+        frames = recommend_chunks(
+            artifact.model, users, items, options, version, popularity, on_chunk=advance
+        )
+        summary = write_export(frames, request.dest, schema, request.fmt, request.table)
+    return ExportResult(
+        summary, version, len(users), fallback_users, time.perf_counter() - start, notes
+    )
+
+
+@contextlib.contextmanager
+def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar with users per second, or a no-op when not shown."""
+    if not show:
+        yield lambda _n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("scoring users"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("users", total=total, rate="")
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[task].speed
+            progress.update(task, rate=f"{speed:,.0f} users/s" if speed else "")
+
+        yield advance

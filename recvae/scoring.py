@@ -247,3 +247,51 @@ def empty_frame(user_dtype: pl.DataType, item_dtype: pl.DataType) -> pl.DataFram
             "fallback": pl.Boolean,
         }
     )
+
+
+def read_ids(path: Path, what: str) -> pl.Series:
+    """Ids from a file: one per line (.txt), or the first column of a .csv or .parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecvaeError(f"{what} file {path} does not exist")
+    if path.suffix.lower() == ".parquet":
+        series = pl.read_parquet(path).to_series(0)
+    elif path.suffix.lower() == ".csv":
+        series = pl.read_csv(path).to_series(0)
+    else:
+        series = pl.read_csv(path, has_header=False, new_columns=["id"]).to_series(0)
+    if series.null_count():
+        raise RecvaeError(f"{what} file {path} has empty ids")
+    return series
+
+
+def item_indices(ids: pl.Series, items: Vocabulary) -> tuple[np.ndarray, int]:
+    """Dense indices of the known ids among `ids`, and how many were unknown to the model."""
+    indices = items.index_of(ids)
+    return indices[indices >= 0], int((indices < 0).sum())
+
+
+def load_history(
+    source: Path, items: Vocabulary, ingest_options: object | None = None
+) -> tuple[pl.Series, sp.csr_matrix, dict]:
+    """Users' histories over the model's items from a dataset directory or a raw log.
+
+    A dataset directory (from `recvae ingest`) gives every interaction it holds, re-indexed onto
+    the model's items; anything else is ingested as a log against the model's item vocabulary.
+    Items the model does not know are dropped and counted. Returns (user ids, history, notes).
+    """
+    source = Path(source)
+    if (source / "manifest.json").is_file():
+        from recvae.data.dataset import Dataset
+
+        dataset = Dataset.load(source)
+        history = align_items(dataset.matrix, dataset.items, items)
+        dropped = int(dataset.matrix.nnz - history.nnz)
+        notes = {"history": str(source), "kind": "dataset", "dropped_interactions": dropped}
+        return dataset.users.ids, history, notes
+    from recvae.data.ingest import ingest
+
+    dataset = ingest([source], ingest_options, item_vocab=items)  # type: ignore[arg-type]
+    history = align_items(dataset.matrix, dataset.items, items)
+    notes = {"history": str(source), "kind": "log", "ingest": dataset.manifest}
+    return dataset.users.ids, history, notes

@@ -83,3 +83,90 @@ def test_format_errors_say_what_to_do(tmp_path):
         infer_format(tmp_path / "recs.txt")
     with pytest.raises(RecvaeError, match="letters, digits and underscores"):
         write_export(frames(), tmp_path / "x.duckdb", SCHEMA, table="drop table;")
+
+
+# ---- `recvae recommend` end to end ---------------------------------------------------------
+
+
+def make_model_and_dataset(tmp_path):
+    """An EASE model on 30 users x 12 items, saved as an artifact, and its dataset directory."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from recvae.artifact import Artifact, save_artifact
+    from recvae.data.dataset import Dataset
+    from recvae.data.vocab import Vocabulary
+    from recvae.models.ease import EASE
+    from recvae.scoring import write_item_popularity
+
+    rng = np.random.default_rng(3)
+    dense = (rng.random((30, 12)) < 0.3).astype(np.float32)
+    dense[5] = 0  # a user with no history -> popularity fallback
+    matrix = sp.csr_matrix(dense)
+    items = Vocabulary([f"item{j}" for j in range(12)], name="item")
+    users = Vocabulary(np.arange(100, 130), name="user")
+    Dataset(matrix, users, items).save(tmp_path / "ds")
+    model_dir = tmp_path / "model"
+    save_artifact(Artifact(EASE(l2=10.0).fit(matrix), items, {"version": "v0042"}), model_dir)
+    write_item_popularity(model_dir, matrix)
+    return model_dir, tmp_path / "ds", dense
+
+
+def test_recommend_cli_writes_top_k_without_seen_items(tmp_path):
+    from typer.testing import CliRunner
+
+    from recvae.cli import app
+
+    model_dir, ds, dense = make_model_and_dataset(tmp_path)
+    (tmp_path / "deny.txt").write_text("item0\nnot_an_item\n")
+    out = tmp_path / "recs.parquet"
+    args = ["recommend", str(model_dir), "--history", str(ds), "--out", str(out), "--k", "3"]
+    result = CliRunner().invoke(app, [*args, "--deny-items", str(tmp_path / "deny.txt")])
+    assert result.exit_code == 0, result.output
+    assert "users/s" in result.output
+    recs = pl.read_parquet(out)
+    assert recs.columns == ["user_id", "rank", "item_id", "score", "model_version", "fallback"]
+    assert recs["user_id"].n_unique() == 30
+    assert set(recs["model_version"]) == {"v0042"}
+    assert "item0" not in set(recs["item_id"])
+    for row in recs.iter_rows(named=True):
+        user, item = row["user_id"] - 100, int(row["item_id"][4:])
+        assert dense[user, item] == 0, "a seen item was recommended"
+    assert recs.filter(pl.col("fallback"))["user_id"].unique().to_list() == [105]
+
+
+def test_shards_together_equal_the_unsharded_export(tmp_path):
+    from typer.testing import CliRunner
+
+    from recvae.cli import app
+
+    model_dir, ds, _ = make_model_and_dataset(tmp_path)
+    base = ["recommend", str(model_dir), "--history", str(ds), "--k", "4", "--chunk-size", "7"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "all.csv")]).exit_code == 0
+    for shard in range(3):
+        shard_args = ["--shard", str(shard), "--num-shards", "3"]
+        out = ["--out", str(tmp_path / f"part{shard}.csv")]
+        assert runner.invoke(app, [*base, *shard_args, *out]).exit_code == 0
+    parts = [pl.read_csv(tmp_path / f"part{shard}.csv") for shard in range(3)]
+    assert all(part.height > 0 for part in parts)
+    assert pl.concat(parts).equals(pl.read_csv(tmp_path / "all.csv"))
+
+
+def test_recommend_for_listed_users_includes_unknown_user_as_fallback(tmp_path):
+    from typer.testing import CliRunner
+
+    from recvae.cli import app
+
+    model_dir, ds, _ = make_model_and_dataset(tmp_path)
+    (tmp_path / "users.txt").write_text("101\n999\n")
+    out = tmp_path / "recs.duckdb"
+    args = ["recommend", str(model_dir), "--history", str(ds), "--out", str(out), "--k", "2"]
+    result = CliRunner().invoke(app, [*args, "--users", str(tmp_path / "users.txt")])
+    assert result.exit_code == 0, result.output
+    with duckdb.connect(str(out)) as con:
+        rows = con.execute(
+            "SELECT user_id, bool_and(fallback), count(*) FROM recommendations "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert rows == [(101, False, 2), (999, True, 2)]

@@ -87,3 +87,28 @@ def test_lock_from_another_host_is_not_broken(tmp_path):
     lock_path.write_text(json.dumps({"pid": 1, "hostname": "elsewhere", "started_at": "x"}))
     with pytest.raises(RecvaeError, match="on host elsewhere"):
         JobLock(lock_path).acquire()
+
+
+def test_models_cli_list_show_promote_rollback_prune(tmp_path):
+    from typer.testing import CliRunner
+
+    from recvae.cli import app
+
+    store = ModelStore(tmp_path / "store")
+    for i in range(3):
+        store.add(model_dir(tmp_path, f"m{i}", 0.1 * (i + 1)))
+    runner = CliRunner()
+    root = str(store.root)
+    assert runner.invoke(app, ["models", "promote", root, "v0002"]).exit_code == 0
+    assert runner.invoke(app, ["models", "promote", root, "v0003"]).exit_code == 0
+    listing = runner.invoke(app, ["models", "list", root])
+    assert listing.exit_code == 0
+    assert "ndcg@100=0.3000" in listing.output
+    shown = runner.invoke(app, ["models", "show", root])
+    assert json.loads(shown.output)["version"] == "v0003"
+    result = runner.invoke(app, ["models", "rollback", root])
+    assert result.exit_code == 0 and "current -> v0002" in result.output
+    assert runner.invoke(app, ["models", "prune", root, "--keep", "1"]).exit_code == 0
+    assert store.version_names() == ["v0002", "v0003"]
+    bad = runner.invoke(app, ["models", "promote", root, "v0001"])
+    assert bad.exit_code != 0 and "no model version 'v0001'" in str(bad.exception)

@@ -1,7 +1,96 @@
-"""`recvae recommend`: not written yet (see the open issues)."""
+"""`recvae recommend`: top-N for every user (or a list of users), streamed to Parquet/CSV/DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command()(recommend)
+
+
+def recommend(
+    model: Annotated[
+        Path,
+        typer.Argument(help="Model directory, or model store (uses its current model), e.g. store"),
+    ],
+    history: Annotated[
+        Path,
+        typer.Option(
+            help="Users' histories: a dataset directory from `recvae ingest`, or a log file "
+            "ingested against the model's items, e.g. data/ds or logs/today.parquet"
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Output file: .parquet, .csv or .duckdb, e.g. recs.parquet")
+    ],
+    k: Annotated[int, typer.Option(help="Items per user, e.g. 100")] = 100,
+    format: Annotated[
+        str | None,
+        typer.Option("--format", help="parquet, csv or duckdb (default: from --out suffix)"),
+    ] = None,
+    table: Annotated[
+        str, typer.Option(help="Table name when writing a DuckDB file, e.g. recommendations")
+    ] = "recommendations",
+    users: Annotated[
+        Path | None,
+        typer.Option(help="Only these users: one id per line (.txt) or first column, e.g. u.txt"),
+    ] = None,
+    allow_items: Annotated[
+        Path | None,
+        typer.Option(help="Recommend only these items (one id per line), e.g. in_stock.txt"),
+    ] = None,
+    deny_items: Annotated[
+        Path | None,
+        typer.Option(help="Never recommend these items (one id per line), e.g. retired.txt"),
+    ] = None,
+    include_seen: Annotated[
+        bool, typer.Option(help="Also recommend items users already interacted with")
+    ] = False,
+    chunk_size: Annotated[
+        int, typer.Option(help="Users scored at once; memory ~ chunk x items x 4 bytes, e.g. 1000")
+    ] = 1000,
+    shard: Annotated[int, typer.Option(help="Which slice of users to score, 0-based, e.g. 0")] = 0,
+    num_shards: Annotated[
+        int, typer.Option(help="Number of disjoint user slices to split the export into, e.g. 4")
+    ] = 1,
+) -> None:
+    """Score users from their history, drop seen items, write top-K rows with original ids.
+
+    Rows: user_id, rank, item_id, score, model_version, fallback (True: the user had no usable
+    history and got the popularity ranking). The output appears only once complete.
+    """
+    from rich.console import Console
+
+    from recvae.export import ExportRequest, export_top_n
+
+    request = ExportRequest(
+        model=model,
+        history=history,
+        dest=out,
+        k=k,
+        fmt=format,
+        table=table,
+        users_file=users,
+        allow_items_file=allow_items,
+        deny_items_file=deny_items,
+        exclude_seen=not include_seen,
+        chunk_size=chunk_size,
+        shard=shard,
+        num_shards=num_shards,
+    )
+    result = export_top_n(request, show_progress=True)
+    where = f"{out} (table {result.summary.table})" if result.summary.table else str(out)
+    rate = result.users / result.seconds if result.seconds > 0 else float("inf")
+    Console().print(
+        f"wrote {result.summary.rows:,} rows for {result.users:,} users "
+        f"({result.fallback_users:,} popularity fallback) with model {result.model_version} "
+        f"to {where} in {result.seconds:.1f}s ({rate:,.0f} users/s)"
+    )
+    for key, value in result.notes.items():
+        if key in ("allow_items", "deny_items", "popularity_source", "dropped_interactions"):
+            Console().print(f"  {key}: {value}")
