@@ -1,0 +1,551 @@
+"""Interaction logs -> Dataset: read through DuckDB, filter in SQL, build the CSR with scipy.
+
+    dataset = ingest(["ratings.dat.gz"], IngestOptions(min_rating=3.5, min_user_count=5))
+
+Everything row-sized stays inside DuckDB (reading, typing, bad-row detection, filters, dedupe and
+the id -> dense index joins); Python only receives the final index and value arrays, so a
+20-million-row log costs a few column scans rather than a Python loop per row.
+
+A source may also be a MovieLens name (ml-100k, ml-1m, ml-20m, ml-25m, ml-32m), downloaded once
+into the cache with its checksum checked (see recvae.data.movielens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recvae.data import filters
+from recvae.data.dataset import Dataset
+from recvae.data.fingerprint import file_fingerprint
+from recvae.data.sources import (
+    FORMATS,
+    Source,
+    first_line,
+    id_type_of,
+    resolve_source,
+    rows_sql,
+)
+from recvae.data.split import Holdout, Split
+from recvae.data.vocab import Vocabulary
+from recvae.errors import RecvaeError
+
+WEIGHTS = ("binary", "rating", "count")
+SPLIT_ROLES = ("train", "valid", "test")
+BAD_ROW_POLICIES = ("error", "skip")
+
+
+@dataclass
+class IngestOptions:
+    """Every ingest option; the defaults read a log as-is into a binary matrix."""
+
+    format: str = "auto"  # auto|csv|parquet|ndjson|duckdb|movielens|lightgcn
+    delimiter: str | None = None  # CSV field separator; detected when None
+    header: bool | None = None  # CSV has a header line; detected when None
+    user_col: str | None = None
+    item_col: str | None = None
+    rating_col: str | None = None
+    time_col: str | None = None
+    min_rating: float | None = None  # keep ratings strictly greater (the paper: > 3.5)
+    weights: str = "binary"  # binary: 1.0 per interaction | rating | count of events
+    dedupe: str = "auto"  # auto (last with a time column, else max) | last | first | max
+    since: str | int | None = None  # unix seconds or ISO date/time, inclusive
+    until: str | int | None = None  # unix seconds or ISO date/time, exclusive
+    min_user_count: int = 0  # keep users with at least this many interactions
+    min_item_count: int = 0  # keep items with at least this many interactions
+    k_core: int = 0  # > 0: repeat the user and item filters with at least this bound until stable
+    on_bad_rows: str = "error"  # error: stop at the first bad row | skip: count and drop them
+    table: str | None = None  # table in a DuckDB database source
+    query: str | None = None  # SQL query against a DuckDB database source
+    split_sources: Sequence[str] | None = None  # role of each source: train, valid, test
+    cache_dir: Path | None = None  # where MovieLens downloads go (default ~/.cache/recvae)
+    max_examples: int = 5  # bad rows quoted in errors and the manifest
+
+    def validate(self) -> None:
+        checks = [
+            (self.format in FORMATS, f"format must be one of {', '.join(FORMATS)}"),
+            (self.weights in WEIGHTS, f"weights must be one of {', '.join(WEIGHTS)}"),
+            (self.dedupe in filters.DEDUPE_RULES, f"dedupe must be one of {filters.DEDUPE_RULES}"),
+            (self.on_bad_rows in BAD_ROW_POLICIES, "on_bad_rows must be 'error' or 'skip'"),
+            (self.min_user_count >= 0 and self.min_item_count >= 0, "counts must be >= 0"),
+            (self.k_core >= 0, "k_core must be >= 0"),
+            (not (self.table and self.query), "give either table or query, not both"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RecvaeError(message)
+
+    def as_manifest(self) -> dict[str, object]:
+        values = dataclasses.asdict(self)
+        values["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        values["split_sources"] = list(self.split_sources) if self.split_sources else None
+        return values
+
+
+def parse_time_bound(value: str | int | None, option: str) -> int | None:
+    """Unix seconds from an int, a numeric string or an ISO date/date-time (UTC when naive)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    text = str(value).strip()
+    try:
+        return int(float(text))
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as error:
+        raise RecvaeError(
+            f"{option} '{value}' is neither unix seconds nor an ISO date like 2024-01-31"
+        ) from error
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp())
+
+
+def assign_roles(sources: Sequence[str | Path], split_sources: Sequence[str] | None) -> list:
+    """The split role of each source (None for all when the log is not pre-split)."""
+    if not split_sources:
+        return [None] * len(sources)
+    roles = [role.strip() for role in split_sources]
+    if len(roles) != len(sources):
+        raise RecvaeError(
+            f"--split-sources names {len(roles)} roles ({','.join(roles)}) for "
+            f"{len(sources)} sources; give one role per source, e.g. train,valid"
+        )
+    for role in roles:
+        if role not in SPLIT_ROLES:
+            raise RecvaeError(f"unknown split role '{role}'; expected train, valid or test")
+    if "train" not in roles:
+        raise RecvaeError("--split-sources needs a 'train' source")
+    if len(set(roles)) != len(roles):
+        raise RecvaeError(f"--split-sources repeats a role: {','.join(roles)}")
+    return roles
+
+
+def locate(source: str | Path, options: IngestOptions) -> tuple[Path, str]:
+    """A path and format for a source string: a file, or a MovieLens name to fetch."""
+    from recvae.data import movielens
+
+    path = Path(source).expanduser()
+    if not path.exists() and str(source) in movielens.DATASETS:
+        return movielens.fetch(str(source), options.cache_dir), "movielens"
+    return path, options.format
+
+
+def ingest(
+    sources: Sequence[str | Path],
+    options: IngestOptions | None = None,
+    item_vocab: Vocabulary | None = None,
+) -> Dataset:
+    """Read `sources` as one log, filter it and return the user x item Dataset.
+
+    With `item_vocab` (a trained model's items), the columns are exactly that vocabulary: events
+    on unknown items are dropped and counted under manifest['dropped_unknown_items'], never given
+    a new or a wrong index.
+    """
+    options = options or IngestOptions()
+    options.validate()
+    if not sources:
+        raise RecvaeError("no sources given; pass at least one log file")
+    roles = assign_roles(sources, options.split_sources)
+    since = parse_time_bound(options.since, "--since")
+    until = parse_time_bound(options.until, "--until")
+    spill = Path(tempfile.mkdtemp(prefix="recvae-ingest-"))
+    con = duckdb.connect(config={"temp_directory": str(spill)})
+    try:
+        return _ingest(con, sources, roles, options, item_vocab, since, until)
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _ingest(
+    con: duckdb.DuckDBPyConnection,
+    raw_sources: Sequence[str | Path],
+    roles: list,
+    options: IngestOptions,
+    item_vocab: Vocabulary | None,
+    since: int | None,
+    until: int | None,
+) -> Dataset:
+    explicit = {
+        "user": options.user_col,
+        "item": options.item_col,
+        "rating": options.rating_col,
+        "time": options.time_col,
+    }
+    sources: list[Source] = []
+    for index, (raw, role) in enumerate(zip(raw_sources, roles, strict=True)):
+        path, fmt = locate(raw, options)
+        sources.append(
+            resolve_source(
+                con,
+                path,
+                fmt,
+                role,
+                explicit,
+                options.delimiter,
+                options.header,
+                options.table,
+                options.query,
+                index,
+            )
+        )
+    use_rating, use_time = _usable_columns(sources, options, since, until)
+    id_type = "BIGINT" if all(id_type_of(s) == "BIGINT" for s in sources) else "VARCHAR"
+    rule = options.dedupe if options.dedupe != "auto" else ("last" if use_time else "max")
+
+    source_records, rows_read, bad = _read_all(con, sources, id_type, use_rating, use_time)
+    if rows_read == 0:
+        raise RecvaeError(f"{', '.join(s.label for s in sources)}: the log has no rows")
+    _handle_bad_rows(bad, options)
+
+    pipeline = filters.Pipeline(con, "recvae_events", rows_read)
+    if bad["count"]:
+        pipeline.apply(
+            "bad_rows",
+            "SELECT user, item, rating, time, role FROM {prev} WHERE bad IS NULL",
+            rejected=bad["count"],
+        )
+    dropped_unknown = None
+    if item_vocab is not None:
+        dropped_unknown = _keep_known_items(con, pipeline, item_vocab, id_type)
+    if since is not None or until is not None:
+        filters.time_window(pipeline, since, until)
+    filters.dedupe(pipeline, rule, use_rating, by_role=roles[0] is not None)
+    if options.min_rating is not None:
+        filters.rating_threshold(pipeline, options.min_rating)
+    min_items = max(options.min_item_count, options.k_core)
+    min_users = max(options.min_user_count, options.k_core)
+    if options.k_core:
+        filters.k_core(pipeline, min_items, min_users)
+    else:
+        filters.counts_once(pipeline, min_items, min_users)
+
+    dataset = _build_dataset(con, pipeline.table, item_vocab, options.weights, use_time, roles)
+    dataset.manifest = _manifest(
+        sources, source_records, options, rule, use_rating, use_time, rows_read, bad,
+        pipeline.steps, dropped_unknown, dataset,
+    )  # fmt: skip
+    return dataset
+
+
+def _usable_columns(
+    sources: list[Source], options: IngestOptions, since: int | None, until: int | None
+) -> tuple[bool, bool]:
+    """Rating and time are used only when every source has them; say so when an option needs one."""
+
+    def require(role: str, reason: str) -> None:
+        for source in sources:
+            if getattr(source.columns, role) is None:
+                found = ", ".join(source.types) or "(none)"
+                raise RecvaeError(
+                    f"{source.label}: {reason} needs a {role} column and none was found; "
+                    f"columns found: {found}; name it with --{role}-col"
+                )
+
+    if options.min_rating is not None:
+        require("rating", "--min-rating")
+    if options.weights == "rating":
+        require("rating", "--weights rating")
+    if since is not None or until is not None:
+        require("time", "--since/--until")
+    if options.dedupe in ("last", "first"):
+        require("time", f"--dedupe {options.dedupe}")
+    use_rating = all(s.columns.rating is not None for s in sources)
+    use_time = all(s.columns.time is not None for s in sources)
+    return use_rating, use_time
+
+
+def _read_all(
+    con: duckdb.DuckDBPyConnection,
+    sources: list[Source],
+    id_type: str,
+    use_rating: bool,
+    use_time: bool,
+) -> tuple[list[dict], int, dict]:
+    """Load every source into one table; collect parse rejects and bad rows with examples."""
+    con.execute(
+        f"CREATE TEMP TABLE recvae_events (user {id_type}, item {id_type}, rating DOUBLE, "
+        "time BIGINT, role UTINYINT, src USMALLINT, bad VARCHAR)"
+    )
+    records, examples, rejected_total = [], [], 0
+    for index, source in enumerate(sources):
+        rejects = f"recvae_rejects_{index}"
+        role = SPLIT_ROLES.index(source.role) if source.role else 0
+        select = rows_sql(source, id_type, use_rating, use_time, rejects)
+        if source.use_database:
+            con.execute(f"USE {source.use_database}")
+        try:
+            inserted = con.execute(
+                f"INSERT INTO temp.recvae_events SELECT user, item, rating, time, {role}, "
+                f"{index}, bad FROM ({select})"
+            ).fetchall()[0][0]
+        except duckdb.Error as error:
+            raise RecvaeError(f"{source.label}: cannot read: {first_line(error)}") from error
+        finally:
+            if source.use_database:
+                con.execute("USE memory")
+        parse_rejects, parse_examples = _parse_rejects(con, source, rejects)
+        rejected_total += parse_rejects
+        examples.extend(parse_examples)
+        records.append({"rows_read": int(inserted) + parse_rejects, "parse_rejects": parse_rejects})
+    bad_rows = con.execute("SELECT count(*) FROM recvae_events WHERE bad IS NOT NULL").fetchall()[
+        0
+    ][0]
+    if bad_rows:
+        for src, reason, user, item in con.execute(
+            "SELECT src, bad, CAST(user AS VARCHAR), CAST(item AS VARCHAR) FROM recvae_events "
+            "WHERE bad IS NOT NULL LIMIT 5"
+        ).fetchall():
+            examples.append(
+                {"file": sources[src].label, "problem": reason, "user": user, "item": item}
+            )
+        per_source = dict(
+            con.execute(
+                "SELECT src, count(*) FROM recvae_events WHERE bad IS NOT NULL GROUP BY src"
+            ).fetchall()
+        )
+        for index, record in enumerate(records):
+            record["bad_rows"] = int(per_source.get(index, 0))
+    rows_read = sum(record["rows_read"] for record in records)
+    for source, record in zip(sources, records, strict=True):
+        if record["rows_read"] == 0:
+            raise RecvaeError(f"{source.label}: no interaction rows in the file")
+    bad = {"count": int(rejected_total + bad_rows), "examples": examples[:5]}
+    return records, rows_read, bad
+
+
+def _parse_rejects(
+    con: duckdb.DuckDBPyConnection, source: Source, rejects: str
+) -> tuple[int, list[dict]]:
+    """Rows DuckDB's CSV reader refused (wrong field count, a value not of the declared type)."""
+    if source.format not in {"csv", "movielens"}:
+        return 0, []
+    count = con.execute(f"SELECT count(*) FROM {rejects}").fetchall()[0][0]
+    rows = con.execute(
+        f"SELECT line, column_name, error_type, csv_line, error_message FROM {rejects} "
+        "ORDER BY line LIMIT 5"
+    ).fetchall()
+    expected = {
+        source.columns.user: "a user id",
+        source.columns.item: "an item id",
+        source.columns.rating: "a number (rating)",
+        source.columns.time: "unix seconds or a date-time (timestamp)",
+    }
+    examples = []
+    for line, column, error_type, text, message in rows:
+        if error_type == "CAST" and column in expected:
+            problem = f"line {line}, column '{column}': expected {expected[column]}; {message}"
+        else:
+            problem = f"line {line}: {message}"
+        examples.append({"file": source.label, "problem": problem, "text": text})
+    return int(count), examples
+
+
+def _handle_bad_rows(bad: dict, options: IngestOptions) -> None:
+    if not bad["count"] or options.on_bad_rows == "skip":
+        return
+    first = bad["examples"][0]
+    more = bad["count"] - 1
+    text = f" (the row reads: {first['text']!r})" if first.get("text") else ""
+    raise RecvaeError(
+        f"{first['file']}: {first['problem']}{text}"
+        + (f"; {more:,} more bad row(s)" if more else "")
+        + ". Fix the input or pass --on-bad-rows skip to drop bad rows."
+    )
+
+
+def _keep_known_items(
+    con: duckdb.DuckDBPyConnection, pipeline: filters.Pipeline, vocab: Vocabulary, id_type: str
+) -> dict:
+    """Drop events on items the given vocabulary lacks; count them, never re-index."""
+    frame = pl.DataFrame({"item": vocab.ids, "item_index": np.arange(len(vocab), dtype=np.int64)})
+    con.register("recvae_vocab_arrow", frame.to_arrow())
+    con.execute(
+        f"CREATE TEMP TABLE recvae_item_vocab AS SELECT TRY_CAST(item AS {id_type}) AS item, "
+        "item_index FROM recvae_vocab_arrow"
+    )
+    con.unregister("recvae_vocab_arrow")
+    events, distinct = con.execute(
+        f"SELECT count(*), count(DISTINCT item) FROM {pipeline.table} "
+        "WHERE item NOT IN (SELECT item FROM recvae_item_vocab WHERE item IS NOT NULL)"
+    ).fetchall()[0]
+    examples = [
+        row[0]
+        for row in con.execute(
+            f"SELECT DISTINCT CAST(item AS VARCHAR) FROM {pipeline.table} WHERE item NOT IN "
+            "(SELECT item FROM recvae_item_vocab WHERE item IS NOT NULL) ORDER BY 1 LIMIT 5"
+        ).fetchall()
+    ]
+    pipeline.apply(
+        "known_items",
+        "SELECT * FROM {prev} WHERE item IN (SELECT item FROM recvae_item_vocab)",
+        vocabulary_items=len(vocab),
+    )
+    return {"events": int(events), "distinct_items": int(distinct), "examples": examples}
+
+
+def _build_dataset(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    item_vocab: Vocabulary | None,
+    weights: str,
+    use_time: bool,
+    roles: list,
+) -> Dataset:
+    """Dense indices by joins against sorted vocabulary tables, then one scipy CSR build."""
+    con.execute(
+        "CREATE TEMP TABLE recvae_user_vocab AS SELECT user, "
+        f"CAST(row_number() OVER (ORDER BY user) - 1 AS BIGINT) AS user_index "
+        f"FROM (SELECT DISTINCT user FROM {table})"
+    )
+    if item_vocab is None:
+        con.execute(
+            "CREATE TEMP TABLE recvae_item_vocab AS SELECT item, "
+            f"CAST(row_number() OVER (ORDER BY item) - 1 AS BIGINT) AS item_index "
+            f"FROM (SELECT DISTINCT item FROM {table})"
+        )
+        items = Vocabulary(
+            con.sql("SELECT item FROM recvae_item_vocab ORDER BY item_index").pl()["item"],
+            name="item",
+        )
+    else:
+        items = item_vocab
+    users = Vocabulary(
+        con.sql("SELECT user FROM recvae_user_vocab ORDER BY user_index").pl()["user"],
+        name="user",
+    )
+    value = {"binary": "1.0", "rating": "rating", "count": "events"}[weights]
+    arrays = con.execute(
+        f"SELECT u.user_index, i.item_index, CAST({value} AS FLOAT) AS value, "
+        f"{'e.time' if use_time else 'CAST(0 AS BIGINT)'} AS time, e.role "
+        f"FROM {table} e JOIN recvae_user_vocab u ON e.user = u.user "
+        "JOIN recvae_item_vocab i ON e.item = i.item"
+    ).fetchnumpy()
+    shape = (len(users), len(items))
+    rows, cols = np.asarray(arrays["user_index"]), np.asarray(arrays["item_index"])
+    values = np.asarray(arrays["value"], dtype=np.float32)
+    times = np.asarray(arrays["time"], dtype=np.int64)
+
+    def csr(mask: np.ndarray | None, data: np.ndarray) -> sp.csr_matrix:
+        if mask is None:
+            return sp.csr_matrix((data, (rows, cols)), shape=shape)
+        return sp.csr_matrix((data[mask], (rows[mask], cols[mask])), shape=shape)
+
+    if roles[0] is None:
+        matrix = csr(None, values)
+        time_matrix = csr(None, times) if use_time else None
+        return Dataset(matrix, users, items, times=_canonical(time_matrix), split=None)
+    role_codes = np.asarray(arrays["role"])
+    parts = {
+        name: csr(role_codes == code, values)
+        for code, name in enumerate(SPLIT_ROLES)
+        if name in roles
+    }
+    matrix = _union(list(parts.values()))
+    time_matrix = None
+    if use_time:
+        time_matrix = _union(
+            [
+                csr(role_codes == code, times)
+                for code, name in enumerate(SPLIT_ROLES)
+                if name in roles
+            ]
+        )
+    split = _presplit(parts, roles)
+    return Dataset(matrix, users, items, split=split, times=_canonical(time_matrix))
+
+
+def _canonical(matrix: sp.csr_matrix | None) -> sp.csr_matrix | None:
+    if matrix is not None:
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+    return matrix
+
+
+def _union(parts: list[sp.csr_matrix]) -> sp.csr_matrix:
+    """Element-wise maximum, so a pair present in two roles is not counted twice."""
+    result = parts[0]
+    for part in parts[1:]:
+        result = result.maximum(part)
+    return sp.csr_matrix(result)
+
+
+def _presplit(parts: dict[str, sp.csr_matrix], roles: list) -> Split:
+    """Train matrix plus holdouts whose history is each evaluated user's train row."""
+    train = parts["train"]
+
+    def holdout(name: str) -> Holdout | None:
+        if name not in parts:
+            return None
+        users = np.flatnonzero(parts[name].getnnz(axis=1) > 0).astype(np.int64)
+        return Holdout(train[users], parts[name][users], users)
+
+    return Split(
+        train=train,
+        valid=holdout("valid"),
+        test=holdout("test"),
+        protocol="presplit",
+        params={"roles": list(roles)},
+    )
+
+
+def _manifest(
+    sources: list[Source],
+    records: list[dict],
+    options: IngestOptions,
+    rule: str,
+    use_rating: bool,
+    use_time: bool,
+    rows_read: int,
+    bad: dict,
+    steps: list[dict],
+    dropped_unknown: dict | None,
+    dataset: Dataset,
+) -> dict:
+    from recvae.provenance import run_info
+
+    manifest: dict[str, object] = {
+        "format": "recvae-dataset/1",
+        "created_by": "recvae ingest",
+        "run": run_info(),
+        "sources": [
+            {
+                "path": str(source.path.resolve()),
+                "format": source.format,
+                "role": source.role,
+                "columns": source.columns.as_dict(),
+                "fingerprint": file_fingerprint(source.path),
+                **record,
+            }
+            for source, record in zip(sources, records, strict=True)
+        ],
+        "options": options.as_manifest(),
+        "used_columns": {"rating": use_rating, "time": use_time},
+        "weights": options.weights,
+        "dedupe_rule": rule,
+        "rows_read": rows_read,
+        "bad_rows": {"policy": options.on_bad_rows, **bad},
+        "filters": steps,
+        "counts": {
+            "interactions": int(dataset.matrix.nnz),
+            "users": len(dataset.users),
+            "items": len(dataset.items),
+        },
+    }
+    if dropped_unknown is not None:
+        manifest["dropped_unknown_items"] = dropped_unknown
+    return manifest
