@@ -406,3 +406,44 @@ def _progress_display(enabled: bool) -> Iterator[_Display]:
     )
     with Progress(*columns, transient=False) as progress:
         yield _Display(progress)
+
+
+# --- from a dataset directory to a model artifact ------------------------------------------------
+
+
+@dataclass
+class DatasetRun:
+    """What `train_on_dataset` used: the split it validated on and where it came from."""
+
+    train: sp.csr_matrix
+    valid: Holdout | None
+    validation: dict[str, Any]
+
+
+def training_split(
+    dataset: Any, valid_users: int | None = None, validate: bool = True, seed: int = 0
+) -> DatasetRun:
+    """The matrix to train on and the holdout to validate on, for a `Dataset`.
+
+    A dataset with a split trains on `split.train` and validates on `split.valid`. Without one,
+    a strong-generalisation slice of users is held out (default: 10% of users, at most 10,000;
+    80/20 fold-in of their items) so early stopping and the best-epoch choice have something to
+    measure; `validate=False` trains on every interaction instead.
+    """
+    from recvae.data.split import strong_generalization
+
+    if not validate:
+        return DatasetRun(dataset.train_matrix, None, {"source": "none"})
+    if dataset.split is not None:
+        if dataset.split.valid is None:
+            raise RecvaeError(
+                "the dataset's split has no validation part; add one with `recvae split` "
+                "or train with --no-validation"
+            )
+        info = {"source": "dataset split", "protocol": dataset.split.protocol}
+        return DatasetRun(dataset.split.train, dataset.split.valid, info)
+    n_users = dataset.matrix.shape[0]
+    count = valid_users if valid_users is not None else max(1, min(10_000, n_users // 10))
+    split = strong_generalization(dataset.matrix, count, 0, heldout_fraction=0.2, seed=seed)
+    info = {"source": "held out by recvae train", "protocol": "strong", "params": split.params}
+    return DatasetRun(split.train, split.valid, info)
