@@ -73,7 +73,10 @@ class IngestOptions:
 
     def validate(self) -> None:
         checks = [
-            (self.format in FORMATS, f"format must be one of {', '.join(FORMATS)}"),
+            (
+                self.format in FORMATS,
+                f"unknown format '{self.format}'; expected one of {', '.join(FORMATS)}",
+            ),
             (self.weights in WEIGHTS, f"weights must be one of {', '.join(WEIGHTS)}"),
             (self.dedupe in filters.DEDUPE_RULES, f"dedupe must be one of {filters.DEDUPE_RULES}"),
             (self.on_bad_rows in BAD_ROW_POLICIES, "on_bad_rows must be 'error' or 'skip'"),

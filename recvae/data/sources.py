@@ -351,7 +351,9 @@ def _resolve_csv(
             )
     if delimiter is None and strip_compression(path).suffix.lower() == ".tsv":
         delimiter = "\t"
-    args = [sql_literal(path)]
+    # ignore_errors lets the sniffer see past a ragged or mistyped row in its sample; those rows
+    # are then caught, with their line numbers, by the typed read.
+    args = [sql_literal(path), "ignore_errors=true"]
     if delimiter is not None:
         args.append(f"delim={sql_literal(delimiter)}")
     if header is not None:
