@@ -40,7 +40,7 @@ def test_ease_matches_the_closed_form():
 
 
 def test_ease_refuses_before_allocating_when_items_do_not_fit():
-    with pytest.raises(RecvaeError, match=r"100000 items need about 111\.8 GiB"):
+    with pytest.raises(RecvaeError, match=r"100000 items need about 74\.5 GiB"):
         check_fits_in_memory(100_000, available=8 * 2**30)
     check_fits_in_memory(1000, available=8 * 2**30)  # 12 MB: fine
 

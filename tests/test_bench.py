@@ -118,7 +118,7 @@ def test_split_command_writes_a_split_into_the_dataset(tmp_path):
 def test_unknown_model_setting_and_data_name_are_refused():
     with pytest.raises(RecvaeError, match="unknown model 'svd'"):
         parse_suite(_suite(models=[{"name": "svd"}]))
-    with pytest.raises(RecvaeError, match="accepts factors"):
+    with pytest.raises(RecvaeError, match="it accepts alpha, factors"):
         parse_suite(_suite(models=[{"name": "als", "grid": {"rank": [1, 2]}}]))
     with pytest.raises(RecvaeError, match="not data sets of this suite"):
         parse_suite(_suite(), data_paths={"other": Path("x")})

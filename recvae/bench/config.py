@@ -22,7 +22,6 @@ cut-offs and seeds, read into typed dataclasses and validated before anything ru
 
 from __future__ import annotations
 
-import inspect
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,16 +164,15 @@ def _model(entry: dict[str, Any]) -> ModelSpec:
 
 
 def check_settings(name: str, keys: list[str]) -> None:
-    """Refuse settings the model's constructor does not take, listing the ones it does."""
+    """Refuse settings the model does not take, listing the ones it does."""
+    from recvae.bench.runs import accepted_settings
+
     try:
-        parameters = inspect.signature(model_class(name).__init__).parameters
-    except ImportError:  # the model's module is not written yet: the runner will report it
+        accepted = accepted_settings(model_class(name))
+    except ImportError:  # the model's module is not importable here: the run will report it
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    accepted = [p for p in parameters if p != "self"]
-    unknown = [key for key in keys if key not in accepted]
+    unknown = [key for key in keys if accepted is not None and key not in accepted]
     if unknown:
         raise RecvaeError(
-            f"model {name!r} has no setting(s) {unknown}; it accepts {', '.join(accepted)}"
+            f"model {name!r} has no setting(s) {unknown}; it accepts {', '.join(sorted(accepted))}"
         )

@@ -1,14 +1,16 @@
 """The one place a benchmark gets its data: a data set spec in, a `Dataset` out.
 
-A path to a dataset directory (written by `recvae ingest`) is loaded as is; any other path is
-ingested with the spec's ingest options through `recvae.data.ingest.ingest`; a spec with
-`synthetic = {...}` generates a small structured data set, for tests and for machines without
-the real data.
+A path to a dataset directory (written by `recvae ingest`) is loaded as is; any other path (a
+log file, or a directory with the files named in `ingest.sources`) is read by
+`recvae.data.ingest.ingest` with the spec's other ingest options (`IngestOptions` fields);
+a spec with `synthetic = {...}` generates a small structured data set, for tests and for
+machines without the real data.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,9 +33,29 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
         )
     if (path / "manifest.json").is_file():
         return Dataset.load(path)
-    from recvae.data.ingest import ingest  # written in parallel; imported only when needed
+    return ingest_spec(spec.name, path, spec.ingest)
 
-    return ingest(path, **spec.ingest)
+
+def ingest_spec(name: str, path: Path, options: dict[str, Any]) -> Dataset:
+    """Ingest a raw log: `path` is the file, or a directory holding `options["sources"]`."""
+    from recvae.data.ingest import IngestOptions, ingest
+
+    options = dict(options)
+    sources = options.pop("sources", None)
+    if path.is_dir():
+        if not sources:
+            raise RecvaeError(
+                f"data set {name!r}: {path} is a directory but not a recvae dataset; list the "
+                'files to read in ingest.sources, e.g. sources = ["train.txt", "valid.txt"]'
+            )
+        files = [path / source for source in sources]
+    else:
+        files = [path]
+    try:
+        ingest_options = IngestOptions(**options)
+    except TypeError as error:
+        raise RecvaeError(f"data set {name!r}: bad ingest option: {error}") from error
+    return ingest(files, ingest_options)
 
 
 def synthetic_dataset(

@@ -12,6 +12,7 @@ so `peak - baseline` is what fitting and evaluating the model added on top of th
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import subprocess
@@ -63,10 +64,23 @@ def memory_status() -> dict[str, float]:
     return values
 
 
+def accepted_settings(cls: type) -> set[str] | None:
+    """Settings a model class takes: its named constructor arguments, plus the fields of its
+    `config_class` dataclass when it takes `**overrides`; None when that cannot be known."""
+    parameters = inspect.signature(cls.__init__).parameters
+    named = {p for p in parameters if p not in ("self", "config")}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return named
+    config_class = getattr(cls, "config_class", None)
+    if config_class is None or not dataclasses.is_dataclass(config_class):
+        return None
+    return {f.name for f in dataclasses.fields(config_class)}
+
+
 def build_model(name: str, settings: dict[str, Any], seed: int) -> tuple[Any, bool]:
     """The model with its settings, seeded when its constructor takes a seed."""
     cls = model_class(name)
-    takes_seed = "seed" in inspect.signature(cls.__init__).parameters
+    takes_seed = "seed" in (accepted_settings(cls) or ())
     arguments = dict(settings)
     if takes_seed:
         arguments.setdefault("seed", seed)
