@@ -204,6 +204,18 @@ class ModelStore:
         self._record(stack, {"action": "rollback", "version": target, "previous": current})
         return target
 
+    def revert_promotion(self, previous: str | None) -> None:
+        """Undo this job's promote when a later step failed: `current` goes back to `previous`."""
+        stack = self.promotions()["stack"]
+        undone = self.current_name()
+        if stack and stack[-1] == undone:
+            stack = stack[:-1]
+        if previous is None:
+            self.current_link.unlink(missing_ok=True)
+        else:
+            self._point_current_at(previous)
+        self._record(stack, {"action": "revert", "version": previous, "previous": undone})
+
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest `keep` versions, sparing current and the rollback target."""
         if keep < 1:

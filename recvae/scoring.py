@@ -295,3 +295,25 @@ def load_history(
     history = align_items(dataset.matrix, dataset.items, items)
     notes = {"history": str(source), "kind": "log", "ingest": dataset.manifest}
     return dataset.users.ids, history, notes
+
+
+def scorer_over_items(
+    model: Recommender, model_items: Vocabulary, target_items: Vocabulary
+) -> Callable[[sp.csr_matrix], np.ndarray]:
+    """A history -> scores function over `target_items` for a model trained on `model_items`.
+
+    Lets yesterday's model be evaluated on today's validation split: histories are mapped onto
+    the model's items, and items the model never saw score -inf (it cannot recommend them).
+    """
+    if model_items == target_items:
+        return model.score
+    columns = model_items.index_of(target_items.ids)
+    known = np.flatnonzero(columns >= 0)
+
+    def score(history: sp.csr_matrix) -> np.ndarray:
+        scores = model.score(align_items(history, target_items, model_items))
+        out = np.full((history.shape[0], len(target_items)), -np.inf, dtype=np.float32)
+        out[:, known] = scores[:, columns[known]]
+        return out
+
+    return score

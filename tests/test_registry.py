@@ -112,3 +112,17 @@ def test_models_cli_list_show_promote_rollback_prune(tmp_path):
     assert store.version_names() == ["v0002", "v0003"]
     bad = runner.invoke(app, ["models", "promote", root, "v0001"])
     assert bad.exit_code != 0 and "no model version 'v0001'" in str(bad.exception)
+
+
+def test_revert_promotion_restores_previous_or_no_current(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    store.add(model_dir(tmp_path, "m1", 0.1))
+    store.add(model_dir(tmp_path, "m2", 0.2))
+    store.promote("v0001")
+    store.revert_promotion(None)
+    assert store.current_name() is None
+    store.promote("v0001")
+    store.promote("v0002")
+    store.revert_promotion("v0001")
+    assert store.current_name() == "v0001"
+    assert store.promotions()["stack"] == ["v0001"]

@@ -123,3 +123,13 @@ def test_select_users_keeps_requested_order_and_empty_rows_for_unknown_users():
 def test_model_with_nan_scores_is_refused():
     with pytest.raises(RecvaeError, match="NaN"):
         run(FixedScores([np.nan, 1, 1, 1, 1]), users([[1, 0, 0, 0, 0]]), k=2)
+
+
+def test_scorer_over_other_items_maps_columns_and_scores_unknown_items_minus_inf():
+    from recvae.scoring import scorer_over_items
+
+    model = FixedScores([5, 4, 3, 2, 1])  # over ITEMS a..e
+    today = Vocabulary(["c", "new", "a"], name="item")
+    score = scorer_over_items(model, ITEMS, today)
+    out = score(sp.csr_matrix(np.array([[0, 1, 1]], np.float32)))
+    assert out.tolist() == [[3.0, -np.inf, 5.0]]
