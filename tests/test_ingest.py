@@ -53,7 +53,7 @@ def test_paper_filters_on_a_hand_checked_log(tmp_path: Path) -> None:
     assert dataset.users.ids.to_list() == [1, 3]
     assert dataset.items.ids.to_list() == [1, 2, 3, 4]
     steps = [(s["step"], s["rows_before"], s["rows_after"]) for s in dataset.manifest["filters"]]
-    assert steps == [("dedupe", 9, 9), ("min_rating", 9, 6), ("min_user_count", 6, 5)]
+    assert steps == [("min_rating", 9, 6), ("dedupe", 6, 6), ("min_user_count", 6, 5)]
     assert dataset.manifest["sources"][0]["fingerprint"]["sha256_scope"] == "full"
     assert dataset.manifest["counts"] == {"interactions": 5, "users": 2, "items": 4}
 
@@ -92,8 +92,10 @@ def test_dedupe_rules_weights_and_times(tmp_path: Path) -> None:
         (1, 2): 4.0,
     }
     assert dense(ingest([log], IngestOptions(weights="count"))) == {(1, 1): 2.0, (1, 2): 1.0}
-    # the latest rating (2) of pair (1, 1) is not above 3.5
-    assert dense(ingest([log], IngestOptions(min_rating=3.5))) == {(1, 2): 1.0}
+    # the threshold judges events: the 5 of pair (1, 1) passes, its later 2 does not
+    assert dense(ingest([log], IngestOptions(min_rating=3.5))) == {(1, 1): 1.0, (1, 2): 1.0}
+    kept = ingest([log], IngestOptions(min_rating=3.5, weights="rating"))
+    assert dense(kept) == {(1, 1): 5.0, (1, 2): 4.0}
     assert last.times is not None
     assert last.times.toarray().tolist() == [[200, 50]]
 

@@ -1,15 +1,16 @@
-"""The ingest filters, each one SQL statement over the previous step's table.
+"""The ingest filters, run as SQL over the previous step's table.
 
-Order (fixed, recorded in the manifest):
-  1. time window      keep events with since <= time < until
-  2. dedupe           collapse repeated (user, item) events into one interaction by a stated rule
-  3. rating threshold keep interactions whose (deduplicated) rating is strictly above the value
-  4. counts           items with fewer than N interactions, then users with fewer than M, once
+Order (fixed, recorded in the manifest with the rows before and after each step):
+  1. bad rows         drop rows a reader flagged (only with --on-bad-rows skip)
+  2. known items      with a reused item vocabulary, drop events on items it lacks
+  3. time window      keep events with since <= time < until
+  4. rating threshold keep events whose rating is strictly above the value (the paper: > 3.5)
+  5. dedupe           collapse repeated (user, item) events into one interaction by a stated rule
+  6. counts           items with fewer than N interactions, then users with fewer than M, once
                       (the Mult-VAE paper's order), or both repeated until stable (k-core)
 
-The time window comes first because it decides which events exist at all; the threshold comes
-after dedupe so that it judges a pair by its collapsed rating (e.g. the latest one) rather than by
-any single event. On logs without repeated pairs (MovieLens) the order of 2 and 3 changes nothing.
+Steps 1-4 look at one event at a time, so they run as one scan whose per-step counts come from
+one aggregate query; the group-by of step 5 then sees only the events that survive them.
 """
 
 from __future__ import annotations
@@ -34,17 +35,46 @@ class Pipeline:
     _counter: int = 0
 
     def apply(self, step: str, select: str, **detail: object) -> int:
-        """Run `select` (with {prev} for the current table) into a new table and record it.
+        """Run `select` (with {prev} for the current table) into a new table and record it."""
+        before = self._materialize(select)
+        self._record(step, before, self.rows, detail)
+        return self.rows
 
-        The previous table is dropped at once, so at most two steps' rows are in memory.
+    def filter_rows(self, conditions: list[tuple[str, str, dict]]) -> None:
+        """Apply per-event filters (step, SQL condition, detail) in one scan.
+
+        The rows left after each step come from one aggregate with a cumulative FILTER per step,
+        so every step is still recorded (and an emptying one named) without a table per step.
         """
+        if not conditions:
+            return
+        counts = []
+        for index in range(len(conditions)):
+            where = " AND ".join(f"({cond})" for _, cond, _ in conditions[: index + 1])
+            counts.append(f"count(*) FILTER (WHERE {where})")
+        after = self.con.execute(f"SELECT {', '.join(counts)} FROM {self.table}").fetchall()[0]
+        before = self.rows
+        for (step, _, detail), rows in zip(conditions, after, strict=True):
+            self.rows = rows
+            self._record(step, before, rows, detail)
+            before = rows
+        where = " AND ".join(f"({cond})" for _, cond, _ in conditions)
+        self._materialize(f"SELECT * FROM {{prev}} WHERE {where}")
+
+    def _materialize(self, select: str) -> int:
+        """New table from `select`; the previous one is dropped at once (at most two in memory).
+
+        Returns the row count before."""
         self._counter += 1
         name = f"recvae_step{self._counter}"
         self.con.execute(f"CREATE TEMP TABLE {name} AS {select.format(prev=self.table)}")
-        after = self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
         before = self.rows
+        self.rows = self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
         self.con.execute(f"DROP TABLE IF EXISTS {self.table}")
-        self.table, self.rows = name, after
+        self.table = name
+        return before
+
+    def _record(self, step: str, before: int, after: int, detail: dict) -> None:
         self.steps.append({"step": step, **detail, "rows_before": before, "rows_after": after})
         if after == 0:
             described = ", ".join(f"{key}={value}" for key, value in detail.items())
@@ -52,22 +82,28 @@ class Pipeline:
                 f"no interactions left after the '{step}' filter ({described}); "
                 f"{before:,} rows went into it. Loosen that option."
             )
-        return after
 
 
-def time_window(pipeline: Pipeline, since: int | None, until: int | None) -> None:
+def time_window_condition(since: int | None, until: int | None) -> tuple[str, str, dict]:
     conditions = []
     if since is not None:
         conditions.append(f"time >= {int(since)}")
     if until is not None:
         conditions.append(f"time < {int(until)}")
-    pipeline.apply(
-        "time_window",
-        f"SELECT * FROM {{prev}} WHERE {' AND '.join(conditions)}",
-        since=since,
-        until=until,
-        rule="keep events with since <= time < until (unix seconds)",
-    )
+    detail = {
+        "since": since,
+        "until": until,
+        "rule": "keep events with since <= time < until (unix seconds)",
+    }
+    return "time_window", " AND ".join(conditions), detail
+
+
+def rating_condition(min_rating: float) -> tuple[str, str, dict]:
+    detail = {
+        "min_rating": min_rating,
+        "rule": "keep events with rating strictly greater than min_rating",
+    }
+    return "min_rating", f"rating > {float(min_rating)!r}", detail
 
 
 def rating_rule_sql(rule: str, has_rating: bool) -> str:
@@ -81,17 +117,29 @@ def rating_rule_sql(rule: str, has_rating: bool) -> str:
     return "max(rating)"
 
 
-def dedupe(pipeline: Pipeline, rule: str, has_rating: bool, by_role: bool) -> None:
-    """One row per (user, item) [per split role]: rating by `rule`, latest time, event count."""
+def dedupe(
+    pipeline: Pipeline,
+    rule: str,
+    by_role: bool,
+    need_rating: bool = True,
+    need_time: bool = True,
+    need_events: bool = True,
+) -> None:
+    """One row per (user, item) [per split role]: rating by `rule`, latest time, event count.
+
+    Only the aggregates later steps use are computed: on a 20M-row log each costs a visible
+    share of the whole ingest.
+    """
     keys = "user, item, role" if by_role else "user, item"
-    role = "role" if by_role else "CAST(0 AS UTINYINT) AS role"
+    columns = [keys if by_role else f"{keys}, CAST(0 AS UTINYINT) AS role"]
+    columns.append(f"{rating_rule_sql(rule, need_rating)} AS rating")
+    columns.append("max(time) AS time" if need_time else "CAST(NULL AS BIGINT) AS time")
+    columns.append("count(*) AS events" if need_events else "CAST(1 AS BIGINT) AS events")
     pipeline.apply(
         "dedupe",
-        f"SELECT {keys if by_role else keys + ', ' + role}, "
-        f"{rating_rule_sql(rule, has_rating)} AS rating, max(time) AS time, "
-        f"count(*) AS events FROM {{prev}} GROUP BY {keys}",
-        rule=rule,
-        description=DEDUPE_DESCRIPTIONS[rule],
+        f"SELECT {', '.join(columns)} FROM {{prev}} GROUP BY {keys}",
+        rule=rule if need_rating else "none (no rating used)",
+        description=DEDUPE_DESCRIPTIONS[rule] if need_rating else DEDUPE_DESCRIPTIONS["none"],
     )
 
 
@@ -99,16 +147,8 @@ DEDUPE_DESCRIPTIONS = {
     "last": "repeated (user, item) events become one; its rating is the latest event's",
     "first": "repeated (user, item) events become one; its rating is the earliest event's",
     "max": "repeated (user, item) events become one; its rating is the highest",
+    "none": "repeated (user, item) events become one interaction",
 }
-
-
-def rating_threshold(pipeline: Pipeline, min_rating: float) -> None:
-    pipeline.apply(
-        "min_rating",
-        f"SELECT * FROM {{prev}} WHERE rating > {float(min_rating)!r}",
-        min_rating=min_rating,
-        rule="keep interactions with rating strictly greater than min_rating",
-    )
 
 
 def min_count(pipeline: Pipeline, key: str, k: int, iteration: int | None = None) -> None:

@@ -167,6 +167,7 @@ def ingest(
     until = parse_time_bound(options.until, "--until")
     spill = Path(tempfile.mkdtemp(prefix="recvae-ingest-"))
     con = duckdb.connect(config={"temp_directory": str(spill)})
+    con.execute("SET enable_progress_bar = false")
     try:
         return _ingest(con, sources, roles, options, item_vocab, since, until)
     finally:
@@ -216,20 +217,27 @@ def _ingest(
     _handle_bad_rows(bad, options)
 
     pipeline = filters.Pipeline(con, "recvae_events", rows_read)
+    row_filters: list[tuple[str, str, dict]] = []
     if bad["count"]:
-        pipeline.apply(
-            "bad_rows",
-            "SELECT user, item, rating, time, role FROM {prev} WHERE bad IS NULL",
-            rejected=bad["count"],
-        )
+        row_filters.append(("bad_rows", "bad IS NULL", {"rejected": bad["count"]}))
     dropped_unknown = None
     if item_vocab is not None:
-        dropped_unknown = _keep_known_items(con, pipeline, item_vocab, id_type)
+        dropped_unknown = _register_item_vocab(con, pipeline.table, item_vocab, id_type)
+        condition = "item IN (SELECT item FROM recvae_item_vocab)"
+        row_filters.append(("known_items", condition, {"vocabulary_items": len(item_vocab)}))
     if since is not None or until is not None:
-        filters.time_window(pipeline, since, until)
-    filters.dedupe(pipeline, rule, use_rating, by_role=roles[0] is not None)
+        row_filters.append(filters.time_window_condition(since, until))
     if options.min_rating is not None:
-        filters.rating_threshold(pipeline, options.min_rating)
+        row_filters.append(filters.rating_condition(options.min_rating))
+    pipeline.filter_rows(row_filters)
+    filters.dedupe(
+        pipeline,
+        rule,
+        by_role=roles[0] is not None,
+        need_rating=use_rating and options.weights == "rating",
+        need_time=use_time,
+        need_events=options.weights == "count",
+    )
     min_items = max(options.min_item_count, options.k_core)
     min_users = max(options.min_user_count, options.k_core)
     if options.k_core:
@@ -371,33 +379,27 @@ def _handle_bad_rows(bad: dict, options: IngestOptions) -> None:
     )
 
 
-def _keep_known_items(
-    con: duckdb.DuckDBPyConnection, pipeline: filters.Pipeline, vocab: Vocabulary, id_type: str
+def _register_item_vocab(
+    con: duckdb.DuckDBPyConnection, table: str, vocab: Vocabulary, id_type: str
 ) -> dict:
-    """Drop events on items the given vocabulary lacks; count them, never re-index."""
+    """Load the given vocabulary into DuckDB; count (never re-index) events on unknown items."""
     frame = pl.DataFrame({"item": vocab.ids, "item_index": np.arange(len(vocab), dtype=np.int64)})
     con.register("recvae_vocab_arrow", frame.to_arrow())
     con.execute(
         f"CREATE TEMP TABLE recvae_item_vocab AS SELECT TRY_CAST(item AS {id_type}) AS item, "
-        "item_index FROM recvae_vocab_arrow"
+        "item_index FROM recvae_vocab_arrow WHERE TRY_CAST(item AS {id_type}) IS NOT NULL".replace(
+            "{id_type}", id_type
+        )
     )
     con.unregister("recvae_vocab_arrow")
-    events, distinct = con.execute(
-        f"SELECT count(*), count(DISTINCT item) FROM {pipeline.table} "
-        "WHERE item NOT IN (SELECT item FROM recvae_item_vocab WHERE item IS NOT NULL)"
-    ).fetchall()[0]
+    unknown = f"FROM {table} WHERE bad IS NULL AND item NOT IN (SELECT item FROM recvae_item_vocab)"
+    events, distinct = con.execute(f"SELECT count(*), count(DISTINCT item) {unknown}").fetchall()[0]
     examples = [
         row[0]
         for row in con.execute(
-            f"SELECT DISTINCT CAST(item AS VARCHAR) FROM {pipeline.table} WHERE item NOT IN "
-            "(SELECT item FROM recvae_item_vocab WHERE item IS NOT NULL) ORDER BY 1 LIMIT 5"
+            f"SELECT DISTINCT CAST(item AS VARCHAR) {unknown} ORDER BY 1 LIMIT 5"
         ).fetchall()
     ]
-    pipeline.apply(
-        "known_items",
-        "SELECT * FROM {prev} WHERE item IN (SELECT item FROM recvae_item_vocab)",
-        vocabulary_items=len(vocab),
-    )
     return {"events": int(events), "distinct_items": int(distinct), "examples": examples}
 
 

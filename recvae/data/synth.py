@@ -98,8 +98,10 @@ def _chunks(config: SynthConfig, model: _Model, rng: np.random.Generator) -> Ite
     users = users[rng.permutation(len(users))]
     user_cdf = np.cumsum(model.user_topics, axis=1)
     rating_scale = None
-    for start in range(0, len(users), config.chunk_rows):
-        chunk_users = users[start : start + config.chunk_rows]
+    # the topic draw compares a rows x topics array: bound it to ~20M cells per chunk
+    step = max(10_000, min(config.chunk_rows, 20_000_000 // config.topics))
+    for start in range(0, len(users), step):
+        chunk_users = users[start : start + step]
         n = len(chunk_users)
         topic_u = rng.random(n)
         topics = np.minimum(
