@@ -277,7 +277,7 @@ def load_history(
     """Users' histories over the model's items from a dataset directory or a raw log.
 
     A dataset directory (from `recvae ingest`) gives every interaction it holds, re-indexed onto
-    the model's items; anything else is ingested as a log against the model's item vocabulary.
+    the model's items; anything else is ingested as a log and its items mapped onto the model's.
     Items the model does not know are dropped and counted. Returns (user ids, history, notes).
     """
     source = Path(source)
@@ -291,9 +291,12 @@ def load_history(
         return dataset.users.ids, history, notes
     from recvae.data.ingest import ingest
 
-    dataset = ingest([source], ingest_options, item_vocab=items)  # type: ignore[arg-type]
+    # Ingest with the log's own items, then align: a user whose every item is unknown to the
+    # model keeps an (empty) row and gets the popularity fallback instead of vanishing.
+    dataset = ingest([source], ingest_options)  # type: ignore[arg-type]
     history = align_items(dataset.matrix, dataset.items, items)
-    notes = {"history": str(source), "kind": "log", "ingest": dataset.manifest}
+    dropped = int(dataset.matrix.nnz - history.nnz)
+    notes = {"history": str(source), "kind": "log", "dropped_interactions": dropped}
     return dataset.users.ids, history, notes
 
 

@@ -170,3 +170,23 @@ def test_recommend_for_listed_users_includes_unknown_user_as_fallback(tmp_path):
             "GROUP BY 1 ORDER BY 1"
         ).fetchall()
     assert rows == [(101, False, 2), (999, True, 2)]
+
+
+def test_recommend_from_a_log_maps_items_and_flags_users_without_known_items(tmp_path):
+    from typer.testing import CliRunner
+
+    from recvae.cli import app
+
+    model_dir, _, _ = make_model_and_dataset(tmp_path)
+    log = tmp_path / "today.csv"
+    log.write_text("customer,sku\nalice,item1\nalice,item2\nbob,brand_new_item\n")
+    out = tmp_path / "recs.csv"
+    args = ["recommend", str(model_dir), "--history", str(log), "--out", str(out), "--k", "2"]
+    result = CliRunner().invoke(app, [*args, "--user-col", "customer", "--item-col", "sku"])
+    assert result.exit_code == 0, result.output
+    recs = pl.read_csv(out)
+    alice = recs.filter(pl.col("user_id") == "alice")
+    assert not alice["fallback"].any()
+    assert not set(alice["item_id"]) & {"item1", "item2"}  # seen items excluded
+    bob = recs.filter(pl.col("user_id") == "bob")
+    assert bob["fallback"].all() and bob.height == 2  # only an unknown item: popularity

@@ -158,6 +158,29 @@ def test_nightly_job_end_to_end(tmp_path):
     check_quality_gate_refuses_and_changes_nothing(tmp_path, export_before)
     check_bad_logs_fail_clearly_and_change_nothing(tmp_path, export_before)
     check_killed_run_leaves_current_untouched_and_rerun_resumes(tmp_path, export_before)
+    check_sharded_export_job_equals_nightly_export(tmp_path)
+
+
+def check_sharded_export_job_equals_nightly_export(tmp: Path) -> None:
+    config = tmp / "export.toml"
+    config.write_text(
+        """
+[paths]
+model = "store"
+history = "work/dataset"
+export = "shards/recs-{shard}.parquet"
+[export]
+k = 10
+chunk_size = 64
+"""
+    )
+    for shard in range(2):
+        args = ["--config", str(config), "--shard", str(shard), "--num-shards", "2"]
+        done = subprocess.run([sys.executable, str(EXPORT), *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    parts = [pl.read_parquet(tmp / "shards" / f"recs-{shard}.parquet") for shard in range(2)]
+    assert parts[0].height > 0 and parts[1].height > 0
+    assert pl.concat(parts).equals(pl.read_parquet(tmp / "out" / "recs.parquet"))
 
 
 def test_live_lock_refuses_a_second_run(tmp_path):

@@ -54,6 +54,16 @@ def recommend(
     chunk_size: Annotated[
         int, typer.Option(help="Users scored at once; memory ~ chunk x items x 4 bytes, e.g. 1000")
     ] = 1000,
+    user_col: Annotated[
+        str | None, typer.Option(help="User column when --history is a log, e.g. customer_id")
+    ] = None,
+    item_col: Annotated[
+        str | None, typer.Option(help="Item column when --history is a log, e.g. sku")
+    ] = None,
+    history_table: Annotated[
+        str | None,
+        typer.Option(help="Table when --history is a DuckDB database file, e.g. events"),
+    ] = None,
     shard: Annotated[int, typer.Option(help="Which slice of users to score, 0-based, e.g. 0")] = 0,
     num_shards: Annotated[
         int, typer.Option(help="Number of disjoint user slices to split the export into, e.g. 4")
@@ -66,6 +76,7 @@ def recommend(
     """
     from rich.console import Console
 
+    from recvae.data.ingest import IngestOptions
     from recvae.export import ExportRequest, export_top_n
 
     request = ExportRequest(
@@ -82,6 +93,7 @@ def recommend(
         chunk_size=chunk_size,
         shard=shard,
         num_shards=num_shards,
+        ingest_options=IngestOptions(user_col=user_col, item_col=item_col, table=history_table),
     )
     result = export_top_n(request, show_progress=True)
     where = f"{out} (table {result.summary.table})" if result.summary.table else str(out)
