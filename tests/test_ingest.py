@@ -214,3 +214,11 @@ def test_cli_ingest_reuses_item_vocab_of_a_dataset(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "dropped 1 events on 1 items" in result.output
     assert Dataset.load(tmp_path / "b").matrix.toarray().tolist() == [[0, 1]]
+
+
+def test_date_time_column_becomes_unix_seconds(tmp_path: Path) -> None:
+    text = "user,item,when\n1,2,2024-01-01 10:00:00\n1,3,2024-02-01 00:00:00\n2,3,2024-03-01\n"
+    log = write(tmp_path / "log.csv", text)
+    dataset = ingest([log], IngestOptions(time_col="when", since="2024-01-15"))
+    assert dense(dataset) == {(1, 3): 1, (2, 3): 1}
+    assert dataset.times.toarray().ravel().tolist() == [1706745600, 1709251200]

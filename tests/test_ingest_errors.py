@@ -123,3 +123,9 @@ def test_bad_split_roles(tmp_path: Path) -> None:
         ingest([log], IngestOptions(split_sources=["train", "valid"]))
     with pytest.raises(RecvaeError, match="unknown split role 'dev'"):
         ingest([log, log], IngestOptions(split_sources=["train", "dev"]))
+
+
+def test_malformed_ndjson_names_the_line(tmp_path: Path) -> None:
+    log = write(tmp_path / "log.ndjson", '{"user": 1, "item": 2}\n{"user": 1, "item": \n')
+    with pytest.raises(RecvaeError, match=r"log\.ndjson: cannot read: .*Malformed JSON"):
+        ingest([log])

@@ -541,7 +541,7 @@ def _manifest(
         "options": options.as_manifest(),
         "used_columns": {"rating": use_rating, "time": use_time},
         "weights": options.weights,
-        "dedupe_rule": rule,
+        "dedupe_rule": rule if use_rating and options.weights == "rating" else "none",
         "rows_read": rows_read,
         "bad_rows": {"policy": options.on_bad_rows, **bad},
         "filters": steps,
