@@ -178,8 +178,14 @@ def synth_command(
     ),
 ) -> None:
     """Write a synthetic interaction log with popularity skew and latent taste structure."""
+    from rich.progress import Progress
+
     from recvae.data.synth import SynthConfig, write_synthetic_log
 
     config = SynthConfig(n_users=users, n_items=items, n_interactions=interactions, seed=seed)
-    rows = write_synthetic_log(config, out, table=table)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("generating", total=interactions)
+        rows = write_synthetic_log(
+            config, out, table=table, on_rows=lambda n: progress.advance(task, n)
+        )
     typer.echo(f"wrote {rows:,} interactions ({users:,} users x {items:,} items) to {out}")

@@ -15,7 +15,7 @@ seconds to a minute and bounded memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,9 +147,18 @@ def synthetic_log(config: SynthConfig) -> pl.DataFrame:
     return pl.concat(list(generate(config)))
 
 
-def write_synthetic_log(config: SynthConfig, out: Path, table: str = "events") -> int:
-    """Write the log to .csv, .parquet or .duckdb (table `table`) atomically; returns rows."""
+def write_synthetic_log(
+    config: SynthConfig,
+    out: Path,
+    table: str = "events",
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
+    """Write the log to .csv, .parquet or .duckdb (table `table`) atomically; returns rows.
+
+    `on_rows(n)` is called after each chunk of n rows is written (for a progress bar).
+    """
     out = Path(out)
+    report = on_rows or (lambda n: None)
     suffix = out.suffix.lower()
     if suffix not in {".csv", ".parquet", ".duckdb"}:
         raise RecvaeError(f"{out}: synth writes .csv, .parquet or .duckdb files")
@@ -160,6 +169,7 @@ def write_synthetic_log(config: SynthConfig, out: Path, table: str = "events") -
                 for index, chunk in enumerate(generate(config)):
                     chunk.write_csv(handle, include_header=index == 0)
                     rows += len(chunk)
+                    report(len(chunk))
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -169,6 +179,7 @@ def write_synthetic_log(config: SynthConfig, out: Path, table: str = "events") -
                 writer = writer or pq.ParquetWriter(tmp, arrow.schema)
                 writer.write_table(arrow)
                 rows += len(chunk)
+                report(len(chunk))
             writer.close()
         else:
             import duckdb
@@ -182,6 +193,7 @@ def write_synthetic_log(config: SynthConfig, out: Path, table: str = "events") -
                     con.execute(f"{verb.format(_quote(table))} SELECT * FROM recvae_chunk")
                     con.unregister("recvae_chunk")
                     rows += len(chunk)
+                    report(len(chunk))
             finally:
                 con.close()
     return rows
