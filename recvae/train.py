@@ -181,7 +181,16 @@ def run_loop(
         while state.epoch < settings.epochs:
             epoch = state.epoch
             lr = _set_lr(trainer.optimizer, settings, state)
-            record = _train_one_epoch(trainer, settings, state, display)
+            try:
+                record = _train_one_epoch(trainer, settings, state, display)
+            except NonFiniteLossError as error:
+                kept = (
+                    f"; the last good checkpoint (epoch {state.epoch}) is in "
+                    f"{Path(checkpoint_dir) / 'last'}"
+                    if checkpoint_dir is not None and state.epoch > 0
+                    else ""
+                )
+                raise NonFiniteLossError(f"{error}{kept}") from error
             record["lr"] = lr
             validate = valid is not None and (
                 (epoch + 1) % settings.validate_every == 0 or epoch + 1 == settings.epochs

@@ -194,6 +194,14 @@ def test_resume_after_crash_gives_the_uninterrupted_result(split, tmp_path):
         small_vae(epochs=5, lr=0.5).fit(split.train, split.valid, checkpoint_dir=tmp_path)
 
 
+def test_a_finished_run_can_be_extended_with_more_epochs(split, tmp_path):
+    """The epoch budget is not part of the run key: 3 epochs, then 2 more = 5 in one go."""
+    uninterrupted = small_vae(epochs=5).fit(split.train, split.valid)
+    small_vae(epochs=3).fit(split.train, split.valid, checkpoint_dir=tmp_path)
+    extended = small_vae(epochs=5).fit(split.train, split.valid, checkpoint_dir=tmp_path)
+    assert [r["loss"] for r in extended.history] == [r["loss"] for r in uninterrupted.history]
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(
     split, tmp_path, monkeypatch
 ):
@@ -207,7 +215,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(
 
     monkeypatch.setattr(vae_module, "_nll", poisoned)
     model = small_vae(epochs=4)
-    with pytest.raises(RecvaeError, match="loss became nan in epoch 2 at update 6"):
+    with pytest.raises(RecvaeError, match=r"nan in epoch 2 at update 6.*checkpoint \(epoch 1\)"):
         model.fit(split.train, split.valid, checkpoint_dir=tmp_path)
     state = json.loads((tmp_path / "last" / "state.json").read_text())
     assert state["loop"]["epoch"] == 1

@@ -480,17 +480,24 @@ class _AutoencoderBase:
                 resume=resume,
                 log_path=Path(log_path) if log_path is not None else None,
                 progress=progress,
-                extra_state={
-                    "model": self.name,
-                    "config": config_to_dict(config),
-                    "n_items": self.n_items,
-                    "nnz": int(train.nnz),
-                },
+                extra_state=self._run_key(train),
             )
         self.module.eval()
         self.history, self.best_epoch = result.history, result.best_epoch
         self.best_metrics, self.stopped = result.best_metrics, result.stopped
         return self
+
+    def _run_key(self, train: sp.csr_matrix) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: model, data and the settings that shape
+        the weights (the epoch budget, patience and thread count may change between runs)."""
+        free = {"epochs", "patience", "threads", "eval_batch_size"}
+        config = {k: v for k, v in config_to_dict(self.config).items() if k not in free}
+        return {
+            "model": self.name,
+            "config": config,
+            "n_items": self.n_items,
+            "nnz": int(train.nnz),
+        }
 
     def _loop_settings(self) -> LoopSettings:
         c = self.config
