@@ -203,18 +203,14 @@ def _chunk_frame(
 ) -> pl.DataFrame:
     history = chunk.history
     fallback = np.diff(history.indptr) == 0
-    scores = np.empty(history.shape, dtype=np.float32)
     with_history = np.flatnonzero(~fallback)
-    if len(with_history):
-        model_scores = model.score(history[with_history])
-        if model_scores.shape != (len(with_history), history.shape[1]):
-            raise RecvaeError(
-                f"model returned scores {model_scores.shape} for {len(with_history)} users"
-            )
-        if not np.isfinite(model_scores).all():
-            raise RecvaeError("model returned NaN or infinite scores; the model is broken")
-        scores[with_history] = model_scores
-    scores[fallback] = popularity
+    if len(with_history) == len(fallback):  # the common case: score in place, no second copy
+        scores = _checked_scores(model, history)
+    else:
+        scores = np.empty(history.shape, dtype=np.float32)
+        if len(with_history):
+            scores[with_history] = _checked_scores(model, history[with_history])
+        scores[fallback] = popularity
     if exclude_seen:
         rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
         scores[rows, history.indices] = -np.inf
@@ -233,6 +229,18 @@ def _chunk_frame(
             "fallback": fallback[user_rows],
         }
     )
+
+
+def _checked_scores(model: Recommender, history: sp.csr_matrix) -> np.ndarray:
+    """The model's scores for `history`, refusing a wrong shape or non-finite values."""
+    scores = np.asarray(model.score(history), dtype=np.float32)
+    if scores.shape != history.shape:
+        raise RecvaeError(f"model returned scores {scores.shape} for {history.shape[0]} users")
+    if not np.isfinite(scores).all():
+        raise RecvaeError("model returned NaN or infinite scores; the model is broken")
+    if not scores.flags.writeable or not scores.flags.c_contiguous:
+        scores = np.array(scores, order="C")
+    return scores
 
 
 def empty_frame(user_dtype: pl.DataType, item_dtype: pl.DataType) -> pl.DataFrame:
