@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from recvae.errors import RecvaeError
 
@@ -53,5 +54,6 @@ def main() -> None:
     try:
         app()
     except RecvaeError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        # escape: messages quote config sections like [gate] that rich would read as markup
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(2)
