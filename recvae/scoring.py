@@ -265,9 +265,10 @@ def read_ids(path: Path, what: str) -> pl.Series:
     if path.suffix.lower() == ".parquet":
         series = pl.read_parquet(path).to_series(0)
     elif path.suffix.lower() == ".csv":
-        series = pl.read_csv(path).to_series(0)
-    else:
-        series = pl.read_csv(path, has_header=False, new_columns=["id"]).to_series(0)
+        series = pl.read_csv(path, infer_schema=False).to_series(0)
+    else:  # read as text: an id like "00123" must not become the number 123
+        series = pl.read_csv(path, has_header=False, new_columns=["id"], infer_schema=False)
+        series = series.to_series(0)
     if series.null_count():
         raise RecvaeError(f"{what} file {path} has empty ids")
     return series

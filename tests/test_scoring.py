@@ -133,3 +133,16 @@ def test_scorer_over_other_items_maps_columns_and_scores_unknown_items_minus_inf
     score = scorer_over_items(model, ITEMS, today)
     out = score(sp.csr_matrix(np.array([[0, 1, 1]], np.float32)))
     assert out.tolist() == [[3.0, -np.inf, 5.0]]
+
+
+def test_read_ids_keeps_leading_zeros_and_select_users_casts_to_history_type(tmp_path):
+    from recvae.scoring import read_ids
+
+    (tmp_path / "users.txt").write_text("00123\n7\n")
+    ids = read_ids(tmp_path / "users.txt", "user list")
+    assert ids.to_list() == ["00123", "7"]
+    history = sp.csr_matrix(np.eye(2, 5, dtype=np.float32))
+    picked = select_users(pl.Series("user", [7, 123]), history, ids)
+    assert picked.ids.to_list() == [123, 7]
+    with pytest.raises(RecvaeError, match="does not exist"):
+        read_ids(tmp_path / "missing.txt", "user list")
