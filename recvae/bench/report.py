@@ -62,6 +62,11 @@ def render_markdown(results: SuiteResults, plots: dict[str, list[str]]) -> str:
     lines = [
         f"# Benchmark report: {results.suite}",
         "",
+        *(
+            []
+            if results.complete
+            else ["**Partial report: the suite was still running or was stopped.**", ""]
+        ),
         f"- Run at: {info.get('time')}",
         f"- Git commit: `{info.get('git_commit')}`",
         f"- Machine: {machine.get('cpu')}, {machine.get('cores')} cores, "

@@ -95,15 +95,22 @@ class SuiteResults:
     summaries: list[ModelSummary] = field(default_factory=list)
     runs: list[RunResult] = field(default_factory=list)
     command: str | None = None
+    complete: bool = False  # False while running (or if stopped): a partial report
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def run_suite(
-    suite: SuiteConfig, progress: Progress | None = None, command: str | None = None
+    suite: SuiteConfig,
+    progress: Progress | None = None,
+    command: str | None = None,
+    on_update: Callable[[SuiteResults], None] | None = None,
 ) -> SuiteResults:
-    """Run every model of `suite` on every data set; failures are recorded, not raised."""
+    """Run every model of `suite` on every data set; failures are recorded, not raised.
+
+    `on_update(results)` runs after each model (e.g. to rewrite a partial report, so a long
+    suite that is stopped still leaves what it measured)."""
     say = progress or (lambda message: None)
     results = SuiteResults(
         suite=suite.name,
@@ -133,6 +140,9 @@ def run_suite(
                 summary, runs = tune_and_repeat(model, runner, suite, spec.name, say)
                 results.summaries.append(summary)
                 results.runs.extend(runs)
+                if on_update is not None:
+                    on_update(results)
+    results.complete = True
     return results
 
 
