@@ -48,6 +48,11 @@ class Pipeline:
         """
         if not conditions:
             return
+        if len(conditions) == 1:  # the new table's size is the count: no extra scan
+            step, condition, detail = conditions[0]
+            before = self._materialize(f"SELECT * FROM {{prev}} WHERE {condition}")
+            self._record(step, before, self.rows, detail)
+            return
         counts = []
         for index in range(len(conditions)):
             where = " AND ".join(f"({cond})" for _, cond, _ in conditions[: index + 1])

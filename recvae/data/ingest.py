@@ -444,34 +444,40 @@ def _build_dataset(
     rows, cols = np.asarray(arrays["user_index"]), np.asarray(arrays["item_index"])
     values = np.asarray(arrays["value"], dtype=np.float32)
     times = np.asarray(arrays["time"], dtype=np.int64)
+    role_codes = np.asarray(arrays["role"])
+    # One sort by (row, column) gives canonical CSR for the values, the times and every role.
+    order = np.argsort(rows * np.int64(shape[1]) + cols)
+    rows, cols, values = rows[order], cols[order], values[order]
+    times, role_codes = times[order], role_codes[order]
 
     def csr(mask: np.ndarray | None, data: np.ndarray) -> sp.csr_matrix:
-        if mask is None:
-            return sp.csr_matrix((data, (rows, cols)), shape=shape)
-        return sp.csr_matrix((data[mask], (rows[mask], cols[mask])), shape=shape)
+        if mask is not None:
+            return csr_from_sorted(rows[mask], cols[mask], data[mask], shape)
+        return csr_from_sorted(rows, cols, data, shape)
 
     if roles[0] is None:
-        matrix = csr(None, values)
         time_matrix = csr(None, times) if use_time else None
-        return Dataset(matrix, users, items, times=_canonical(time_matrix), split=None)
-    role_codes = np.asarray(arrays["role"])
-    parts = {
-        name: csr(role_codes == code, values)
-        for code, name in enumerate(SPLIT_ROLES)
-        if name in roles
-    }
+        return Dataset(csr(None, values), users, items, times=time_matrix, split=None)
+    present = [(code, name) for code, name in enumerate(SPLIT_ROLES) if name in roles]
+    parts = {name: csr(role_codes == code, values) for code, name in present}
     matrix = _union(list(parts.values()))
     time_matrix = None
     if use_time:
-        time_matrix = _union(
-            [
-                csr(role_codes == code, times)
-                for code, name in enumerate(SPLIT_ROLES)
-                if name in roles
-            ]
-        )
+        time_matrix = _canonical(_union([csr(role_codes == code, times) for code, _ in present]))
     split = _presplit(parts, roles)
-    return Dataset(matrix, users, items, split=split, times=_canonical(time_matrix))
+    return Dataset(matrix, users, items, split=split, times=time_matrix)
+
+
+def csr_from_sorted(
+    rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int, int]
+) -> sp.csr_matrix:
+    """CSR straight from entries sorted by (row, column) without duplicates: no scipy COO pass."""
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    matrix = sp.csr_matrix((data, cols.astype(np.int32), indptr), shape=shape)
+    matrix.has_sorted_indices = True
+    matrix.has_canonical_format = True
+    return matrix
 
 
 def _canonical(matrix: sp.csr_matrix | None) -> sp.csr_matrix | None:
