@@ -30,7 +30,9 @@ def synth_log(path: Path, n_users: int = 400, n_items: int = 120, seed: int = 0)
     pl.DataFrame(rows, schema=schema, orient="row").write_parquet(path)
 
 
-def write_config(tmp: Path, epochs: int = 3, tolerance: float = 0.01, log: str = "log.parquet"):
+def write_config(
+    tmp: Path, epochs: int = 3, tolerance: float = 0.01, log: str = "log.parquet", extra: str = ""
+):
     config = tmp / "nightly.toml"
     config.write_text(
         f"""
@@ -49,6 +51,7 @@ anneal_steps = 20
 hidden_dims = [32]
 latent_dim = 8
 threads = 1
+{extra}
 [gate]
 tolerance = {tolerance}
 [export]
@@ -118,6 +121,15 @@ def check_bad_logs_fail_clearly_and_change_nothing(tmp: Path, export_before: byt
     assert (tmp / "out" / "recs.parquet").read_bytes() == export_before
 
 
+def check_nan_loss_fails_clearly_and_changes_nothing(tmp: Path, export_before: bytes) -> None:
+    done = run_job(write_config(tmp, extra="lr = 1e30"))  # diverges in the first update
+    assert done.returncode == 1
+    assert "training loss became nan" in done.stderr
+    assert last_report(tmp)["status"] == "failed"
+    assert os.readlink(tmp / "store" / "current") == "versions/v0001"
+    assert (tmp / "out" / "recs.parquet").read_bytes() == export_before
+
+
 def check_killed_run_leaves_current_untouched_and_rerun_resumes(tmp: Path, export_before: bytes):
     config = write_config(tmp, epochs=60, tolerance=1.0)
     job = subprocess.Popen(
@@ -157,6 +169,7 @@ def test_nightly_job_end_to_end(tmp_path):
     export_before = (tmp_path / "out" / "recs.parquet").read_bytes()
     check_quality_gate_refuses_and_changes_nothing(tmp_path, export_before)
     check_bad_logs_fail_clearly_and_change_nothing(tmp_path, export_before)
+    check_nan_loss_fails_clearly_and_changes_nothing(tmp_path, export_before)
     check_killed_run_leaves_current_untouched_and_rerun_resumes(tmp_path, export_before)
     check_sharded_export_job_equals_nightly_export(tmp_path)
 
