@@ -219,7 +219,8 @@ def test_bench_command_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     (report,) = (tmp_path / "reports").iterdir()
     assert (report / "report.md").is_file() and (report / "results.json").is_file()
-    missing = runner.invoke(
-        app, ["bench", str(suite), "--data", "syn=/nonexistent", "--out", str(tmp_path)]
-    )
+    missing_data = ["bench", str(suite), "--data", "syn=/nonexistent", "--out", str(tmp_path)]
+    missing = runner.invoke(app, missing_data)
     assert missing.exit_code != 0 and "does not exist" in str(missing.exception)
+    skipped = runner.invoke(app, [*missing_data, "--skip-missing"])
+    assert skipped.exit_code != 0 and "nothing to run" in str(skipped.exception)

@@ -19,6 +19,7 @@ the same validation data that chose the setting, and the report says so.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -166,22 +167,18 @@ def describe(spec: DatasetSpec, dataset: Dataset, split: Split) -> DatasetInfo:
     )
 
 
-class _split_on_disk:
-    """A temporary copy of the split for isolated runs (removed afterwards)."""
-
-    def __init__(self, split: Split, needed: bool) -> None:
-        self.split, self.needed, self.root = split, needed, None
-
-    def __enter__(self) -> Path | None:
-        if not self.needed:
-            return None
-        self.root = Path(tempfile.mkdtemp(prefix="recvae-bench-"))
-        self.split.save(self.root / "split")
-        return self.root / "split"
-
-    def __exit__(self, *exc: object) -> None:
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
+@contextlib.contextmanager
+def _split_on_disk(split: Split, needed: bool) -> Iterator[Path | None]:
+    """A temporary copy of the split for isolated runs to load (removed afterwards)."""
+    if not needed:
+        yield None
+        return
+    root = Path(tempfile.mkdtemp(prefix="recvae-bench-"))
+    try:
+        split.save(root / "split")
+        yield root / "split"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 Runner = Callable[[dict[str, Any], int], RunResult]

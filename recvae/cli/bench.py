@@ -58,7 +58,7 @@ def bench(
     suite = load_suite(config, parse_data_paths(data or []))
     if skip_missing:
         present = [d for d in suite.datasets if d.path is None or d.path.exists()]
-        for missing in set(suite.datasets) - set(present):
+        for missing in [d for d in suite.datasets if d not in present]:
             console.print(f"[yellow]skipping data set {missing.name}: {missing.path} not found")
         if not present:
             raise RecvaeError("none of the suite's data sets exist here; nothing to run")
