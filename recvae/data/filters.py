@@ -15,6 +15,7 @@ one aggregate query; the group-by of step 5 then sees only the events that survi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import duckdb
@@ -36,8 +37,9 @@ class Pipeline:
 
     def apply(self, step: str, select: str, **detail: object) -> int:
         """Run `select` (with {prev} for the current table) into a new table and record it."""
+        start = time.perf_counter()
         before = self._materialize(select)
-        self._record(step, before, self.rows, detail)
+        self._record(step, before, self.rows, {**detail, "seconds": _since(start)})
         return self.rows
 
     def filter_rows(self, conditions: list[tuple[str, str, dict]]) -> None:
@@ -48,10 +50,11 @@ class Pipeline:
         """
         if not conditions:
             return
+        start = time.perf_counter()
         if len(conditions) == 1:  # the new table's size is the count: no extra scan
             step, condition, detail = conditions[0]
             before = self._materialize(f"SELECT * FROM {{prev}} WHERE {condition}")
-            self._record(step, before, self.rows, detail)
+            self._record(step, before, self.rows, {**detail, "seconds": _since(start)})
             return
         counts = []
         for index in range(len(conditions)):
@@ -65,6 +68,7 @@ class Pipeline:
             before = rows
         where = " AND ".join(f"({cond})" for _, cond, _ in conditions)
         self._materialize(f"SELECT * FROM {{prev}} WHERE {where}")
+        self.steps[-1]["seconds"] = _since(start)  # all row filters ran as one scan
 
     def _materialize(self, select: str) -> int:
         """New table from `select`; the previous one is dropped at once (at most two in memory).
@@ -87,6 +91,10 @@ class Pipeline:
                 f"no interactions left after the '{step}' filter ({described}); "
                 f"{before:,} rows went into it. Loosen that option."
             )
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
 
 
 def time_window_condition(since: int | None, until: int | None) -> tuple[str, str, dict]:

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,7 +212,9 @@ def _ingest(
     id_type = "BIGINT" if all(id_type_of(s) == "BIGINT" for s in sources) else "VARCHAR"
     rule = options.dedupe if options.dedupe != "auto" else ("last" if use_time else "max")
 
+    started = time.perf_counter()
     source_records, rows_read, bad = _read_all(con, sources, id_type, use_rating, use_time)
+    timings = {"read": round(time.perf_counter() - started, 3)}
     if rows_read == 0:
         raise RecvaeError(f"{', '.join(s.label for s in sources)}: the log has no rows")
     _handle_bad_rows(bad, options)
@@ -245,11 +248,15 @@ def _ingest(
     else:
         filters.counts_once(pipeline, min_items, min_users)
 
+    started = time.perf_counter()
     dataset = _build_dataset(con, pipeline.table, item_vocab, options.weights, use_time, roles)
+    timings["filters"] = round(sum(step.get("seconds", 0.0) for step in pipeline.steps), 3)
+    timings["build_matrix"] = round(time.perf_counter() - started, 3)
     dataset.manifest = _manifest(
         sources, source_records, options, rule, use_rating, use_time, rows_read, bad,
         pipeline.steps, dropped_unknown, dataset,
     )  # fmt: skip
+    dataset.manifest["seconds"] = timings
     return dataset
 
 
