@@ -1,0 +1,553 @@
+"""RecVAE (Shenbin et al., "RecVAE: a New Variational Autoencoder for Top-N Recommendations
+with Implicit Feedback", WSDM 2020), with each of its changes to Mult-VAE behind a switch.
+
+What RecVAE adds to Mult-VAE, and the switch that turns each off (reference values in brackets):
+
+- composite prior (`composite_prior`): the KL term is taken against a mixture of the standard
+  normal, the posterior of a frozen copy of the encoder from the previous round (the "old
+  encoder", refreshed after each round's encoder passes) and a wide Gaussian (log-variance 10),
+  with weights `mixture_weights` [3/20, 3/4, 1/10]. Off: the standard normal alone.
+- per-user KL weight (`per_user_beta`): beta' = gamma * |history| [gamma 0.005]. Off: a fixed
+  `beta` for every user.
+- alternating updates (`alternating`): each epoch (one "round") runs `n_enc_epochs` [3] passes
+  updating only the encoder (dropout on the input), refreshes the old encoder, then one pass
+  updating only the decoder (no dropout). Off: one pass updating both.
+- encoder (`swish`, `layer_norm`, `dense_skips`): `n_layers` [5] hidden layers of `hidden_dim`
+  [600], each swish then layer norm, each layer's input the sum of all earlier layers' outputs.
+  Off: tanh, no normalisation, a plain chain.
+
+The decoder is one linear layer latent -> items. Input dropout `dropout` [0.5] on the
+L2-normalised history, as in Mult-VAE.
+
+Speed: the first layer and the multinomial loss are Mult-VAE's (`_SparseInputLinear`,
+`_MultinomialNLL`). An encoder pass does not compute the decoder's weight gradient (only the
+gradient through the decoder to z), and the decoder pass runs the encoder without autograd: the
+reference computes both and throws the unused half away, so this is the same update, cheaper.
+
+Randomness: as Mult-VAE, everything is derived from (seed, epoch, purpose); a resumed run replays
+exactly. The old encoder is part of the module, so checkpoints carry it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from recvae.config import config_from_dict, config_to_dict
+from recvae.data.split import Holdout, as_csr
+from recvae.errors import RecvaeError
+from recvae.models.base import check_history, read_model_json, write_model_json
+from recvae.models.vae import (
+    LRSchedule,
+    _MultinomialNLL,
+    _normalised_values,
+    _row_norms,
+    _SparseInputLinear,
+    _threads,
+    _torch_csr,
+    _transpose_csr,
+)
+from recvae.train import (
+    BatchProgress,
+    EpochCallback,
+    LoopSettings,
+    check_finite,
+    epoch_seed,
+    run_loop,
+)
+
+_NOISE, _INIT = 1, 2
+_PASS = 10  # user order of pass i of a round: purpose _PASS + i
+WEIGHTS_FILE = "weights.safetensors"
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class RecVAEConfig:
+    """RecVAE settings; the defaults are the reference implementation's (run.py)."""
+
+    hidden_dim: int = 600
+    latent_dim: int = 200
+    n_layers: int = 5  # encoder hidden layers
+    dropout: float = 0.5  # on the normalised input during encoder passes
+    # switches (all on = RecVAE; each off = the Mult-VAE choice for that component)
+    composite_prior: bool = True
+    mixture_weights: tuple[float, ...] = (0.15, 0.75, 0.1)  # standard, old posterior, wide
+    wide_logvar: float = 10.0
+    per_user_beta: bool = True
+    gamma: float = 0.005  # per-user KL weight = gamma * number of items in the history
+    beta: float = 0.2  # fixed KL weight when per_user_beta is off
+    alternating: bool = True
+    n_enc_epochs: int = 3
+    swish: bool = True
+    layer_norm: bool = True
+    layer_norm_eps: float = 0.1
+    dense_skips: bool = True
+    # optimisation and the loop
+    lr: float = 5e-4
+    batch_size: int = 500
+    epochs: int = 50
+    patience: int = 0
+    metric: str = "ndcg@100"
+    validate_every: int = 1
+    lr_schedule: LRSchedule = "none"
+    lr_step_size: int = 50
+    lr_gamma: float = 0.5
+    lr_patience: int = 10
+    seed: int = 0
+    threads: int = 0
+    eval_batch_size: int = 2000
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.hidden_dim > 0, f"hidden_dim must be positive, got {self.hidden_dim}"),
+            (self.latent_dim > 0, f"latent_dim must be positive, got {self.latent_dim}"),
+            (self.n_layers > 0, f"n_layers must be positive, got {self.n_layers}"),
+            (
+                len(self.mixture_weights) == 3 and all(w > 0 for w in self.mixture_weights),
+                f"mixture_weights must be 3 positive numbers, got {self.mixture_weights}",
+            ),
+            (self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}"),
+            (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
+            (self.n_enc_epochs > 0, f"n_enc_epochs must be positive, got {self.n_enc_epochs}"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
+            (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
+            (self.validate_every > 0, f"validate_every must be positive: {self.validate_every}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+# --- the module ---------------------------------------------------------------------------------
+
+
+class RecVAEEncoder(torch.nn.Module):
+    """Sparse first layer, then dense layers; outputs mean and log-variance of q(z | x).
+
+    Weights are stored (in, out), like Mult-VAE's, so the first layer is one sparse addmm.
+    """
+
+    def __init__(self, n_items: int, config: RecVAEConfig) -> None:
+        super().__init__()
+        h, layers = config.hidden_dim, config.n_layers
+        self.swish, self.dense_skips = config.swish, config.dense_skips
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.empty(n_items, h))]
+            + [torch.nn.Parameter(torch.empty(h, h)) for _ in range(layers - 1)]
+            + [torch.nn.Parameter(torch.empty(h, 2 * config.latent_dim))]
+        )
+        self.biases = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.empty(w.shape[1])) for w in self.weights]
+        )
+        self.norms = torch.nn.ModuleList(
+            torch.nn.LayerNorm(h, eps=config.layer_norm_eps) if config.layer_norm else None
+            for _ in range(layers)
+        )
+        self.latent_dim = config.latent_dim
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Xavier-uniform weights, zero biases, unit layer-norm scales."""
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            torch.nn.init.xavier_uniform_(weight.data, generator=generator)
+            bias.data.zero_()
+        for norm in self.norms:
+            if norm is not None:
+                norm.reset_parameters()
+
+    def forward(
+        self, x: torch.Tensor, xt: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, logvar) for a CSR batch x (xt: its transpose, needed only for gradients)."""
+        first, bias = self.weights[0], self.biases[0]
+        pre = (
+            torch.addmm(bias, x, first)
+            if xt is None
+            else _SparseInputLinear.apply(first, bias, x, xt)
+        )
+        outputs: list[torch.Tensor] = []
+        for index in range(len(self.norms)):
+            if index > 0:
+                pre = torch.addmm(self.biases[index], outputs[-1], self.weights[index])
+                if self.dense_skips:
+                    pre = pre + sum(outputs)
+            h = F.silu(pre) if self.swish else torch.tanh(pre)
+            norm = self.norms[index]
+            outputs.append(norm(h) if norm is not None else h)
+        out = torch.addmm(self.biases[-1], outputs[-1], self.weights[-1])
+        return out[:, : self.latent_dim], out[:, self.latent_dim :]
+
+
+class RecVAEModule(torch.nn.Module):
+    """Encoder, linear decoder, and the frozen old encoder used by the composite prior."""
+
+    def __init__(self, n_items: int, config: RecVAEConfig) -> None:
+        super().__init__()
+        self.encoder = RecVAEEncoder(n_items, config)
+        self.old_encoder = RecVAEEncoder(n_items, config).requires_grad_(False)
+        self.decoder_weight = torch.nn.Parameter(torch.empty(config.latent_dim, n_items))
+        self.decoder_bias = torch.nn.Parameter(torch.empty(n_items))
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        self.encoder.reset_parameters(generator)
+        torch.nn.init.xavier_uniform_(self.decoder_weight.data, generator=generator)
+        self.decoder_bias.data.zero_()
+        self.update_old_encoder()
+
+    def update_old_encoder(self) -> None:
+        """Freeze a copy of the current encoder as the prior's posterior component."""
+        self.old_encoder.load_state_dict(self.encoder.state_dict())
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.decoder_bias, z, self.decoder_weight)
+
+    def decoder_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.decoder_weight, self.decoder_bias]
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(z; mu, exp(logvar))."""
+    return -0.5 * (logvar + _LOG_2PI + (z - mu).pow(2) / logvar.exp())
+
+
+def composite_log_prior(
+    z: torch.Tensor,
+    old_mu: torch.Tensor,
+    old_logvar: torch.Tensor,
+    weights: tuple[float, ...],
+    wide_logvar: float,
+) -> torch.Tensor:
+    """Elementwise log of w0 N(0, 1) + w1 q_old(z | x) + w2 N(0, e^wide_logvar)."""
+    zero = torch.zeros(())
+    parts = torch.stack(
+        [
+            log_normal(z, zero, zero) + math.log(weights[0]),
+            log_normal(z, old_mu, old_logvar) + math.log(weights[1]),
+            log_normal(z, zero, torch.tensor(wide_logvar)) + math.log(weights[2]),
+        ],
+        dim=-1,
+    )
+    return torch.logsumexp(parts, dim=-1)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+class _Batch:
+    """One batch of users as the tensors a pass needs (built once per batch)."""
+
+    def __init__(self, batch: sp.csr_matrix, norms: np.ndarray) -> None:
+        self.size = batch.shape[0]
+        self.csr = batch
+        self.values = torch.from_numpy(_normalised_values(batch, norms))
+        self.rows = torch.from_numpy(np.repeat(np.arange(batch.shape[0]), np.diff(batch.indptr)))
+        self.cols = torch.from_numpy(batch.indices.astype(np.int64))
+        self.raw = torch.from_numpy(batch.data)
+        self.counts = torch.from_numpy(np.asarray(batch.sum(axis=1)).ravel().astype(np.float32))
+
+    def input(self, values: torch.Tensor, with_transpose: bool):
+        x = _torch_csr(self.csr.indptr, self.csr.indices, values, self.csr.shape)
+        return x, (_transpose_csr(self.csr, values) if with_transpose else None)
+
+    def nll(self, logits: torch.Tensor) -> torch.Tensor:
+        return _MultinomialNLL.apply(logits, self.rows, self.cols, self.raw)
+
+
+class _RecVAETrainer:
+    """One RecVAE epoch = one round: encoder passes, old-encoder refresh, decoder pass."""
+
+    def __init__(self, model: RecVAE, train: sp.csr_matrix) -> None:
+        self.model = model
+        self.config = model.config
+        self.module = model.module
+        active = np.flatnonzero(np.diff(train.indptr) > 0)
+        self.train = train[active]
+        self.norms = _row_norms(self.train)
+        passes = self.config.n_enc_epochs + 1 if self.config.alternating else 1
+        self.examples_per_epoch = self.train.shape[0] * passes
+        # One Adam over both parts: Adam keeps per-parameter state and skips parameters without
+        # a gradient, so stepping it after an encoder-only pass is the reference's two optimisers.
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=self.config.lr, fused=True)
+
+    def score(self, history: sp.csr_matrix) -> np.ndarray:
+        return self.model._score_batch(history)
+
+    def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
+        c = self.config
+        noise = torch.Generator().manual_seed(epoch_seed(c.seed, epoch, _NOISE))
+        numbers: dict[str, float] = {}
+        if c.alternating:
+            for index in range(c.n_enc_epochs):
+                order = self._order(epoch, index)
+                step, enc = self._pass(order, "encoder", noise, step, on_batch)
+            self.module.update_old_encoder()
+            step, dec = self._pass(self._order(epoch, c.n_enc_epochs), "decoder", noise, step,
+                                   on_batch)  # fmt: skip
+            numbers = {"loss": enc["loss"], "nll": enc["nll"], "kl": enc["kl"],
+                       "decoder_nll": dec["nll"]}  # fmt: skip
+            steps = enc["steps"] * c.n_enc_epochs + dec["steps"]
+        else:
+            step, joint = self._pass(self._order(epoch, 0), "joint", noise, step, on_batch)
+            self.module.update_old_encoder()
+            numbers = {"loss": joint["loss"], "nll": joint["nll"], "kl": joint["kl"]}
+            steps = joint["steps"]
+        numbers["steps"] = steps
+        numbers["examples"] = self.train.shape[0]
+        return numbers
+
+    def _order(self, epoch: int, pass_index: int) -> np.ndarray:
+        rng = np.random.default_rng(epoch_seed(self.config.seed, epoch, _PASS + pass_index))
+        return rng.permutation(self.train.shape[0])
+
+    def _pass(
+        self,
+        order: np.ndarray,
+        part: str,
+        noise: torch.Generator,
+        step: int,
+        on_batch: BatchProgress,
+    ) -> tuple[int, dict[str, float]]:
+        """One pass over the users updating `part` (encoder, decoder or joint)."""
+        c = self.config
+        module = self.module
+        train_decoder = part in ("decoder", "joint")
+        for param in module.decoder_parameters():
+            param.requires_grad_(train_decoder)
+        totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
+        batches = 0
+        for start in range(0, len(order), c.batch_size):
+            users = np.sort(order[start : start + c.batch_size])
+            batch = _Batch(self.train[users], self.norms[users])
+            if part == "decoder":
+                nll, kl = self._decoder_loss(batch, noise)
+            else:
+                nll, kl = self._encoder_loss(batch, noise)
+            loss = nll + kl
+            value = loss.item()
+            check_finite(value, 0, step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            step += 1
+            batches += 1
+            totals["loss"] += value
+            totals["nll"] += nll.item()
+            totals["kl"] += kl.item()
+            on_batch(batch.size, {"loss": totals["loss"] / batches})
+        for param in module.decoder_parameters():
+            param.requires_grad_(True)
+        numbers = {key: value / max(batches, 1) for key, value in totals.items()}
+        numbers["steps"] = batches
+        return step, numbers
+
+    def _encoder_loss(
+        self, batch: _Batch, noise: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL + weighted KL with gradients for the encoder (and the decoder when joint)."""
+        c = self.config
+        values = batch.values
+        if c.dropout > 0:
+            keep = torch.rand(values.shape[0], generator=noise) >= c.dropout
+            values = values * keep / (1.0 - c.dropout)
+        mu, logvar = self.module.encoder(*batch.input(values, with_transpose=True))
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise)
+        nll = batch.nll(self.module.decode(z))
+        return nll, self._kl(batch, z, mu, logvar)
+
+    def _kl(
+        self, batch: _Batch, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+    ) -> torch.Tensor:
+        """Single-sample KL(q(z|x) || prior) per user, times the (per-user) KL weight, mean."""
+        c = self.config
+        if c.composite_prior:
+            with torch.no_grad():
+                old_mu, old_logvar = self.module.old_encoder(*batch.input(batch.values, False))
+            log_prior = composite_log_prior(z, old_mu, old_logvar, c.mixture_weights, c.wide_logvar)
+        else:
+            zero = torch.zeros(())
+            log_prior = log_normal(z, zero, zero)
+        kl = (log_normal(z, mu, logvar) - log_prior).sum(dim=1)
+        weight = c.gamma * batch.counts if c.per_user_beta else torch.tensor(c.beta)
+        return (kl * weight).mean()
+
+    def _decoder_loss(
+        self, batch: _Batch, noise: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL for the decoder: the encoder (no dropout) runs without autograd."""
+        with torch.no_grad():
+            mu, logvar = self.module.encoder(*batch.input(batch.values, with_transpose=False))
+            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise)
+        return batch.nll(self.module.decode(z)), torch.zeros(())
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+class RecVAE:
+    """RecVAE behind the Recommender interface: fit, score (fold-in), save, load."""
+
+    name: ClassVar[str] = "recvae"
+    config_class: ClassVar[type] = RecVAEConfig
+
+    def __init__(self, config: RecVAEConfig | None = None, **overrides: Any) -> None:
+        base = config if config is not None else RecVAEConfig()
+        if overrides:
+            base = config_from_dict(RecVAEConfig, {**config_to_dict(base), **overrides})
+        self.config: RecVAEConfig = base
+        self.module: RecVAEModule | None = None
+        self.n_items = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_epoch = 0
+        self.best_metrics: dict[str, Any] = {}
+        self.stopped = ""
+
+    def fit(
+        self,
+        train: sp.csr_matrix,
+        valid: Holdout | None = None,
+        *,
+        callback: EpochCallback | None = None,
+        checkpoint_dir: Path | str | None = None,
+        resume: bool = True,
+        warm_start: RecVAE | Path | str | None = None,
+        log_path: Path | str | None = None,
+        progress: bool = False,
+    ) -> Self:
+        """Train on `train`, validating on `valid` after every round (see MultVAE.fit)."""
+        train = as_csr(check_history(train, train.shape[1], self.name))
+        if valid is not None and valid.n_items != train.shape[1]:
+            raise RecvaeError(
+                f"{self.name}: validation has {valid.n_items} items, train has {train.shape[1]}"
+            )
+        if train.nnz == 0:
+            raise RecvaeError(f"{self.name}: the training matrix has no interactions")
+        c = self.config
+        with _threads(c.threads):
+            self.n_items = train.shape[1]
+            self.module = RecVAEModule(self.n_items, c)
+            self.module.reset_parameters(
+                torch.Generator().manual_seed(epoch_seed(c.seed, 0, _INIT))
+            )
+            if warm_start is not None:
+                self._warm_start(warm_start)
+            trainer = _RecVAETrainer(self, train)
+            settings = LoopSettings(
+                epochs=c.epochs, patience=c.patience, metric=c.metric,
+                validate_every=c.validate_every, lr=c.lr, lr_schedule=c.lr_schedule,
+                lr_step_size=c.lr_step_size, lr_gamma=c.lr_gamma, lr_patience=c.lr_patience,
+                eval_batch_size=c.eval_batch_size,
+            )  # fmt: skip
+            result = run_loop(
+                trainer,
+                settings,
+                valid,
+                callback=callback,
+                checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+                resume=resume,
+                log_path=Path(log_path) if log_path is not None else None,
+                progress=progress,
+                extra_state={
+                    "model": self.name,
+                    "config": config_to_dict(c),
+                    "n_items": self.n_items,
+                    "nnz": int(train.nnz),
+                },
+            )
+        self.module.eval()
+        self.history, self.best_epoch = result.history, result.best_epoch
+        self.best_metrics, self.stopped = result.best_metrics, result.stopped
+        return self
+
+    def _warm_start(self, source: RecVAE | Path | str) -> None:
+        other = RecVAE.load(Path(source)) if isinstance(source, Path | str) else source
+        if other.module is None:
+            raise RecvaeError(f"{self.name}: the warm-start model has not been trained")
+        assert self.module is not None
+        mine, theirs = self.module.state_dict(), other.module.state_dict()
+        if other.n_items != self.n_items or {k: v.shape for k, v in mine.items()} != {
+            k: v.shape for k, v in theirs.items()
+        }:
+            raise RecvaeError(
+                f"{self.name}: the warm-start model has different items or architecture "
+                "(n_items, hidden_dim, latent_dim, n_layers, layer_norm); it cannot seed these"
+            )
+        self.module.load_state_dict(theirs)
+
+    # -- scoring --
+
+    def score(self, history: sp.csr_matrix) -> np.ndarray:
+        """Decoder logits at the posterior mean for each history row; unmasked, float32."""
+        if self.module is None:
+            raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
+        history = check_history(history, self.n_items, self.name)
+        with _threads(self.config.threads):
+            return self._score_batch(history)
+
+    def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
+        assert self.module is not None
+        out = np.empty(history.shape, dtype=np.float32)
+        step = self.config.eval_batch_size
+        norms = _row_norms(history)
+        with torch.inference_mode():
+            for start in range(0, history.shape[0], step):
+                batch = as_csr(history[start : start + step])
+                values = torch.from_numpy(_normalised_values(batch, norms[start : start + step]))
+                x = _torch_csr(batch.indptr, batch.indices, values, batch.shape)
+                mu, _ = self.module.encoder(x, None)
+                out[start : start + batch.shape[0]] = self.module.decode(mu).numpy()
+        return out
+
+    # -- persistence --
+
+    def save(self, path: Path) -> None:
+        """Encoder and decoder weights (safetensors) + model.json; the old encoder is training
+        state only (checkpoints keep it) and is restored as a copy of the encoder on load."""
+        if self.module is None:
+            raise RecvaeError(f"{self.name}: nothing to save, the model has not been trained")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            k: v.detach().contiguous()
+            for k, v in self.module.state_dict().items()
+            if not k.startswith("old_encoder.")
+        }
+        save_file(tensors, str(path / WEIGHTS_FILE))
+        write_model_json(
+            path, self.name, config_to_dict(self.config), n_items=self.n_items,
+            best_epoch=self.best_epoch, best_metrics=self.best_metrics, stopped=self.stopped,
+            history=self.history,
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        meta = read_model_json(path)
+        if meta.get("model") != cls.name:
+            raise RecvaeError(f"{path} holds a {meta.get('model')!r} model, not {cls.name!r}")
+        config = config_from_dict(RecVAEConfig, meta["config"], source=str(path / "model.json"))
+        model = cls(config)
+        model.n_items = int(meta["n_items"])
+        module = RecVAEModule(model.n_items, config)
+        missing, unexpected = module.load_state_dict(
+            load_file(str(path / WEIGHTS_FILE)), strict=False
+        )
+        if unexpected or any(not k.startswith("old_encoder.") for k in missing):
+            raise RecvaeError(f"{path}: weights do not match the config ({missing + unexpected})")
+        module.update_old_encoder()
+        module.eval()
+        model.module = module
+        model.history = meta.get("history", [])
+        model.best_epoch = int(meta.get("best_epoch", 0))
+        model.best_metrics = meta.get("best_metrics", {})
+        model.stopped = meta.get("stopped", "")
+        return model
