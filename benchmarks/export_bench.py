@@ -100,7 +100,9 @@ def synth_dataset(n_users: int, n_items: int, seed: int, workdir: Path) -> Path:
     return workdir / "synth"
 
 
-def train_model(dataset_dir: Path, train_users: int | None, workdir: Path, seed: int) -> Path:
+def train_model(
+    dataset_dir: Path, train_users: int | None, workdir: Path, seed: int, threads: int
+) -> Path:
     """A paper-shaped Mult-VAE trained for one epoch, saved as a model artifact."""
     from recvae.artifact import Artifact, save_artifact
     from recvae.data.dataset import Dataset
@@ -109,7 +111,7 @@ def train_model(dataset_dir: Path, train_users: int | None, workdir: Path, seed:
 
     dataset = Dataset.load(dataset_dir)
     train = dataset.matrix if train_users is None else dataset.matrix[:train_users]
-    model = MultVAE(epochs=1, seed=seed).fit(train)
+    model = MultVAE(epochs=1, seed=seed, threads=threads).fit(train)
     model_dir = workdir / "model"
     save_artifact(Artifact(model, dataset.items, {"version": "bench"}), model_dir)
     write_item_popularity(model_dir, dataset.matrix)
@@ -118,18 +120,23 @@ def train_model(dataset_dir: Path, train_users: int | None, workdir: Path, seed:
 
 def run_case(args: argparse.Namespace) -> dict:
     """One case in this process: build data and model, export, time the matmul bound."""
+    import torch
+
     from recvae.export import ExportRequest, export_top_n
 
+    if args.threads > 0:  # the model's scoring and the matmul bound use the same thread count
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="export-bench-", dir=args.tmp_dir) as tmp:
         workdir = Path(tmp)
         if args.run_case == "gowalla":
             dataset_dir = gowalla_dataset(Path(args.gowalla), workdir)
-            model_dir = train_model(dataset_dir, None, workdir, args.seed)
+            model_dir = train_model(dataset_dir, None, workdir, args.seed, args.threads)
             model_note = "Mult-VAE [I-600-200-600-I] trained 1 epoch on all Gowalla train users"
         else:
             dataset_dir = synth_dataset(args.synth_users, args.synth_items, args.seed, workdir)
-            model_dir = train_model(dataset_dir, 5000, workdir, args.seed)
+            model_dir = train_model(dataset_dir, 5000, workdir, args.seed, args.threads)
             model_note = "Mult-VAE [I-600-200-600-I] trained 1 epoch on the first 5,000 users"
+        num_shards = args.synth_shards if args.run_case == "synth" else 1
         rss_before = current_rss_gib()
         peak_before = peak_rss_gib()
         request = ExportRequest(
@@ -139,7 +146,7 @@ def run_case(args: argparse.Namespace) -> dict:
             k=args.k,
             chunk_size=args.chunk_size,
             shard=0,
-            num_shards=args.num_shards,
+            num_shards=num_shards,
         )
         result = export_top_n(request, show_progress=False)
         peak_after = peak_rss_gib()
@@ -153,7 +160,8 @@ def run_case(args: argparse.Namespace) -> dict:
         "items": n_items,
         "k": args.k,
         "chunk_size": args.chunk_size,
-        "num_shards": args.num_shards,
+        "threads": args.threads or torch.get_num_threads(),
+        "num_shards": num_shards,
         "rows": result.summary.rows,
         "export_seconds": result.seconds,
         "users_per_second": result.users / result.seconds,
@@ -179,13 +187,14 @@ def write_report(results: list[dict], out_dir: Path, argv: list[str]) -> None:
         f"Machine: {payload['run']['machine']}  ",
         f"Commit: {payload['run']['git_commit']}, time {payload['run']['time']}",
         "",
-        "| case | users x items | k | chunk | export s | users/s | matmul-bound s "
-        "| ratio | peak RSS GiB (before export) | output MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| case | users scored x items | k | chunk | threads | export s | users/s "
+        "| matmul-bound s | ratio | peak RSS GiB (before export) | output MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['case']} | {r['users']:,} x {r['items']:,} | {r['k']} | {r['chunk_size']} "
+            f"| {r['threads']} "
             f"| {r['export_seconds']:.1f} | {r['users_per_second']:,.0f} "
             f"| {r['matmul_bound_seconds']:.1f} | {r['ratio_to_matmul_bound']:.2f} "
             f"| {r['peak_rss_gib']:.2f} ({r['peak_rss_before_export_gib']:.2f}) "
@@ -208,11 +217,12 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=1000)
     parser.add_argument("--matmul-chunks", type=int, default=100)
     parser.add_argument(
-        "--num-shards",
+        "--synth-shards",
         type=int,
         default=1,
-        help="export only shard 0 of this many (all users' histories are still loaded)",
+        help="synth: export only shard 0 of this many (all users' histories are still loaded)",
     )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp-dir", default=None)
     parser.add_argument("--out-dir", default=None)
