@@ -1,0 +1,310 @@
+"""Search spaces: which settings a study varies, over which ranges, and which it holds fixed.
+
+Each tunable model has a default space (ranges from the literature, wide enough to contain the
+paper defaults). A TOML file overrides it per parameter and can fix settings:
+
+    # space.toml
+    [params.lr]              # replaces the default range of `lr`
+    low = 1e-4
+    high = 3e-3
+    log = true
+    [params.hidden_dim]      # Mult-VAE/DAE: one hidden layer of this size (hidden_dims = [n])
+    low = 400
+    high = 1200
+    step = 200
+    [params.likelihood]
+    choices = ["multinomial", "logistic"]
+    [fixed]                  # settings every trial uses; a fixed name leaves the search
+    epochs = 60
+    patience = 10
+
+A parameter's kind follows the model config's field type: float and int fields take
+low/high (+ `log`, `step`), text/bool fields take `choices`; any field may use `choices`.
+`grid = [...]` lists the values the grid sampler tries (default: low, middle, high; or choices).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recvae.errors import RecvaeError
+from recvae.models import model_class
+
+TUNABLE_MODELS = ("multvae", "multdae", "als", "bpr", "ease")
+EPOCH_MODELS = ("multvae", "multdae")  # trained by the epoch loop: pruned on per-epoch metrics
+
+# Mult-VAE/DAE take `hidden_dims` (a list); a study varies one hidden layer's size instead.
+HIDDEN_DIM = "hidden_dim"
+BATCH_SIZES = [100, 250, 500, 1000]
+LIKELIHOODS = ["multinomial", "gaussian", "logistic"]
+
+# Ranges: Liang et al. 2018 and later re-tunings (e.g. Rendle et al. 2019/2022, Steck 2019).
+DEFAULT_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "multvae": {
+        "lr": {"low": 1e-4, "high": 3e-3, "log": True},
+        HIDDEN_DIM: {"low": 400, "high": 1200, "step": 100},
+        "latent_dim": {"low": 100, "high": 400, "step": 50},
+        "dropout": {"low": 0.3, "high": 0.7},
+        "beta_cap": {"low": 0.05, "high": 0.5},
+        "anneal_steps": {"low": 1_000, "high": 200_000, "log": True},
+        "batch_size": {"choices": BATCH_SIZES},
+        "l2": {"low": 1e-8, "high": 1e-4, "log": True},
+        "likelihood": {"choices": LIKELIHOODS},
+    },
+    "multdae": {
+        "lr": {"low": 1e-4, "high": 3e-3, "log": True},
+        "latent_dim": {"low": 100, "high": 600, "step": 50},
+        "dropout": {"low": 0.2, "high": 0.8},
+        "batch_size": {"choices": BATCH_SIZES},
+        "l2": {"low": 1e-5, "high": 1e-1, "log": True},
+        "likelihood": {"choices": LIKELIHOODS},
+    },
+    "als": {
+        "factors": {"low": 16, "high": 512, "log": True},
+        "regularization": {"low": 1e-3, "high": 10.0, "log": True},
+        "alpha": {"low": 0.5, "high": 100.0, "log": True},
+        "iterations": {"low": 5, "high": 30},
+    },
+    "bpr": {
+        "factors": {"low": 16, "high": 256, "log": True},
+        "learning_rate": {"low": 1e-3, "high": 0.1, "log": True},
+        "regularization": {"low": 1e-5, "high": 0.1, "log": True},
+        "iterations": {"low": 20, "high": 200, "step": 10},
+    },
+    "ease": {
+        "l2": {"low": 1.0, "high": 10_000.0, "log": True},
+    },
+}
+
+# An epoch cap and early stopping so one trial cannot take the whole budget.
+DEFAULT_FIXED: dict[str, dict[str, Any]] = {
+    "multvae": {"epochs": 100, "patience": 10},
+    "multdae": {"epochs": 100, "patience": 10},
+    "als": {},
+    "bpr": {},
+    "ease": {},
+}
+
+SPEC_KEYS = {"low", "high", "log", "step", "choices", "grid"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched setting: a numeric range (float or int) or a list of choices."""
+
+    name: str
+    kind: str  # "float" | "int" | "categorical"
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] = ()
+    grid: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        """Ask an Optuna trial for this parameter's value."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def grid_values(self) -> list[Any]:
+        """Values tried by the grid sampler: `grid`, else the choices, else low/middle/high."""
+        if self.grid:
+            return list(self.grid)
+        if self.kind == "categorical":
+            return list(self.choices)
+        low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+        middle = math.sqrt(low * high) if self.log else (low + high) / 2
+        if self.step:
+            middle = low + round((middle - low) / self.step) * self.step
+        values = [low, middle, high]
+        if self.kind == "int":
+            return sorted({round(v) for v in values})
+        return sorted(set(values))
+
+    def describe(self) -> str:
+        """Short human text for reports, e.g. '0.0001 .. 0.003 (log)'."""
+        if self.kind == "categorical":
+            text = "one of " + ", ".join(map(str, self.choices))
+        else:
+            text = f"{self.low:g} .. {self.high:g}"
+            text += " (log)" if self.log else ""
+            text += f" step {self.step:g}" if self.step else ""
+        return text + (f"; grid {list(self.grid)}" if self.grid else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "categorical":
+            values: dict[str, Any] = {"choices": list(self.choices)}
+        else:
+            values = {"low": self.low, "high": self.high, "log": self.log}
+            if self.step:
+                values["step"] = self.step
+        if self.grid:
+            values["grid"] = list(self.grid)
+        return values
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The searched parameters of one model and the settings every trial shares."""
+
+    model: str
+    params: tuple[ParamSpec, ...]
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Model settings for one trial: fixed settings, then the trial's values."""
+        settings = dict(self.fixed)
+        for name, value in values.items():
+            if name == HIDDEN_DIM:
+                settings["hidden_dims"] = [int(value)]
+            else:
+                settings[name] = value
+        return settings
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {spec.name: spec.grid_values() for spec in self.params}
+
+    def grid_size(self) -> int:
+        return math.prod(len(values) for values in self.grid().values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/TOML-ready; the same shape `parse_space` reads."""
+        return {"params": {s.name: s.to_dict() for s in self.params}, "fixed": dict(self.fixed)}
+
+
+def config_class_of(model: str) -> type:
+    """The frozen config dataclass behind a model's settings."""
+    cls: Any = model_class(model)
+    config_class = getattr(cls, "config_class", None)
+    return config_class if config_class is not None else type(cls().config)
+
+
+def setting_types(model: str) -> dict[str, Any]:
+    """Setting name -> annotated type, for the model's config (plus `hidden_dim` for VAE/DAE)."""
+    types = typing.get_type_hints(config_class_of(model))
+    if "hidden_dims" in types:
+        types[HIDDEN_DIM] = int
+    return types
+
+
+def default_space(model: str) -> SearchSpace:
+    check_model(model)
+    return parse_space(model, {"params": {}, "fixed": {}}, "default space")
+
+
+def load_space(model: str, path: Path | None = None) -> SearchSpace:
+    """The model's default space, overridden by the TOML file at `path` (if given)."""
+    check_model(model)
+    if path is None:
+        return default_space(model)
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise RecvaeError(f"search space file {path} does not exist") from error
+    except tomllib.TOMLDecodeError as error:
+        raise RecvaeError(f"search space file {path} is not valid TOML: {error}") from error
+    return parse_space(model, raw, str(path))
+
+
+def check_model(model: str) -> None:
+    if model not in TUNABLE_MODELS:
+        raise RecvaeError(f"recvae tune supports {', '.join(TUNABLE_MODELS)}; got {model!r}")
+
+
+def parse_space(model: str, raw: dict[str, Any], source: str) -> SearchSpace:
+    """Default params and fixed settings of `model`, updated by `raw` ({params, fixed})."""
+    unknown = sorted(set(raw) - {"params", "fixed"})
+    if unknown:
+        raise RecvaeError(
+            f"{source}: unknown table(s) {unknown}; expected [params.NAME] and [fixed]"
+        )
+    types = setting_types(model)
+    fixed = {**DEFAULT_FIXED[model], **_table(raw, "fixed", source)}
+    for name in fixed:
+        if name not in types or name == HIDDEN_DIM:
+            raise RecvaeError(
+                f"{source}: [fixed] {name!r} is not a {model} setting; known: "
+                + ", ".join(sorted(k for k in types if k != HIDDEN_DIM))
+            )
+    entries = {**DEFAULT_PARAMS[model], **_table(raw, "params", source)}
+    params = tuple(
+        _param(name, entry, types, source)
+        for name, entry in entries.items()
+        if name not in fixed and not (name == HIDDEN_DIM and "hidden_dims" in fixed)
+    )
+    if not params:
+        raise RecvaeError(f"{source}: nothing left to search (every parameter is fixed)")
+    return SearchSpace(model, params, fixed)
+
+
+def _table(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise RecvaeError(f"{source}: {key} must be a table, e.g. [{key}]")
+    return value
+
+
+def _param(name: str, entry: Any, types: dict[str, Any], source: str) -> ParamSpec:
+    where = f"{source}: [params.{name}]"
+    if name not in types:
+        known = ", ".join(sorted(types))
+        raise RecvaeError(f"{where}: not a setting of this model; known: {known}")
+    if not isinstance(entry, dict):
+        raise RecvaeError(f"{where}: expected a table with low/high or choices")
+    unknown = sorted(set(entry) - SPEC_KEYS)
+    if unknown:
+        raise RecvaeError(f"{where}: unknown key(s) {unknown}; expected {sorted(SPEC_KEYS)}")
+    grid = tuple(entry.get("grid", ()))
+    if "choices" in entry:
+        choices = entry["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise RecvaeError(f"{where}: choices must be a non-empty list")
+        if not all(isinstance(c, str | int | float | bool) for c in choices):
+            raise RecvaeError(f"{where}: choices must be numbers, text or true/false")
+        return ParamSpec(name, "categorical", choices=tuple(choices), grid=grid)
+    hint = types[name]
+    if hint not in (int, float):
+        raise RecvaeError(f"{where}: {name} is not numeric; give choices = [...]")
+    if "low" not in entry or "high" not in entry:
+        raise RecvaeError(f"{where}: give low and high (or choices)")
+    low, high, log, step = (
+        entry["low"],
+        entry["high"],
+        bool(entry.get("log", False)),
+        entry.get("step"),
+    )
+    for key, value in (("low", low), ("high", high), ("step", step)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise RecvaeError(f"{where}: {key} must be a number, got {value!r}")
+        if hint is int and value is not None and not float(value).is_integer():
+            raise RecvaeError(f"{where}: {name} is an integer setting; {key} = {value} is not")
+    if not low < high:
+        raise RecvaeError(f"{where}: low ({low}) must be below high ({high})")
+    if log and low <= 0:
+        raise RecvaeError(f"{where}: a log range needs low > 0, got {low}")
+    if log and step is not None:
+        raise RecvaeError(f"{where}: step and log cannot be combined")
+    if step is not None and step <= 0:
+        raise RecvaeError(f"{where}: step must be positive, got {step}")
+    for value in grid:
+        if not low <= value <= high:
+            raise RecvaeError(f"{where}: grid value {value} is outside low..high")
+    if hint is int:
+        return ParamSpec(name, "int", int(low), int(high), log, int(step) if step else None,
+                         grid=grid)  # fmt: skip
+    return ParamSpec(name, "float", float(low), float(high), log, step, grid=grid)
+
+
+def config_fields(model: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_class_of(model))}
