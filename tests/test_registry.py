@@ -95,10 +95,12 @@ def test_models_cli_list_show_promote_rollback_prune(tmp_path):
     from recvae.cli import app
 
     store = ModelStore(tmp_path / "store")
-    for i in range(3):
+    for i in range(2):
         store.add(model_dir(tmp_path, f"m{i}", 0.1 * (i + 1)))
     runner = CliRunner()
     root = str(store.root)
+    added = runner.invoke(app, ["models", "add", root, str(model_dir(tmp_path, "m2", 0.3))])
+    assert added.exit_code == 0 and "added v0003" in added.output
     assert runner.invoke(app, ["models", "promote", root, "v0002"]).exit_code == 0
     assert runner.invoke(app, ["models", "promote", root, "v0003"]).exit_code == 0
     listing = runner.invoke(app, ["models", "list", root])

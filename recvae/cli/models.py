@@ -1,4 +1,4 @@
-"""`recvae models list|show|promote|rollback|prune`: look after a model store."""
+"""`recvae models list|show|add|promote|rollback|prune`: look after a model store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 models_app = typer.Typer(
-    help="Model store: list versions, show one, promote, roll back, prune.", no_args_is_help=True
+    help="Model store: list versions, show one, add, promote, roll back, prune.",
+    no_args_is_help=True,
 )
 
 Store = Annotated[Path, typer.Argument(help="Model store directory, e.g. models/")]
@@ -81,6 +82,25 @@ def show(
         "metadata": entry.metadata,
     }
     typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+@models_app.command()
+def add(
+    store: Store,
+    model_dir: Annotated[Path, typer.Argument(help="Trained model directory, e.g. out/model")],
+    promote_it: Annotated[
+        bool, typer.Option("--promote", help="Also make it the current model")
+    ] = False,
+) -> None:
+    """Copy a trained model directory into the store as the next version."""
+    from recvae.registry import ModelStore
+
+    model_store = ModelStore(store)
+    version = model_store.add(model_dir)
+    typer.echo(f"added {version.name}")
+    if promote_it:
+        model_store.promote(version.name, reason="added with --promote")
+        typer.echo(f"current -> {version.name}")
 
 
 @models_app.command()
