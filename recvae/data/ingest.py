@@ -232,14 +232,13 @@ def _ingest(
         row_filters.append(filters.time_window_condition(since, until))
     if options.min_rating is not None:
         row_filters.append(filters.rating_condition(options.min_rating))
-    pipeline.filter_rows(row_filters)
-    filters.dedupe(
+    filters.filter_and_dedupe(
         pipeline,
+        row_filters,
         rule,
         by_role=roles[0] is not None,
         need_rating=use_rating and options.weights == "rating",
         need_time=use_time,
-        need_events=options.weights == "count",
     )
     min_items = max(options.min_item_count, options.k_core)
     min_users = max(options.min_user_count, options.k_core)
