@@ -334,7 +334,6 @@ def run_steps(config: JobConfig, report: RunReport) -> int:
     from recvae.lock import JobLock
     from recvae.metrics import parse_metric
     from recvae.registry import ModelStore, quality_gate
-    from recvae.scoring import write_item_popularity
 
     store = ModelStore(config.store)
     dataset_dir = config.work_dir / "dataset"
@@ -392,8 +391,7 @@ def run_steps(config: JobConfig, report: RunReport) -> int:
                 "warm_start": why,
                 "run": report.data["run"],
             }
-            save_artifact(Artifact(model, dataset.items, metadata), candidate)
-            write_item_popularity(candidate, split.train)
+            save_artifact(Artifact(model, dataset.items, metadata), candidate, train=split.train)
             version = store.add(candidate)
             shutil.rmtree(candidate, ignore_errors=True)
             report.data["new_version"] = version.name

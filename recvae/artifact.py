@@ -4,6 +4,7 @@
       model.json, weights ...   the model's own files (see recvae.models.base)
       items.parquet             the item vocabulary the model's columns follow
       metadata.json             training metrics, data fingerprint, seed, versions, git commit
+      popularity.npy            optional: interactions per item in the training data (fallback)
 
 Written to a temporary directory and renamed into place, so a failed job never leaves a
 half-written model where the last good one was.
@@ -15,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import scipy.sparse as sp
 
 from recvae.data.vocab import Vocabulary
 from recvae.errors import RecvaeError
@@ -30,11 +33,20 @@ class Artifact:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def save_artifact(artifact: Artifact, dest: Path) -> None:
+def save_artifact(artifact: Artifact, dest: Path, train: sp.csr_matrix | None = None) -> None:
+    """Write the model directory atomically; with `train`, also its item popularity.
+
+    `popularity.npy` (interactions per item in `train`) is what `recvae recommend` ranks by for
+    users with no usable history (see recvae.scoring).
+    """
     with atomic_dir(Path(dest)) as tmp:
         artifact.model.save(tmp)
         artifact.items.save(tmp / "items.parquet")
         (tmp / "metadata.json").write_text(json.dumps(artifact.metadata, indent=2, default=str))
+        if train is not None:
+            from recvae.scoring import write_item_popularity
+
+            write_item_popularity(tmp, train)
 
 
 def load_artifact(path: Path) -> Artifact:

@@ -97,7 +97,6 @@ def make_model_and_dataset(tmp_path):
     from recvae.data.dataset import Dataset
     from recvae.data.vocab import Vocabulary
     from recvae.models.ease import EASE
-    from recvae.scoring import write_item_popularity
 
     rng = np.random.default_rng(3)
     dense = (rng.random((30, 12)) < 0.3).astype(np.float32)
@@ -107,8 +106,8 @@ def make_model_and_dataset(tmp_path):
     users = Vocabulary(np.arange(100, 130), name="user")
     Dataset(matrix, users, items).save(tmp_path / "ds")
     model_dir = tmp_path / "model"
-    save_artifact(Artifact(EASE(l2=10.0).fit(matrix), items, {"version": "v0042"}), model_dir)
-    write_item_popularity(model_dir, matrix)
+    artifact = Artifact(EASE(l2=10.0).fit(matrix), items, {"version": "v0042"})
+    save_artifact(artifact, model_dir, train=matrix)
     return model_dir, tmp_path / "ds", dense
 
 

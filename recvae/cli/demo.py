@@ -78,7 +78,6 @@ def run_demo(workdir: Path, settings: DemoSettings) -> dict[str, Any]:
     from recvae.models.vae import MultVAE
     from recvae.provenance import run_info
     from recvae.registry import ModelStore, quality_gate
-    from recvae.scoring import write_item_popularity
 
     console = Console(highlight=False)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -153,8 +152,7 @@ def run_demo(workdir: Path, settings: DemoSettings) -> dict[str, Any]:
         "data_fingerprint": dataset.fingerprint(),
         "note": "recvae demo",
     }
-    save_artifact(Artifact(vae, dataset.items, metadata), candidate)
-    write_item_popularity(candidate, split.train)
+    save_artifact(Artifact(vae, dataset.items, metadata), candidate, train=split.train)
     version = store.add(candidate)
     shutil.rmtree(candidate)
     current = store.current_path()
