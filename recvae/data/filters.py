@@ -155,7 +155,7 @@ def filter_and_dedupe(
         {
             "rule": rule if need_rating else "none (no rating used)",
             "description": DEDUPE_DESCRIPTIONS[rule if need_rating else "none"],
-            "seconds": seconds if not conditions else 0.0,
+            "seconds": seconds if not conditions else None,  # timed with the filter above
         },
     )
 

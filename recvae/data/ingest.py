@@ -249,7 +249,7 @@ def _ingest(
 
     started = time.perf_counter()
     dataset = _build_dataset(con, pipeline.table, item_vocab, options.weights, use_time, roles)
-    timings["filters"] = round(sum(step.get("seconds", 0.0) for step in pipeline.steps), 3)
+    timings["filters"] = round(sum(step.get("seconds") or 0.0 for step in pipeline.steps), 3)
     timings["build_matrix"] = round(time.perf_counter() - started, 3)
     dataset.manifest = _manifest(
         sources, source_records, options, rule, use_rating, use_time, rows_read, bad,
