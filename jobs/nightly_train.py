@@ -122,9 +122,12 @@ def load_job_config(path: Path) -> JobConfig:
         values["sources"] = [values["sources"]]
     values["sources"] = [resolve(source) for source in values["sources"]]
     try:
-        return JobConfig(**values)
+        config = JobConfig(**values)
     except TypeError as error:
         raise RecvaeError(f"{path}: {error}") from error
+    if config.valid_users < 1:
+        raise RecvaeError(f"{path}: [split] valid_users must be at least 1: the gate needs them")
+    return config
 
 
 # ---- run report ---------------------------------------------------------------------------
