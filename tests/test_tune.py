@@ -254,12 +254,18 @@ def test_cli_tune_then_train_with_best_toml(dataset_dir, space_file, tmp_path):
     runner = CliRunner()
     out = tmp_path / "study"
     args = ["tune", str(dataset_dir), "--model", "multvae", "--trials", "3", "--space",
-            str(space_file), "--metric", "ndcg@20", "--seed", "3", "--out", str(out)]  # fmt: skip
+            str(space_file), "--metric", "ndcg@20", "--seed", "3", "--no-reference", "--out",
+            str(out)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in ("best.toml", "report.md", "trials.csv", "trials.json", "study.journal",
-                 "history.png", "curves.png", "defaults.json"):  # fmt: skip
+                 "history.png", "curves.png"):  # fmt: skip
         assert (out / name).is_file(), name
+    assert not (out / "defaults.json").exists()  # --no-reference
+    assert (
+        f"Command: `recvae tune {dataset_dir} --model multvae --trials 3"
+        in (out / "report.md").read_text()
+    )
     best = tomllib.loads((out / "best.toml").read_text())
     assert best["metric"] == "ndcg@20" and best["seed"] == 3 and best["epochs"] == 2
     trials = json.loads((out / "trials.json").read_text())

@@ -274,6 +274,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
@@ -294,10 +298,12 @@ def report_markdown(run: StudyRun, best: Any | None, plots: list[Path]) -> str:
     counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
     seconds = sum(t.user_attrs.get("seconds") or 0.0 for t in study.trials)
     identity = run.identity
+    # A resumed study lists every command that added trials; a rewrite-only run adds none.
+    commands = study.user_attrs.get("commands") or ([options.command] if options.command else [])
     lines = [
         f"# recvae tune: {options.model} on {Path(options.dataset_dir).name}",
         "",
-        f"Command: `{options.command}`" if options.command else "",
+        *[f"Command: `{command}`" for command in commands],
         "",
         f"- Optimised: **validation {metric}** ({identity['validation'].get('source')}, "
         f"{identity['validation'].get('protocol')} protocol); the test part is never used.",
@@ -351,10 +357,10 @@ def _comparison(run: StudyRun, best: Any | None) -> list[str]:
     if run.reference is not None:
         reference = run.reference
         rows.append(["defaults", *[reference.metrics.get(m) for m in metrics],
-                     reference.epochs, reference.seconds])  # fmt: skip
+                     reference.epochs, _seconds(reference.seconds)])  # fmt: skip
     attrs = best.user_attrs
     rows.append([f"best (trial {best.number})", *[attrs["metrics"].get(m) for m in metrics],
-                 attrs.get("epochs"), attrs.get("seconds")])  # fmt: skip
+                 attrs.get("epochs"), _seconds(attrs.get("seconds"))])  # fmt: skip
     lines += _table(["setting", *metrics, "epochs", "seconds"], rows)
     if run.reference is not None and run.metric in run.reference.metrics:
         gain = best.value / run.reference.metrics[run.metric] - 1
@@ -395,7 +401,7 @@ def _top_trials(run: StudyRun, count: int = 10) -> list[str]:
     top = sorted(complete, key=lambda t: -t.value)[:count]
     names = [s.name for s in run.space.params]
     rows = [[t.number, t.value, *[t.params.get(n) for n in names], t.user_attrs.get("epochs"),
-             t.user_attrs.get("seconds")] for t in top]  # fmt: skip
+             _seconds(t.user_attrs.get("seconds"))] for t in top]  # fmt: skip
     return _table(["trial", run.metric, *names, "epochs", "seconds"], rows)
 
 

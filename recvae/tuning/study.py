@@ -208,6 +208,10 @@ def run_study(
             f"({options.sampler} sampler, optimising valid {metric})"
         )
         before = len(study.trials)
+        if remaining > 0 and options.command:  # every command that added trials, for the report
+            study.set_user_attr(
+                "commands", [*study.user_attrs.get("commands", []), options.command]
+            )
         if remaining > 0:
             objective = make_objective(options.model, space, metric, run.train, run.valid,
                                        options.seed)  # fmt: skip
