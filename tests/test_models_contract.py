@@ -29,6 +29,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "multvae": {"epochs": 30, "batch_size": 16},
     "multdae": {"epochs": 30, "batch_size": 16},
     "recvae": {"epochs": 30, "batch_size": 16},
+    "blend": {"settings": {"recvae": {"epochs": 30, "batch_size": 16}, "ease": {"l2": 1.0}}},
 }
 # Models that ignore the user's history by design: they must still rank the popular block first.
 NOT_PERSONALISED = {"popularity"}

@@ -16,6 +16,7 @@ MODEL_CLASSES: dict[str, str] = {
     "als": "recvae.models.als:ALS",
     "bpr": "recvae.models.bpr:BPR",
     "ease": "recvae.models.ease:EASE",
+    "blend": "recvae.models.blend:Blend",
     "popularity": "recvae.models.popularity:Popularity",
 }
 

@@ -1,0 +1,160 @@
+"""Beyond the paper: RecVAE, its ablations and a RecVAE + EASE blend vs tuned EASE and ALS.
+
+Trains on LightGCN's train.txt and reports on valid.txt (Recall@20 = hits / number held out,
+LightGCN's definition; NDCG@20). Each step writes one JSON file under --out, so the steps can run
+separately (in the background, niced) and `report` gathers them into report.md:
+
+    python benchmarks/beyond.py fit ml-1m ../shared/datasets/ml-1m-lightgcn recvae-default \
+        --model recvae --set epochs=60 --out benchmarks/reports/beyond-2026-11-28
+    python benchmarks/beyond.py speed ml-1m ../shared/datasets/ml-1m-lightgcn --out ...
+    python benchmarks/beyond.py blend ml-1m ../shared/datasets/ml-1m-lightgcn \
+        --members recvae-default,ease-l2-500 --out ...
+    python benchmarks/beyond.py report --out ...
+
+Fitted models are kept under benchmarks/work/beyond/<dataset>/<run> (not committed) so that a
+blend reuses them instead of refitting (EASE on Gowalla takes minutes and gigabytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recvae.bench.data import ingest_spec
+from recvae.cli.train import parse_set_options
+from recvae.evaluate import evaluate
+from recvae.models import load_model, model_class
+from recvae.models.blend import mix, normalise_scores
+from recvae.provenance import run_info
+
+WORK = Path("benchmarks/work/beyond")
+KS = [20]
+METRICS = ("recall_lightgcn@20", "ndcg@20")
+
+
+def load_split(path: str):
+    root = Path(path)
+    if not (root / "train.txt").is_file():
+        sys.exit(f"skipping: {root}/train.txt not found (pass the LightGCN data folder)")
+    options = {"format": "lightgcn", "sources": ["train.txt", "valid.txt"],
+               "split_sources": ["train", "valid"]}  # fmt: skip
+    return ingest_spec(root.name, root, options).split
+
+
+def write(out: Path, name: str, payload: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    payload["run_info"] = run_info()
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str))
+    print(json.dumps({k: v for k, v in payload.items() if k not in ("history", "run_info")}))
+
+
+def fit(args: argparse.Namespace) -> None:
+    """Fit one model with one setting on train, evaluate on valid, save model + JSON."""
+    split = load_split(args.data)
+    settings = parse_set_options(args.set or [])
+    cls = model_class(args.model)
+    started = time.perf_counter()
+    model = cls(**settings)
+    if args.model in ("recvae", "multvae", "multdae"):
+        model.fit(split.train, split.valid)
+    else:
+        model.fit(split.train)
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    result = evaluate(model, split.valid, ks=KS, batch_size=2000)
+    payload: dict[str, Any] = {
+        "dataset": args.dataset, "run": args.run, "model": args.model, "settings": settings,
+        "valid": {m: result.means[m] for m in METRICS},
+        "valid_stderr": {m: result.stderrs[m] for m in METRICS},
+        "fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    history = getattr(model, "history", None)
+    if history:
+        payload["best_epoch"] = model.best_epoch
+        payload["epochs_run"] = len(history)
+        payload["seconds_per_epoch"] = float(np.median([r["train_seconds"] for r in history]))
+        payload["history"] = [{k: r.get(k) for k in ("epoch", "loss", "train_seconds",
+                                                     *METRICS)} for r in history]  # fmt: skip
+    if not args.no_save:
+        model.save(WORK / args.dataset / args.run)
+    write(Path(args.out) / args.dataset, args.run, payload)
+
+
+def speed(args: argparse.Namespace) -> None:
+    """Seconds per epoch of Mult-VAE (paper settings) and per round of RecVAE, same process."""
+    split = load_split(args.data)
+    rows: dict[str, Any] = {}
+    for name, model in (
+        ("multvae", model_class("multvae")(epochs=args.epochs, threads=args.threads)),
+        ("recvae", model_class("recvae")(epochs=args.epochs, threads=args.threads)),
+        ("multvae-again", model_class("multvae")(epochs=args.epochs, threads=args.threads)),
+    ):
+        model.fit(split.train)
+        rows[name] = [r["train_seconds"] for r in model.history]
+    multvae = float(np.median(rows["multvae"] + rows["multvae-again"]))
+    recvae = float(np.median(rows["recvae"]))
+    payload = {"dataset": args.dataset, "threads": args.threads, "epochs": args.epochs,
+               "seconds": rows, "multvae_median": multvae, "recvae_round_median": recvae,
+               "ratio": recvae / multvae}  # fmt: skip
+    write(Path(args.out) / args.dataset, "speed", payload)
+
+
+def blend(args: argparse.Namespace) -> None:
+    """Grid the blend weight of saved members on valid (scores computed once per member)."""
+    split = load_split(args.data)
+    names = args.members.split(",")
+    models = [load_model(WORK / args.dataset / name) for name in names]
+    users = np.flatnonzero(np.diff(split.valid.heldout.indptr) > 0)
+    results = []
+    for how in args.normalise.split(","):
+        parts = [normalise_scores(m.score(split.valid.history), how) for m in models]
+        for weight in [float(w) for w in args.weights.split(",")]:
+            mixed = mix(parts, (weight, 1.0 - weight))
+            result = evaluate(lambda h, mixed=mixed: mixed, split.valid, ks=KS)
+            results.append({"normalise": how, "weight": weight,
+                            **{m: result.means[m] for m in METRICS}})  # fmt: skip
+            print(results[-1])
+    best = max(results, key=lambda r: r["ndcg@20"])
+    payload = {"dataset": args.dataset, "members": names, "grid": results, "best": best,
+               "valid_users": len(users)}  # fmt: skip
+    write(Path(args.out) / args.dataset, f"blend-{'+'.join(names)}", payload)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fit")
+    p.add_argument("dataset")
+    p.add_argument("data")
+    p.add_argument("run")
+    p.add_argument("--model", required=True)
+    p.add_argument("--set", action="append")
+    p.add_argument("--no-save", action="store_true")
+    p.set_defaults(func=fit)
+    p = sub.add_parser("speed")
+    p.add_argument("dataset")
+    p.add_argument("data")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=speed)
+    p = sub.add_parser("blend")
+    p.add_argument("dataset")
+    p.add_argument("data")
+    p.add_argument("--members", required=True)
+    p.add_argument("--weights", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
+    p.add_argument("--normalise", default="zscore,softmax")
+    p.set_defaults(func=blend)
+    for p in sub.choices.values():
+        p.add_argument("--out", default="benchmarks/reports/beyond-2026-11-28")
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
