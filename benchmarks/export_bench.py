@@ -57,14 +57,15 @@ def matmul_bound_seconds(n_users: int, n_items: int, chunk: int, max_chunks: int
     n_chunks = -(-n_users // chunk)
     timed = min(n_chunks, max_chunks)
     torch.mm(hidden, weight)  # warm-up
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(timed):
         torch.mm(hidden, weight)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     return {
         "matmul_chunks_timed": timed,
         "matmul_chunks_total": n_chunks,
         "matmul_bound_seconds": seconds * n_chunks / timed,
+        "matmul_bound_cpu_seconds": cpu_seconds * n_chunks / timed,
     }
 
 
@@ -148,7 +149,9 @@ def run_case(args: argparse.Namespace) -> dict:
             shard=0,
             num_shards=num_shards,
         )
+        start_cpu = time.process_time()
         result = export_top_n(request, show_progress=False)
+        export_cpu = time.process_time() - start_cpu
         peak_after = peak_rss_gib()
         n_items = json.loads((dataset_dir / "manifest.json").read_text())["shape"][1]
         bound = matmul_bound_seconds(result.users, n_items, args.chunk_size, args.matmul_chunks)
@@ -167,6 +170,8 @@ def run_case(args: argparse.Namespace) -> dict:
         "users_per_second": result.users / result.seconds,
         **bound,
         "ratio_to_matmul_bound": result.seconds / bound["matmul_bound_seconds"],
+        "export_cpu_seconds": export_cpu,
+        "cpu_ratio_to_matmul_bound": export_cpu / bound["matmul_bound_cpu_seconds"],
         "rss_before_export_gib": rss_before,
         "peak_rss_before_export_gib": peak_before,
         "peak_rss_gib": peak_after,
@@ -188,8 +193,8 @@ def write_report(results: list[dict], out_dir: Path, argv: list[str]) -> None:
         f"Commit: {payload['run']['git_commit']}, time {payload['run']['time']}",
         "",
         "| case | users scored x items | k | chunk | threads | export s | users/s "
-        "| matmul-bound s | ratio | peak RSS GiB (before export) | output MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| matmul-bound s | ratio | CPU ratio | peak RSS GiB (before export) | output MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
@@ -197,6 +202,7 @@ def write_report(results: list[dict], out_dir: Path, argv: list[str]) -> None:
             f"| {r['threads']} "
             f"| {r['export_seconds']:.1f} | {r['users_per_second']:,.0f} "
             f"| {r['matmul_bound_seconds']:.1f} | {r['ratio_to_matmul_bound']:.2f} "
+            f"| {r['cpu_ratio_to_matmul_bound']:.2f} "
             f"| {r['peak_rss_gib']:.2f} ({r['peak_rss_before_export_gib']:.2f}) "
             f"| {r['output_parquet_mib']:.0f} |"
         )
