@@ -222,3 +222,28 @@ def test_date_time_column_becomes_unix_seconds(tmp_path: Path) -> None:
     dataset = ingest([log], IngestOptions(time_col="when", since="2024-01-15"))
     assert dense(dataset) == {(1, 3): 1, (2, 3): 1}
     assert dataset.times.toarray().ravel().tolist() == [1706745600, 1709251200]
+
+
+def test_cli_presplit_lightgcn_and_duckdb_query(tmp_path: Path) -> None:
+    write(tmp_path / "train.txt", "0 0 1\n1 1 2\n")
+    write(tmp_path / "valid.txt", "0 2\n1 3\n")
+    runner = CliRunner()
+    out = tmp_path / "ds"
+    args = ["ingest", str(tmp_path / "train.txt"), str(tmp_path / "valid.txt"), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--split-sources", "train,valid"])
+    assert result.exit_code == 0, result.output
+    loaded = Dataset.load(out)
+    assert loaded.split.protocol == "presplit" and loaded.split.valid.heldout.nnz == 2
+
+    db = tmp_path / "log.duckdb"
+    synth = ["synth", "--users", "50", "--items", "20", "--interactions", "400", "--out", str(db)]
+    assert runner.invoke(app, synth).exit_code == 0
+    query = "SELECT * FROM events WHERE rating >= 4"
+    result = runner.invoke(app, ["ingest", str(db), "--out", str(out), "--query", query])
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(db), read_only=True)
+    pairs = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT user_id, item_id FROM events WHERE rating >= 4)"
+    ).fetchall()[0][0]
+    con.close()
+    assert Dataset.load(out).matrix.nnz == pairs

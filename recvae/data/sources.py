@@ -125,8 +125,10 @@ def strip_compression(path: Path) -> Path:
     return path.with_suffix("") if path.suffix.lower() in {".gz", ".gzip", ".zst"} else path
 
 
-def detect_format(path: Path, requested: str) -> str:
-    """The reader for `path`: the requested one, or one chosen from the file name and contents."""
+def detect_format(path: Path, requested: str, presplit: bool = False) -> str:
+    """The reader for `path`: the requested one, or one chosen from the file name and contents.
+
+    `presplit` (the sources carry split roles) tips an all-integer .txt file to LightGCN."""
     if requested not in FORMATS:
         raise RecvaeError(f"unknown format '{requested}'; expected one of {', '.join(FORMATS)}")
     if requested != "auto":
@@ -141,7 +143,7 @@ def detect_format(path: Path, requested: str) -> str:
         return "ndjson"
     if suffix in {".duckdb", ".ddb", ".db"}:
         return "duckdb"
-    if suffix == ".txt" and looks_like_lightgcn(path):
+    if suffix == ".txt" and looks_like_lightgcn(path, presplit):
         return "lightgcn"
     if suffix in {".csv", ".tsv", ".txt", ".dat", ".data"}:
         return "csv"
@@ -152,10 +154,11 @@ def detect_format(path: Path, requested: str) -> str:
     )
 
 
-def looks_like_lightgcn(path: Path) -> bool:
+def looks_like_lightgcn(path: Path, presplit: bool = False) -> bool:
     """True when the first lines are integers separated by spaces, in rows of varying length.
 
-    Lines of exactly two integers also qualify: read either way they mean the same pairs.
+    Lines of exactly two integers also qualify: read either way they mean the same pairs. In a
+    pre-split log (train/valid files) any all-integer, space-separated file does.
     """
     import gzip
 
@@ -169,7 +172,9 @@ def looks_like_lightgcn(path: Path) -> bool:
             if not all(token.isdigit() for token in tokens) or "\t" in line.strip():
                 return False
             lengths.append(len(tokens))
-    return bool(lengths) and (len(set(lengths)) > 1 or lengths[0] > 4 or lengths[0] == 2)
+    if not lengths:
+        return False
+    return presplit or len(set(lengths)) > 1 or lengths[0] > 4 or lengths[0] == 2
 
 
 def normalise_name(name: str) -> str:
@@ -250,7 +255,7 @@ def resolve_source(
         raise RecvaeError(f"{path}: is a directory; expected a log file")
     if path.stat().st_size == 0:
         raise RecvaeError(f"{path}: the file is empty; expected an interaction log")
-    fmt = detect_format(path, format_)
+    fmt = detect_format(path, format_, presplit=role is not None)
     if (table or query) and fmt != "duckdb":
         raise RecvaeError(f"{path}: --table/--query only apply to DuckDB database files")
     if fmt in {"csv", "movielens"}:
