@@ -268,6 +268,8 @@ def test_cli_tune_then_train_with_best_toml(dataset_dir, space_file, tmp_path):
     )
     best = tomllib.loads((out / "best.toml").read_text())
     assert best["metric"] == "ndcg@20" and best["seed"] == 3 and best["epochs"] == 2
+    nightly = tomllib.loads((out / "nightly-train.toml").read_text())
+    assert nightly == {"train": {"model": "multvae", "config": best}}
     trials = json.loads((out / "trials.json").read_text())
     assert len(trials) == 3 and all(len(t["intermediate_values"]) == 2 for t in trials)
     top = max(trials, key=lambda t: t["value"])

@@ -2,6 +2,7 @@
 CSV and JSON, plots, and a Markdown report that puts the best trial beside the defaults.
 
     best.toml       the best trial's full model config: `recvae train --config best.toml` as is
+    nightly-train.toml  Mult-VAE/DAE: the same as the nightly job's [train] section
     trials.csv      one row per trial: number, state, value, parameters, validation metrics, time
     trials.json     the same, plus each epoch model's per-epoch validation values
     history.png     metric per trial, running best, and the defaults' value
@@ -39,6 +40,8 @@ def write_outputs(run: StudyRun) -> list[Path]:
     best = best_trial(run.study)
     if best is not None:
         written.append(_write_text(out / "best.toml", best_toml(run, best)))
+        if run.options.model in EPOCH_MODELS:
+            written.append(_write_text(out / "nightly-train.toml", nightly_section(run, best)))
     plots = write_plots(run, out)
     written += plots
     written.append(_write_text(out / "report.md", report_markdown(run, best, plots)))
@@ -134,10 +137,20 @@ def best_toml(run: StudyRun, trial: Any) -> str:
         header.append(
             f"# train it: recvae train DATASET --model {model} --config best.toml --out DIR"
         )
-        header.append("# nightly job: set [train] model and paste these keys under [train.config]")
+        header.append("# nightly job: see nightly-train.toml (these keys under [train.config])")
     else:
         header.append(f"# settings of the {model} model, e.g. for a `recvae bench` suite entry")
     return "\n".join(header) + "\n" + to_toml(best_config(run, trial))
+
+
+def nightly_section(run: StudyRun, trial: Any) -> str:
+    """The [train] section of a nightly job config (jobs/nightly_train.py), ready to paste."""
+    return (
+        f"# recvae tune: trial {trial.number}, valid {run.metric} = {trial.value:.5f}; paste into "
+        "the nightly job's config in place of its [train] section\n"
+        f"[train]\nmodel = {_toml_value(run.options.model)}\n\n[train.config]\n"
+        + to_toml(best_config(run, trial))
+    )
 
 
 def to_toml(values: dict[str, Any]) -> str:
