@@ -51,8 +51,8 @@ class Holdout:
         return Holdout(self.history[keep], self.heldout[keep], self.users[keep])
 
     def save(self, directory: Path, name: str) -> None:
-        sp.save_npz(directory / f"{name}_history.npz", self.history)
-        sp.save_npz(directory / f"{name}_heldout.npz", self.heldout)
+        sp.save_npz(directory / f"{name}_history.npz", self.history, compressed=False)
+        sp.save_npz(directory / f"{name}_heldout.npz", self.heldout, compressed=False)
         np.save(directory / f"{name}_users.npy", self.users, allow_pickle=False)
 
     @classmethod
@@ -83,7 +83,7 @@ class Split:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        sp.save_npz(directory / "train.npz", self.train)
+        sp.save_npz(directory / "train.npz", self.train, compressed=False)
         parts = []
         for name, part in (("valid", self.valid), ("test", self.test)):
             if part is not None:
