@@ -38,7 +38,7 @@ def train_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="Model directory to write, e.g. models/vae")],
     model: Annotated[
-        str, typer.Option(help="multvae or multdae, e.g. --model multdae")
+        str, typer.Option(help="multvae, multdae or recvae, e.g. --model recvae")
     ] = "multvae",
     config: Annotated[
         Path | None, typer.Option(help="TOML file of model settings, e.g. multvae.toml")
@@ -99,10 +99,11 @@ def train_command(
     from recvae.provenance import run_info
     from recvae.train import training_split
 
-    if model not in ("multvae", "multdae"):
+    if model not in ("multvae", "multdae", "recvae"):
         known = ", ".join(sorted(MODEL_CLASSES))
         raise RecvaeError(
-            f"recvae train trains multvae or multdae, got {model!r} (registered models: {known})"
+            f"recvae train trains multvae or multdae or recvae, got {model!r} "
+            f"(registered models: {known})"
         )
     cls: Any = model_class(model)
     overrides = {

@@ -264,7 +264,14 @@ class _Batch:
 
 
 class _RecVAETrainer:
-    """One RecVAE epoch = one round: encoder passes, old-encoder refresh, decoder pass."""
+    """One RecVAE epoch = one round: encoder passes, old-encoder refresh, decoder pass.
+
+    The old encoder is frozen for a whole round and sees the history without dropout, so its
+    posterior for every user is computed once per round (`posterior`) instead of once per batch
+    of every encoder pass. Right after the refresh the encoder equals the old encoder and the
+    decoder pass does not change it, so the same table also gives the decoder pass its z. This
+    is the reference's computation, done once instead of four times.
+    """
 
     def __init__(self, model: RecVAE, train: sp.csr_matrix) -> None:
         self.model = model
@@ -278,27 +285,47 @@ class _RecVAETrainer:
         # One Adam over both parts: Adam keeps per-parameter state and skips parameters without
         # a gradient, so stepping it after an encoder-only pass is the reference's two optimisers.
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=self.config.lr, fused=True)
+        self.posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         return self.model._score_batch(history)
 
+    def old_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of the old encoder for every training user, in fixed chunks so that a
+        resumed run recomputes exactly the same table."""
+        if self.posterior is None:
+            mus, logvars = [], []
+            chunk = self.config.eval_batch_size
+            with torch.no_grad():
+                for start in range(0, self.train.shape[0], chunk):
+                    users = np.arange(start, min(start + chunk, self.train.shape[0]))
+                    batch = _Batch(self.train[users], self.norms[users])
+                    mu, logvar = self.module.old_encoder(*batch.input(batch.values, False))
+                    mus.append(mu)
+                    logvars.append(logvar)
+            self.posterior = (torch.cat(mus), torch.cat(logvars))
+        return self.posterior
+
+    def refresh_old_encoder(self) -> None:
+        self.module.update_old_encoder()
+        self.posterior = None
+
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         c = self.config
         noise = torch.Generator().manual_seed(epoch_seed(c.seed, epoch, _NOISE))
-        numbers: dict[str, float] = {}
         if c.alternating:
             for index in range(c.n_enc_epochs):
-                order = self._order(epoch, index)
-                step, enc = self._pass(order, "encoder", noise, step, on_batch)
-            self.module.update_old_encoder()
-            step, dec = self._pass(self._order(epoch, c.n_enc_epochs), "decoder", noise, step,
-                                   on_batch)  # fmt: skip
+                step, enc = self._pass(self._order(epoch, index), "encoder", noise, step, on_batch)
+            self.refresh_old_encoder()
+            step, dec = self._pass(
+                self._order(epoch, c.n_enc_epochs), "decoder", noise, step, on_batch
+            )
             numbers = {"loss": enc["loss"], "nll": enc["nll"], "kl": enc["kl"],
                        "decoder_nll": dec["nll"]}  # fmt: skip
             steps = enc["steps"] * c.n_enc_epochs + dec["steps"]
         else:
             step, joint = self._pass(self._order(epoch, 0), "joint", noise, step, on_batch)
-            self.module.update_old_encoder()
+            self.refresh_old_encoder()
             numbers = {"loss": joint["loss"], "nll": joint["nll"], "kl": joint["kl"]}
             steps = joint["steps"]
         numbers["steps"] = steps
@@ -323,15 +350,19 @@ class _RecVAETrainer:
         train_decoder = part in ("decoder", "joint")
         for param in module.decoder_parameters():
             param.requires_grad_(train_decoder)
+        need_posterior = part == "decoder" or c.composite_prior
+        posterior = self.old_posterior() if need_posterior else None
         totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
         batches = 0
         for start in range(0, len(order), c.batch_size):
             users = np.sort(order[start : start + c.batch_size])
             batch = _Batch(self.train[users], self.norms[users])
+            old = (posterior[0][users], posterior[1][users]) if posterior is not None else None
             if part == "decoder":
-                nll, kl = self._decoder_loss(batch, noise)
+                assert old is not None
+                nll, kl = self._decoder_loss(batch, old, noise)
             else:
-                nll, kl = self._encoder_loss(batch, noise)
+                nll, kl = self._encoder_loss(batch, old, noise)
             loss = nll + kl
             value = loss.item()
             check_finite(value, 0, step)
@@ -351,7 +382,10 @@ class _RecVAETrainer:
         return step, numbers
 
     def _encoder_loss(
-        self, batch: _Batch, noise: torch.Generator
+        self,
+        batch: _Batch,
+        old: tuple[torch.Tensor, torch.Tensor] | None,
+        noise: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """NLL + weighted KL with gradients for the encoder (and the decoder when joint)."""
         c = self.config
@@ -362,31 +396,23 @@ class _RecVAETrainer:
         mu, logvar = self.module.encoder(*batch.input(values, with_transpose=True))
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise)
         nll = batch.nll(self.module.decode(z))
-        return nll, self._kl(batch, z, mu, logvar)
-
-    def _kl(
-        self, batch: _Batch, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
-    ) -> torch.Tensor:
-        """Single-sample KL(q(z|x) || prior) per user, times the (per-user) KL weight, mean."""
-        c = self.config
         if c.composite_prior:
-            with torch.no_grad():
-                old_mu, old_logvar = self.module.old_encoder(*batch.input(batch.values, False))
-            log_prior = composite_log_prior(z, old_mu, old_logvar, c.mixture_weights, c.wide_logvar)
+            assert old is not None
+            log_prior = composite_log_prior(z, old[0], old[1], c.mixture_weights, c.wide_logvar)
         else:
             zero = torch.zeros(())
             log_prior = log_normal(z, zero, zero)
+        # single-sample KL(q(z|x) || prior) per user, times the (per-user) KL weight
         kl = (log_normal(z, mu, logvar) - log_prior).sum(dim=1)
         weight = c.gamma * batch.counts if c.per_user_beta else torch.tensor(c.beta)
-        return (kl * weight).mean()
+        return nll, (kl * weight).mean()
 
     def _decoder_loss(
-        self, batch: _Batch, noise: torch.Generator
+        self, batch: _Batch, old: tuple[torch.Tensor, torch.Tensor], noise: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """NLL for the decoder: the encoder (no dropout) runs without autograd."""
-        with torch.no_grad():
-            mu, logvar = self.module.encoder(*batch.input(batch.values, with_transpose=False))
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise)
+        """NLL for the decoder; z from the (just refreshed, frozen) encoder's posterior."""
+        mu, logvar = old
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise)
         return batch.nll(self.module.decode(z)), torch.zeros(())
 
 
