@@ -34,3 +34,14 @@ def test_mask_seen_sets_history_to_minus_infinity():
 def test_k_out_of_range():
     with pytest.raises(RecvaeError, match="number of items"):
         top_k(np.zeros((1, 3), dtype=np.float32), 4)
+
+
+def test_top_k_matches_a_stable_sort_on_many_ties_and_minus_inf():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(50, 30)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    for k in (1, 5, 29, 30):
+        indices, values = top_k(scores.copy(), k)
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        assert (indices == expected).all()
+        assert (values == np.take_along_axis(scores, expected, axis=1)).all()
