@@ -85,7 +85,9 @@ def matmul_throughput(batch: int, hidden: int, n_items: int, repeats: int = 5) -
 
 def run_one(name: str, dataset: Any, model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     train, valid = dataset.split.train, dataset.split.valid
-    model = MODELS[model_name](epochs=args.epochs, patience=args.patience, seed=args.seed)
+    model = MODELS[model_name](
+        epochs=args.epochs, patience=args.patience, seed=args.seed, threads=args.threads
+    )
     n_items = train.shape[1]
     active_users = int((np.diff(train.indptr) > 0).sum())
     flops = epoch_flops(model, active_users, train.nnz, n_items)
@@ -105,6 +107,7 @@ def run_one(name: str, dataset: Any, model_name: str, args: argparse.Namespace) 
     throughput = max(throughputs)
     seconds = [record["train_seconds"] for record in model.history]
     valid_seconds = [record.get("valid_seconds", 0.0) for record in model.history]
+    cpu_seconds = [record["train_cpu_seconds"] for record in model.history]
     ratios = [s * t / flops["total"] for s, t in zip(seconds, throughputs, strict=True)]
     bound = flops["total"] / throughput
     best = model.best_metrics
@@ -122,6 +125,8 @@ def run_one(name: str, dataset: Any, model_name: str, args: argparse.Namespace) 
         "metrics": {key: best[key] for key in REPORTED},
         "epoch_seconds_median": statistics.median(seconds),
         "epoch_seconds_min": min(seconds),
+        "epoch_cpu_seconds_median": statistics.median(cpu_seconds),
+        "threads": torch.get_num_threads() if args.threads == 0 else args.threads,
         "validation_seconds_median": statistics.median(valid_seconds),
         "wall_seconds": wall,
         "flops_per_epoch": flops,
@@ -131,7 +136,18 @@ def run_one(name: str, dataset: Any, model_name: str, args: argparse.Namespace) 
         "ratio_min_epoch_to_best_bound": min(seconds) / bound,
         "config": {k: v for k, v in vars(model.config).items()},
         "curve": [
-            {k: r.get(k) for k in ("epoch", "loss", "beta", "ndcg@100", "ndcg@20", "train_seconds")}
+            {
+                k: r.get(k)
+                for k in (
+                    "epoch",
+                    "loss",
+                    "beta",
+                    "ndcg@100",
+                    "ndcg@20",
+                    "train_seconds",
+                    "train_cpu_seconds",
+                )
+            }
             for r in model.history
         ],
     }
@@ -230,12 +246,16 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any], out: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", action="append", required=True,
+    parser.add_argument(
+        "--merge", nargs="*", type=Path, default=[], help="only combine these results.json folders"
+    )
+    parser.add_argument("--data", action="append", default=[],
                         help="NAME=FOLDER with train.txt and valid.txt (repeatable)")  # fmt: skip
     parser.add_argument("--models", default="multvae,multdae")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads, 0 = all cores")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -244,6 +264,17 @@ def main() -> None:
     previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
     results = previous.get("results", [])
     commands = previous.get("commands", [])
+    for folder in args.merge:
+        merged = json.loads((folder / "results.json").read_text())
+        commands += [c for c in merged["commands"] if c not in commands]
+        keys = {(r["dataset"], r["model"]) for r in merged["results"]}
+        results = [r for r in results if (r["dataset"], r["model"]) not in keys] + merged["results"]
+    if args.merge:
+        info = {"commands": commands, "run": run_info()}
+        results_file.write_text(json.dumps({**info, "results": results}, indent=1))
+        write_report(results, info, args.out)
+        plot_curves(results, args.out)
+        return
     commands.append("python " + " ".join(shlex.quote(a) for a in sys.argv))
     torch.set_num_threads(torch.get_num_threads())
     for spec in args.data:
