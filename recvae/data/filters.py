@@ -9,9 +9,10 @@ Order (fixed, recorded in the manifest with the rows before and after each step)
   6. counts           items with fewer than N interactions, then users with fewer than M, once
                       (the Mult-VAE paper's order), or both repeated until stable (k-core)
 
-Steps 1-4 look at one event at a time, so they run as the WHERE of step 5's group-by: the
-surviving events are never written out on their own, and their counts come from the group's
-event counts (or, with several such filters, from one aggregate query).
+Steps 1-5 run in the one pass that reads the log (see recvae.data.ingest): each event gets the
+number of the first of steps 1-4 it fails (stage_sql), and a single group-by both collapses the
+kept events into (user, item) pairs and counts the dropped ones per step, so 20 million raw
+events are never written to a table. Step 6 runs on the pairs.
 """
 
 from __future__ import annotations
@@ -42,14 +43,6 @@ class Pipeline:
         before = self._materialize(select)
         self._record(step, before, self.rows, {**detail, "seconds": _since(start)})
         return self.rows
-
-    def filtered_counts(self, conditions: list[tuple[str, str, dict]]) -> list[int]:
-        """Rows left after each per-event filter, from one aggregate with cumulative FILTERs."""
-        counts = []
-        for index in range(len(conditions)):
-            where = " AND ".join(f"({cond})" for _, cond, _ in conditions[: index + 1])
-            counts.append(f"count(*) FILTER (WHERE {where})")
-        return list(self.con.execute(f"SELECT {', '.join(counts)} FROM {self.table}").fetchall()[0])
 
     def _materialize(self, select: str) -> int:
         """New table from `select`; the previous one is dropped at once (at most two in memory).
@@ -100,64 +93,67 @@ def rating_condition(min_rating: float) -> tuple[str, str, dict]:
     return "min_rating", f"rating > {float(min_rating)!r}", detail
 
 
-def rating_rule_sql(rule: str, has_rating: bool) -> str:
-    """The aggregate that gives a (user, item) pair its rating; ties on time go to the higher."""
+def stage_sql(conditions: list[tuple[str, str, dict]]) -> str:
+    """Per event: 0 when it passes every per-event filter, else 1 + the first filter it fails.
+
+    The stage lets one group-by both dedupe the kept events and count what each filter dropped.
+    """
+    if not conditions:
+        return "0"
+    cases = " ".join(
+        f"WHEN NOT coalesce(({cond}), false) THEN {index + 1}"
+        for index, (_, cond, _) in enumerate(conditions)
+    )
+    return f"CASE {cases} ELSE 0 END"
+
+
+@dataclass
+class RatingPick:
+    """How a (user, item) pair gets its rating by a dedupe rule, as SQL.
+
+    `events` aggregates raw events into a `pick`; `picks` combines picks from several sources
+    (the same rule, so sources can be deduped apart and then together); `rating` reads the
+    rating out of a pick. Ties on time go to the higher rating.
+    """
+
+    events: str
+    picks: str
+    rating: str
+
+
+def rating_pick(rule: str, has_rating: bool) -> RatingPick:
     if not has_rating:
-        return "CAST(NULL AS DOUBLE)"
+        return RatingPick("CAST(NULL AS DOUBLE)", "CAST(NULL AS DOUBLE)", "CAST(NULL AS DOUBLE)")
     if rule == "last":
-        return "arg_max(rating, struct_pack(t := time, r := rating))"
+        return RatingPick("max(struct_pack(t := time, r := rating))", "max(pick)", "pick.r")
     if rule == "first":
-        return "arg_min(rating, struct_pack(t := time, r := -rating))"
-    return "max(rating)"
+        return RatingPick("min(struct_pack(t := time, r := -rating))", "min(pick)", "-pick.r")
+    return RatingPick("max(rating)", "max(pick)", "pick")
 
 
-def filter_and_dedupe(
+def record_event_filters(
     pipeline: Pipeline,
     conditions: list[tuple[str, str, dict]],
+    dropped: list[int],
+    kept_events: int,
+    pairs: int,
     rule: str,
-    by_role: bool,
-    need_rating: bool = True,
-    need_time: bool = True,
+    need_rating: bool,
 ) -> None:
-    """Per-event filters, then one row per (user, item) [per split role], in one statement.
+    """Record the per-event filters and the dedupe from the counts of the one read pass.
 
-    Each pair keeps a rating by `rule`, its latest time and its event count. The filters run as
-    the WHERE of the group-by, so the surviving events are never written out on their own: with
-    one filter its row count is the sum of the event counts; with several, one aggregate scan
-    gives the count after each. On a 20M-row log this saves a full table write.
+    `dropped[i]` is the number of events the i-th condition removed (first failing condition).
+    The pass already wrote one row per (user, item) [per role]; this only books the counts, and
+    stops with the usual error at the first step that leaves nothing.
     """
-    start = time.perf_counter()
-    if len(conditions) > 1:
-        after_each = pipeline.filtered_counts(conditions)
-        for (step, _, detail), rows in zip(conditions, after_each[:-1], strict=False):
-            pipeline._record(step, pipeline.rows, rows, detail)
-            pipeline.rows = rows
-    keys = "user, item, role" if by_role else "user, item"
-    columns = [keys if by_role else f"{keys}, CAST(0 AS UTINYINT) AS role"]
-    columns.append(f"{rating_rule_sql(rule, need_rating)} AS rating")
-    columns.append("max(time) AS time" if need_time else "CAST(NULL AS BIGINT) AS time")
-    columns.append("count(*) AS events")
-    where = " AND ".join(f"({cond})" for _, cond, _ in conditions) or "true"
-    before = pipeline._materialize(
-        f"SELECT {', '.join(columns)} FROM {{prev}} WHERE {where} GROUP BY {keys}"
-    )
-    events = pipeline.con.execute(
-        f"SELECT coalesce(sum(events), 0) FROM {pipeline.table}"
-    ).fetchall()[0][0]
-    seconds = _since(start)
-    if conditions:
-        step, _, detail = conditions[-1]
-        pipeline._record(step, before, int(events), {**detail, "seconds": seconds})
-    pipeline._record(
-        "dedupe",
-        int(events),
-        pipeline.rows,
-        {
-            "rule": rule if need_rating else "none (no rating used)",
-            "description": DEDUPE_DESCRIPTIONS[rule if need_rating else "none"],
-            "seconds": seconds if not conditions else None,  # timed with the filter above
-        },
-    )
+    for (step, _, detail), removed in zip(conditions, dropped, strict=True):
+        before = pipeline.rows
+        pipeline.rows = before - removed
+        pipeline._record(step, before, pipeline.rows, {**detail, "seconds": None})
+    description = DEDUPE_DESCRIPTIONS[rule if need_rating else "none"]
+    detail = {"rule": rule if need_rating else "none (no rating used)", "description": description}
+    pipeline.rows = pairs
+    pipeline._record("dedupe", kept_events, pairs, {**detail, "seconds": None})
 
 
 DEDUPE_DESCRIPTIONS = {

@@ -12,12 +12,13 @@ into the cache with its checksum checked (see recvae.data.movielens).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,47 +213,51 @@ def _ingest(
     id_type = "BIGINT" if all(id_type_of(s) == "BIGINT" for s in sources) else "VARCHAR"
     rule = options.dedupe if options.dedupe != "auto" else ("last" if use_time else "max")
 
+    conditions: list[tuple[str, str, dict]] = [("bad_rows", "bad IS NULL", {})]
+    if item_vocab is not None:
+        _register_item_vocab(con, item_vocab, id_type)
+        condition = "item IN (SELECT item FROM recvae_item_vocab)"
+        conditions.append(("known_items", condition, {"vocabulary_items": len(item_vocab)}))
+    if since is not None or until is not None:
+        conditions.append(filters.time_window_condition(since, until))
+    if options.min_rating is not None:
+        conditions.append(filters.rating_condition(options.min_rating))
+    need_rating = use_rating and options.weights == "rating"
+
     started = time.perf_counter()
-    source_records, rows_read, bad = _read_all(con, sources, id_type, use_rating, use_time)
-    timings = {"read": round(time.perf_counter() - started, 3)}
-    if rows_read == 0:
+    passed = _read_pass(
+        con, sources, id_type, use_rating, use_time, conditions, rule, need_rating,
+        known_stage=2 if item_vocab is not None else None,
+    )  # fmt: skip
+    timings = {"read_filter_dedupe": round(time.perf_counter() - started, 3)}
+    if passed.rows_read == 0:
         raise RecvaeError(f"{', '.join(s.label for s in sources)}: the log has no rows")
+    bad = passed.bad
     _handle_bad_rows(bad, options)
 
-    pipeline = filters.Pipeline(con, "recvae_events", rows_read)
-    row_filters: list[tuple[str, str, dict]] = []
-    if bad["count"]:
-        row_filters.append(("bad_rows", "bad IS NULL", {"rejected": bad["count"]}))
-    dropped_unknown = None
-    if item_vocab is not None:
-        dropped_unknown = _register_item_vocab(con, pipeline.table, item_vocab, id_type)
-        condition = "item IN (SELECT item FROM recvae_item_vocab)"
-        row_filters.append(("known_items", condition, {"vocabulary_items": len(item_vocab)}))
-    if since is not None or until is not None:
-        row_filters.append(filters.time_window_condition(since, until))
-    if options.min_rating is not None:
-        row_filters.append(filters.rating_condition(options.min_rating))
-    filters.filter_and_dedupe(
-        pipeline,
-        row_filters,
-        rule,
-        by_role=roles[0] is not None,
-        need_rating=use_rating and options.weights == "rating",
-        need_time=use_time,
+    pipeline = filters.Pipeline(con, "recvae_pairs", passed.rows_read)
+    dropped = list(passed.dropped)
+    dropped[0] = bad["count"]  # parse rejects never reach the pass; they count as bad rows
+    if not bad["count"]:
+        conditions, dropped = conditions[1:], dropped[1:]
+    filters.record_event_filters(
+        pipeline, conditions, dropped, passed.kept_events, passed.pairs, rule, need_rating
     )
+    dropped_unknown = passed.unknown_items
     min_items = max(options.min_item_count, options.k_core)
     min_users = max(options.min_user_count, options.k_core)
+    started = time.perf_counter()
     if options.k_core:
         filters.k_core(pipeline, min_items, min_users)
     else:
         filters.counts_once(pipeline, min_items, min_users)
+    timings["count_filters"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
     dataset = _build_dataset(con, pipeline.table, item_vocab, options.weights, use_time, roles)
-    timings["filters"] = round(sum(step.get("seconds") or 0.0 for step in pipeline.steps), 3)
     timings["build_matrix"] = round(time.perf_counter() - started, 3)
     dataset.manifest = _manifest(
-        sources, source_records, options, rule, use_rating, use_time, rows_read, bad,
+        sources, passed.records, options, rule, use_rating, use_time, passed.rows_read, bad,
         pipeline.steps, dropped_unknown, dataset,
     )  # fmt: skip
     dataset.manifest["seconds"] = timings
@@ -286,63 +291,171 @@ def _usable_columns(
     return use_rating, use_time
 
 
-def _read_all(
+@dataclass
+class ReadPass:
+    """What the one pass over the raw events leaves: the pairs table plus the counts per step."""
+
+    records: list[dict]  # per source: rows_read, parse_rejects, bad_rows
+    rows_read: int
+    bad: dict  # count (parse rejects + bad rows) and the first examples
+    dropped: list[int]  # events dropped by each per-event condition (first one failed)
+    kept_events: int  # events that passed every condition
+    pairs: int  # rows of recvae_pairs: one per (user, item) [per split role]
+    unknown_items: dict | None  # with a reused item vocabulary: events on items it lacks
+
+
+def _read_pass(
     con: duckdb.DuckDBPyConnection,
     sources: list[Source],
     id_type: str,
     use_rating: bool,
     use_time: bool,
-) -> tuple[list[dict], int, dict]:
-    """Load every source into one table; collect parse rejects and bad rows with examples."""
+    conditions: list[tuple[str, str, dict]],
+    rule: str,
+    need_rating: bool,
+    known_stage: int | None,
+) -> ReadPass:
+    """Read, check, filter and dedupe every source in one scan of each file.
+
+    Each event gets a stage (0: kept, else 1 + the first condition it fails; stage 1 is a bad
+    row). One group-by per source writes, into recvae_partial, a row per kept (user, item,
+    role) with its rating pick, latest time and event count, and for dropped events a row per
+    stage (per item for unknown items) with their count: the counts every step reports, without
+    writing the raw events anywhere. Only when there are bad rows is a file read again, as far
+    as its first few bad rows, to quote them. Several sources are
+    then merged into recvae_pairs by the same rule; a single source's kept rows are the pairs.
+    """
+    pick = filters.rating_pick(rule, need_rating)
     con.execute(
-        f"CREATE TEMP TABLE recvae_events (user {id_type}, item {id_type}, rating DOUBLE, "
-        "time BIGINT, role UTINYINT, src USMALLINT, bad VARCHAR)"
+        f"CREATE TEMP TABLE recvae_partial (user {id_type}, item {id_type}, role UTINYINT, "
+        f"src USMALLINT, stage UTINYINT, pick {_pick_type(rule, need_rating)}, "
+        "time BIGINT, events BIGINT)"
     )
-    records, examples, rejected_total = [], [], 0
+    stage = filters.stage_sql(conditions)
+    item_kept = "stage = 0" + (f" OR stage = {known_stage}" if known_stage else "")
+    time_agg = "max(time)" if use_time else "CAST(NULL AS BIGINT)"
+    records, examples = [], []
     for index, source in enumerate(sources):
         rejects = f"recvae_rejects_{index}"
         role = SPLIT_ROLES.index(source.role) if source.role else 0
         select = rows_sql(source, id_type, use_rating, use_time, rejects)
-        if source.use_database:
-            con.execute(f"USE {source.use_database}")
-        try:
-            inserted = con.execute(
-                f"INSERT INTO temp.recvae_events SELECT user, item, rating, time, {role}, "
-                f"{index}, bad FROM ({select})"
-            ).fetchall()[0][0]
-        except duckdb.Error as error:
-            raise RecvaeError(f"{source.label}: cannot read: {first_line(error)}") from error
-        finally:
-            if source.use_database:
-                con.execute("USE memory")
-        parse_rejects, parse_examples = _parse_rejects(con, source, rejects)
-        rejected_total += parse_rejects
-        examples.extend(parse_examples)
-        records.append({"rows_read": int(inserted) + parse_rejects, "parse_rejects": parse_rejects})
-    bad_rows = con.execute("SELECT count(*) FROM recvae_events WHERE bad IS NOT NULL").fetchall()[
-        0
-    ][0]
-    if bad_rows:
-        for src, reason, user, item in con.execute(
-            "SELECT src, bad, CAST(user AS VARCHAR), CAST(item AS VARCHAR) FROM recvae_events "
-            "WHERE bad IS NOT NULL LIMIT 5"
-        ).fetchall():
-            examples.append(
-                {"file": sources[src].label, "problem": reason, "user": user, "item": item}
-            )
-        per_source = dict(
+        with _in_database(con, source):
             con.execute(
-                "SELECT src, count(*) FROM recvae_events WHERE bad IS NOT NULL GROUP BY src"
-            ).fetchall()
-        )
-        for index, record in enumerate(records):
-            record["bad_rows"] = int(per_source.get(index, 0))
-    rows_read = sum(record["rows_read"] for record in records)
+                f"INSERT INTO temp.recvae_partial SELECT CASE WHEN stage = 0 THEN user END, "
+                f"CASE WHEN {item_kept} THEN item END, {role}, {index}, stage, "
+                f"{pick.events}, {time_agg}, count(*) "
+                f"FROM (SELECT *, {stage} AS stage FROM ({select})) GROUP BY ALL"
+            )
+        parse_rejects, parse_examples = _parse_rejects(con, source, rejects)
+        examples.extend(parse_examples)
+        records.append({"rows_read": parse_rejects, "parse_rejects": parse_rejects})
+
+    events = [[0] * len(sources) for _ in range(len(conditions) + 1)]  # [stage][source]
+    groups = 0
+    for src, stage_no, count, n_groups in con.execute(
+        "SELECT src, stage, sum(events), count(*) FROM recvae_partial GROUP BY ALL"
+    ).fetchall():
+        events[stage_no][src] = int(count)
+        groups += int(n_groups) if stage_no == 0 else 0
+    for index, record in enumerate(records):
+        record["rows_read"] += sum(by_source[index] for by_source in events)
     for source, record in zip(sources, records, strict=True):
         if record["rows_read"] == 0:
             raise RecvaeError(f"{source.label}: no interaction rows in the file")
-    bad = {"count": int(rejected_total + bad_rows), "examples": examples[:5]}
-    return records, rows_read, bad
+    bad_rows = sum(events[1])
+    if bad_rows:
+        for index, record in enumerate(records):
+            record["bad_rows"] = events[1][index]
+        examples += _bad_row_examples(con, sources, events[1], id_type, use_rating, use_time)
+    parse_total = sum(record["parse_rejects"] for record in records)
+    unknown = _unknown_items(con, known_stage) if known_stage else None
+
+    if len(sources) == 1:
+        pairs_sql = (
+            f"SELECT user, item, role, {pick.rating} AS rating, time, events "
+            "FROM recvae_partial WHERE stage = 0"
+        )
+    else:
+        pairs_sql = (
+            f"SELECT user, item, role, {pick.rating} AS rating, time, events FROM ("
+            f"SELECT user, item, role, {pick.picks} AS pick, max(time) AS time, "
+            "sum(events) AS events FROM recvae_partial WHERE stage = 0 GROUP BY ALL)"
+        )
+    con.execute(f"CREATE TEMP TABLE recvae_pairs AS {pairs_sql}")
+    con.execute("DROP TABLE recvae_partial")
+    if len(sources) > 1:
+        groups = con.execute("SELECT count(*) FROM recvae_pairs").fetchall()[0][0]
+    return ReadPass(
+        records=records,
+        rows_read=sum(record["rows_read"] for record in records),
+        bad={"count": int(parse_total + bad_rows), "examples": examples[:5]},
+        dropped=[sum(by_source) for by_source in events[1:]],
+        kept_events=sum(events[0]),
+        pairs=int(groups),
+        unknown_items=unknown,
+    )
+
+
+@contextlib.contextmanager
+def _in_database(con: duckdb.DuckDBPyConnection, source: Source) -> Iterator[None]:
+    """Run a source's SQL (a --query names its own tables) with its database as the default."""
+    if source.use_database:
+        con.execute(f"USE {source.use_database}")
+    try:
+        yield
+    except duckdb.Error as error:
+        raise RecvaeError(f"{source.label}: cannot read: {first_line(error)}") from error
+    finally:
+        if source.use_database:
+            con.execute("USE memory")
+
+
+def _bad_row_examples(
+    con: duckdb.DuckDBPyConnection,
+    sources: list[Source],
+    bad_per_source: list[int],
+    id_type: str,
+    use_rating: bool,
+    use_time: bool,
+) -> list[dict]:
+    """The first few bad rows in file order, read again from the sources that have any."""
+    examples: list[dict] = []
+    for index, source in enumerate(sources):
+        if not bad_per_source[index] or len(examples) >= 5:
+            continue
+        select = rows_sql(source, id_type, use_rating, use_time, f"recvae_rejects_again_{index}")
+        with _in_database(con, source):
+            rows = con.execute(
+                "SELECT bad, CAST(user AS VARCHAR), CAST(item AS VARCHAR) "
+                f"FROM ({select}) WHERE bad IS NOT NULL LIMIT {5 - len(examples)}"
+            ).fetchall()
+        examples += [
+            {"file": source.label, "problem": reason, "user": user, "item": item}
+            for reason, user, item in rows
+        ]
+    return examples
+
+
+def _pick_type(rule: str, need_rating: bool) -> str:
+    """The column type of a rating pick (see filters.rating_pick)."""
+    if need_rating and rule in ("last", "first"):
+        return "STRUCT(t BIGINT, r DOUBLE)"
+    return "DOUBLE"
+
+
+def _unknown_items(con: duckdb.DuckDBPyConnection, stage: int) -> dict:
+    """Events on items missing from a reused vocabulary: counted, a few quoted, never indexed."""
+    unknown = f"FROM recvae_partial WHERE stage = {stage}"
+    events, distinct = con.execute(
+        f"SELECT coalesce(sum(events), 0), count(DISTINCT item) {unknown}"
+    ).fetchall()[0]
+    examples = [
+        row[0]
+        for row in con.execute(
+            f"SELECT DISTINCT CAST(item AS VARCHAR) {unknown} ORDER BY 1 LIMIT 5"
+        ).fetchall()
+    ]
+    return {"events": int(events), "distinct_items": int(distinct), "examples": examples}
 
 
 def _parse_rejects(
@@ -385,28 +498,15 @@ def _handle_bad_rows(bad: dict, options: IngestOptions) -> None:
     )
 
 
-def _register_item_vocab(
-    con: duckdb.DuckDBPyConnection, table: str, vocab: Vocabulary, id_type: str
-) -> dict:
-    """Load the given vocabulary into DuckDB; count (never re-index) events on unknown items."""
+def _register_item_vocab(con: duckdb.DuckDBPyConnection, vocab: Vocabulary, id_type: str) -> None:
+    """Load the given vocabulary into DuckDB as recvae_item_vocab (item, item_index)."""
     frame = pl.DataFrame({"item": vocab.ids, "item_index": np.arange(len(vocab), dtype=np.int64)})
     con.register("recvae_vocab_arrow", frame.to_arrow())
     con.execute(
         f"CREATE TEMP TABLE recvae_item_vocab AS SELECT TRY_CAST(item AS {id_type}) AS item, "
-        "item_index FROM recvae_vocab_arrow WHERE TRY_CAST(item AS {id_type}) IS NOT NULL".replace(
-            "{id_type}", id_type
-        )
+        f"item_index FROM recvae_vocab_arrow WHERE TRY_CAST(item AS {id_type}) IS NOT NULL"
     )
     con.unregister("recvae_vocab_arrow")
-    unknown = f"FROM {table} WHERE bad IS NULL AND item NOT IN (SELECT item FROM recvae_item_vocab)"
-    events, distinct = con.execute(f"SELECT count(*), count(DISTINCT item) {unknown}").fetchall()[0]
-    examples = [
-        row[0]
-        for row in con.execute(
-            f"SELECT DISTINCT CAST(item AS VARCHAR) {unknown} ORDER BY 1 LIMIT 5"
-        ).fetchall()
-    ]
-    return {"events": int(events), "distinct_items": int(distinct), "examples": examples}
 
 
 def _build_dataset(
