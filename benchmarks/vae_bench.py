@@ -85,6 +85,8 @@ def matmul_throughput(batch: int, hidden: int, n_items: int, repeats: int = 5) -
 
 def run_one(name: str, dataset: Any, model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     train, valid = dataset.split.train, dataset.split.valid
+    if args.speed_only:
+        valid = None  # timing run: training epochs only, no validation
     model = MODELS[model_name](
         epochs=args.epochs, patience=args.patience, seed=args.seed, threads=args.threads
     )
@@ -101,7 +103,8 @@ def run_one(name: str, dataset: Any, model_name: str, args: argparse.Namespace) 
         return False
 
     started = time.perf_counter()
-    log_path = args.out / f"log-{name}-{model_name}.jsonl"
+    kind = "speed" if args.speed_only else "quality"
+    log_path = args.out / f"log-{name}-{model_name}-{kind}.jsonl"
     model.fit(train, valid, progress=args.progress, callback=measure, log_path=log_path)
     wall = time.perf_counter() - started
     throughput = max(throughputs)
@@ -111,22 +114,24 @@ def run_one(name: str, dataset: Any, model_name: str, args: argparse.Namespace) 
     ratios = [s * t / flops["total"] for s, t in zip(seconds, throughputs, strict=True)]
     bound = flops["total"] / throughput
     best = model.best_metrics
+    threads = args.threads if args.threads > 0 else torch.get_num_threads()
     result = {
         "dataset": name,
         "model": model_name,
+        "kind": kind,
         "users": int(train.shape[0]),
         "items": int(n_items),
         "train_nnz": int(train.nnz),
-        "valid_users": int(valid.history.shape[0]),
-        "valid_nnz": int(valid.heldout.nnz),
+        "valid_users": int(valid.history.shape[0]) if valid is not None else 0,
+        "valid_nnz": int(valid.heldout.nnz) if valid is not None else 0,
         "epochs_run": len(model.history),
         "best_epoch": model.best_epoch,
         "stopped": model.stopped,
-        "metrics": {key: best[key] for key in REPORTED},
+        "metrics": {key: best[key] for key in REPORTED if key in best},
         "epoch_seconds_median": statistics.median(seconds),
         "epoch_seconds_min": min(seconds),
         "epoch_cpu_seconds_median": statistics.median(cpu_seconds),
-        "threads": torch.get_num_threads() if args.threads == 0 else args.threads,
+        "threads": threads,
         "validation_seconds_median": statistics.median(valid_seconds),
         "wall_seconds": wall,
         "flops_per_epoch": flops,
@@ -152,7 +157,8 @@ def run_one(name: str, dataset: Any, model_name: str, args: argparse.Namespace) 
         ],
     }
     print(
-        f"{name} {model_name}: best epoch {model.best_epoch}/{len(model.history)} "
+        f"{name} {model_name} ({kind}, {threads} threads): "
+        f"best epoch {model.best_epoch}/{len(model.history)} "
         + " ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
         + f" | epoch {result['epoch_seconds_median']:.3f}s median "
         f"({result['epoch_seconds_min']:.3f}s min), bound {bound:.3f}s",
@@ -167,9 +173,10 @@ def plot_curves(results: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for dataset in sorted({r["dataset"] for r in results}):
+    quality = [r for r in results if r["metrics"]]
+    for dataset in sorted({r["dataset"] for r in quality}):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for result in (r for r in results if r["dataset"] == dataset):
+        for result in (r for r in quality if r["dataset"] == dataset):
             epochs = [point["epoch"] for point in result["curve"]]
             ax.plot(epochs, [p["ndcg@100"] for p in result["curve"]], label=result["model"])
         ax.set_xlabel("epoch")
@@ -199,7 +206,7 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any], out: Path)
         "| NDCG@100 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in results:
+    for r in (r for r in results if r["metrics"]):
         m = r["metrics"]
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['epochs_run']} ({r['best_epoch']}) "
@@ -210,14 +217,16 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any], out: Path)
         "",
         "## Speed (training epoch, validation excluded)",
         "",
-        "| data | model | epoch s (median / min) | validation s | GFLOP / epoch | best matmul "
-        "GFLOP/s | bound s | min epoch / bound | epoch / bound at the same moment (median) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| data | model | run | threads | epoch s (median / min) | CPU s / epoch | validation s "
+        "| GFLOP / epoch | best matmul GFLOP/s | bound s | min epoch / bound "
+        "| epoch / bound at the same moment (median) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['epoch_seconds_median']:.3f} / "
-            f"{r['epoch_seconds_min']:.3f} | {r['validation_seconds_median']:.3f} "
+            f"| {r['dataset']} | {r['model']} | {r['kind']} | {r['threads']} "
+            f"| {r['epoch_seconds_median']:.3f} / {r['epoch_seconds_min']:.3f} "
+            f"| {r['epoch_cpu_seconds_median']:.3f} | {r['validation_seconds_median']:.3f} "
             f"| {r['flops_per_epoch']['total'] / 1e9:.1f} "
             f"| {r['matmul_flops_per_second'] / 1e9:.1f} | {r['matmul_bound_seconds']:.3f} "
             f"| {r['ratio_min_epoch_to_best_bound']:.2f} "
@@ -238,10 +247,17 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any], out: Path)
         f"torch {info['run']['versions']['torch']}; git {info['run']['git_commit']}; "
         f"{info['run']['time']}.",
         "",
-        *[f"![{d}](curve-{d}.png)" for d in sorted({r["dataset"] for r in results})],
+        *[
+            f"![{d}](curve-{d}.png)"
+            for d in sorted({r["dataset"] for r in results if r["metrics"]})
+        ],
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def _key(result: dict[str, Any]) -> tuple[str, str, str]:
+    return result["dataset"], result["model"], result.get("kind", "quality")
 
 
 def main() -> None:
@@ -257,6 +273,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads, 0 = all cores")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="time training epochs without validation"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -267,8 +286,8 @@ def main() -> None:
     for folder in args.merge:
         merged = json.loads((folder / "results.json").read_text())
         commands += [c for c in merged["commands"] if c not in commands]
-        keys = {(r["dataset"], r["model"]) for r in merged["results"]}
-        results = [r for r in results if (r["dataset"], r["model"]) not in keys] + merged["results"]
+        keys = {_key(r) for r in merged["results"]}
+        results = [r for r in results if _key(r) not in keys] + merged["results"]
     if args.merge:
         info = {"commands": commands, "run": run_info()}
         results_file.write_text(json.dumps({**info, "results": results}, indent=1))
@@ -286,7 +305,7 @@ def main() -> None:
         dataset = load_lightgcn(folder)
         for model_name in args.models.split(","):
             result = run_one(name, dataset, model_name, args)
-            results = [r for r in results if (r["dataset"], r["model"]) != (name, model_name)]
+            results = [r for r in results if _key(r) != _key(result)]
             results.append(result)
             info = {"commands": commands, "run": run_info()}
             results_file.write_text(json.dumps({**info, "results": results}, indent=1))
