@@ -224,7 +224,7 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any], out: Path)
     ]
     for r in results:
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['kind']} | {r['threads']} "
+            f"| {r['dataset']} | {r['model']} | {r.get('kind', 'quality')} | {r['threads']} "
             f"| {r['epoch_seconds_median']:.3f} / {r['epoch_seconds_min']:.3f} "
             f"| {r['epoch_cpu_seconds_median']:.3f} | {r['validation_seconds_median']:.3f} "
             f"| {r['flops_per_epoch']['total'] / 1e9:.1f} "
