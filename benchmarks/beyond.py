@@ -9,7 +9,8 @@ separately (in the background, niced) and `report` gathers them into report.md:
     python benchmarks/beyond.py speed ml-1m ../shared/datasets/ml-1m-lightgcn --out ...
     python benchmarks/beyond.py blend ml-1m ../shared/datasets/ml-1m-lightgcn \
         --members recvae-default,ease-l2-500 --out ...
-    python benchmarks/beyond.py report --out ...
+    python benchmarks/beyond.py final ml-1m ../shared/datasets/ml-1m-lightgcn models/ml-1m \
+        --set epochs=N --ease-l2 500 --weight 0.5     # train + valid, fixed epochs
 
 Fitted models are kept under benchmarks/work/beyond/<dataset>/<run> (not committed) so that a
 blend reuses them instead of refitting (EASE on Gowalla takes minutes and gigabytes).
@@ -42,8 +43,11 @@ def load_split(path: str):
     root = Path(path)
     if not (root / "train.txt").is_file():
         sys.exit(f"skipping: {root}/train.txt not found (pass the LightGCN data folder)")
-    options = {"format": "lightgcn", "sources": ["train.txt", "valid.txt"],
-               "split_sources": ["train", "valid"]}  # fmt: skip
+    options = {
+        "format": "lightgcn",
+        "sources": ["train.txt", "valid.txt"],
+        "split_sources": ["train", "valid"],
+    }
     return ingest_spec(root.name, root, options).split
 
 
@@ -69,18 +73,23 @@ def fit(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     result = evaluate(model, split.valid, ks=KS, batch_size=2000)
     payload: dict[str, Any] = {
-        "dataset": args.dataset, "run": args.run, "model": args.model, "settings": settings,
+        "dataset": args.dataset,
+        "run": args.run,
+        "model": args.model,
+        "settings": settings,
         "valid": {m: result.means[m] for m in METRICS},
         "valid_stderr": {m: result.stderrs[m] for m in METRICS},
-        "fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - started,
-    }  # fmt: skip
+        "fit_seconds": fit_seconds,
+        "eval_seconds": time.perf_counter() - started,
+    }
     history = getattr(model, "history", None)
     if history:
         payload["best_epoch"] = model.best_epoch
         payload["epochs_run"] = len(history)
         payload["seconds_per_epoch"] = float(np.median([r["train_seconds"] for r in history]))
-        payload["history"] = [{k: r.get(k) for k in ("epoch", "loss", "train_seconds",
-                                                     *METRICS)} for r in history]  # fmt: skip
+        payload["history"] = [
+            {k: r.get(k) for k in ("epoch", "loss", "train_seconds", *METRICS)} for r in history
+        ]
     if not args.no_save:
         model.save(WORK / args.dataset / args.run)
     write(Path(args.out) / args.dataset, args.run, payload)
@@ -99,9 +108,15 @@ def speed(args: argparse.Namespace) -> None:
         rows[name] = [r["train_seconds"] for r in model.history]
     multvae = float(np.median(rows["multvae"] + rows["multvae-again"]))
     recvae = float(np.median(rows["recvae"]))
-    payload = {"dataset": args.dataset, "threads": args.threads, "epochs": args.epochs,
-               "seconds": rows, "multvae_median": multvae, "recvae_round_median": recvae,
-               "ratio": recvae / multvae}  # fmt: skip
+    payload = {
+        "dataset": args.dataset,
+        "threads": args.threads,
+        "epochs": args.epochs,
+        "seconds": rows,
+        "multvae_median": multvae,
+        "recvae_round_median": recvae,
+        "ratio": recvae / multvae,
+    }
     write(Path(args.out) / args.dataset, "speed", payload)
 
 
@@ -117,13 +132,103 @@ def blend(args: argparse.Namespace) -> None:
         for weight in [float(w) for w in args.weights.split(",")]:
             mixed = mix(parts, (weight, 1.0 - weight))
             result = evaluate(lambda h, mixed=mixed: mixed, split.valid, ks=KS)
-            results.append({"normalise": how, "weight": weight,
-                            **{m: result.means[m] for m in METRICS}})  # fmt: skip
+            results.append(
+                {"normalise": how, "weight": weight, **{m: result.means[m] for m in METRICS}}
+            )
             print(results[-1])
     best = max(results, key=lambda r: r["ndcg@20"])
-    payload = {"dataset": args.dataset, "members": names, "grid": results, "best": best,
-               "valid_users": len(users)}  # fmt: skip
+    payload = {
+        "dataset": args.dataset,
+        "members": names,
+        "grid": results,
+        "best": best,
+        "valid_users": len(users),
+    }
     write(Path(args.out) / args.dataset, f"blend-{'+'.join(names)}", payload)
+
+
+def final(args: argparse.Namespace) -> None:
+    """Train the final model on train + valid (fixed epochs, no validation) into an artifact.
+
+    RecVAE is trained for the validated number of rounds; with --ease-l2 an EASE is fitted too
+    and the two are blended with the validated weight and normalisation.
+    """
+    from recvae.artifact import Artifact, save_artifact
+    from recvae.models.blend import Blend
+
+    root = Path(args.data)
+    options = {"format": "lightgcn", "sources": ["train.txt", "valid.txt"]}
+    dataset = ingest_spec(root.name, root, options)  # no split: one matrix, train + valid
+    started = time.perf_counter()
+    settings = parse_set_options(args.set or [])
+    recvae = model_class("recvae")(**settings).fit(dataset.matrix)
+    model: Any = recvae
+    if args.ease_l2 is not None:
+        ease = model_class("ease")(l2=args.ease_l2).fit(dataset.matrix)
+        weights = (args.weight, 1.0 - args.weight)
+        model = Blend.from_members([recvae, ease], weights, dataset.matrix.shape[1], args.normalise)
+    metadata = {
+        "trained_on": "train.txt + valid.txt",
+        "settings": settings,
+        "ease_l2": args.ease_l2,
+        "weight": args.weight,
+        "normalise": args.normalise,
+        "seconds": time.perf_counter() - started,
+        "run": run_info(),
+    }
+    save_artifact(Artifact(model, dataset.items, metadata), Path(args.model_out))
+    print(json.dumps({k: v for k, v in metadata.items() if k != "run"}))
+
+
+def report(args: argparse.Namespace) -> None:
+    """Tables of every JSON under --out/<dataset>/ (one row per fitted run), as report.md."""
+    out = Path(args.out)
+    lines = [
+        "# Beyond the paper: results on LightGCN valid splits",
+        "",
+        "Generated by `python benchmarks/beyond.py report`; one JSON per run beside it.",
+        "",
+    ]
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        runs = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+        fits = [r for r in runs if "valid" in r]
+        lines += [
+            f"## {folder.name}",
+            "",
+            "| run | model | settings | Recall@20 | NDCG@20 | best / run | fit s | s/epoch |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in sorted(fits, key=lambda r: -r["valid"]["ndcg@20"]):
+            epochs = f"{r['best_epoch']} / {r['epochs_run']}" if "best_epoch" in r else ""
+            per_epoch = f"{r['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in r else ""
+            lines.append(
+                f"| {r['run']} | {r['model']} | `{json.dumps(r['settings'])}` "
+                f"| {r['valid']['recall_lightgcn@20']:.4f} | {r['valid']['ndcg@20']:.4f} "
+                f"| {epochs} | {r['fit_seconds']:.0f} | {per_epoch} |"
+            )
+        for r in runs:
+            if "grid" in r:
+                b = r["best"]
+                lines += [
+                    "",
+                    f"Blend {' + '.join(r['members'])}: best {b['normalise']} weight "
+                    f"{b['weight']}: Recall@20 {b['recall_lightgcn@20']:.4f}, "
+                    f"NDCG@20 {b['ndcg@20']:.4f} (grid: "
+                    + ", ".join(
+                        f"{g['normalise']} {g['weight']}: {g['ndcg@20']:.4f}" for g in r["grid"]
+                    )
+                    + ")",
+                ]
+            if "ratio" in r:
+                lines += [
+                    "",
+                    f"Speed ({r['threads']} thread(s), median of {r['epochs']} epochs, "
+                    f"same process): Mult-VAE {r['multvae_median']:.2f} s/epoch, RecVAE "
+                    f"{r['recvae_round_median']:.2f} s/round, ratio {r['ratio']:.2f}",
+                ]
+        lines.append("")
+    (out / "report.md").write_text("\n".join(lines))
+    print(out / "report.md")
 
 
 def main() -> None:
@@ -150,6 +255,17 @@ def main() -> None:
     p.add_argument("--weights", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
     p.add_argument("--normalise", default="zscore,softmax")
     p.set_defaults(func=blend)
+    p = sub.add_parser("final")
+    p.add_argument("dataset")
+    p.add_argument("data")
+    p.add_argument("model_out")
+    p.add_argument("--set", action="append")
+    p.add_argument("--ease-l2", type=float)
+    p.add_argument("--weight", type=float, default=0.5, help="RecVAE's weight in the blend")
+    p.add_argument("--normalise", default="zscore")
+    p.set_defaults(func=final)
+    p = sub.add_parser("report")
+    p.set_defaults(func=report)
     for p in sub.choices.values():
         p.add_argument("--out", default="benchmarks/reports/beyond-2026-11-28")
     args = parser.parse_args()
