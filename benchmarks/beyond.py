@@ -66,7 +66,8 @@ def fit(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     model = cls(**settings)
     if args.model in ("recvae", "multvae", "multdae"):
-        model.fit(split.train, split.valid)
+        log = WORK / args.dataset / f"{args.run}.log.jsonl"  # one line per epoch, to watch
+        model.fit(split.train, split.valid, log_path=log)
     else:
         model.fit(split.train)
     fit_seconds = time.perf_counter() - started
