@@ -187,3 +187,28 @@ def test_bad_settings_and_inputs_are_refused():
     model = RecVAE(**SMALL, epochs=1).fit(_blocks())
     with pytest.raises(RecvaeError, match=f"{N_ITEMS}"):
         model.score(sp.csr_matrix((1, N_ITEMS + 1), dtype=np.float32))
+
+
+def test_cli_trains_recvae_on_everything_for_fixed_epochs(tmp_path):
+    """The final-model path: `recvae train --model recvae --no-validation --epochs N`."""
+    import polars as pl
+    from typer.testing import CliRunner
+
+    from recvae.artifact import load_artifact
+    from recvae.cli import app
+    from recvae.data.dataset import Dataset
+    from recvae.data.vocab import Vocabulary
+
+    matrix = _blocks()
+    users = Vocabulary(pl.Series([f"u{i}" for i in range(N_USERS)]), name="user")
+    items = Vocabulary(pl.Series(list(range(N_ITEMS))), name="item")
+    Dataset(matrix, users, items).save(tmp_path / "ds")
+    settings = [f"--set={k}={v}" for k, v in SMALL.items()]
+    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "recvae"]
+    args += ["--no-validation", "--epochs", "2", "--no-progress", *settings]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    artifact = load_artifact(tmp_path / "m")
+    assert isinstance(artifact.model, RecVAE)
+    assert artifact.metadata["training"]["epochs_run"] == 2
+    assert artifact.metadata["validation"]["source"] == "none"
