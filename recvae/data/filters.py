@@ -1,4 +1,4 @@
-"""The ingest filters, run as SQL over the previous step's table.
+"""The ingest filters: per-event ones as SQL in the read pass, count ones in numpy on the pairs.
 
 Order (fixed, recorded in the manifest with the rows before and after each step):
   1. bad rows         drop rows a reader flagged (only with --on-bad-rows skip)
@@ -7,7 +7,8 @@ Order (fixed, recorded in the manifest with the rows before and after each step)
   4. rating threshold keep events whose rating is strictly above the value (the paper: > 3.5)
   5. dedupe           collapse repeated (user, item) events into one interaction by a stated rule
   6. counts           items with fewer than N interactions, then users with fewer than M, once
-                      (the Mult-VAE paper's order), or both repeated until stable (k-core)
+                      (the Mult-VAE paper's order), or both repeated until stable (k-core);
+                      a bincount over the pairs' dense indices per step
 
 Steps 1-5 run in the one pass that reads the log (see recvae.data.ingest): each event gets the
 number of the first of steps 1-4 it fails (stage_sql), and a single group-by both collapses the
@@ -20,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import duckdb
+import numpy as np
 
 from recvae.errors import RecvaeError
 
@@ -28,37 +29,16 @@ DEDUPE_RULES = ("auto", "last", "first", "max")
 
 
 @dataclass
-class Pipeline:
-    """A chain of temporary tables, one per step, with the row counts before and after each."""
+class StepLog:
+    """The row count as the steps go, and each step's record (rows before and after)."""
 
-    con: duckdb.DuckDBPyConnection
-    table: str
     rows: int
     steps: list[dict] = field(default_factory=list)
-    _counter: int = 0
 
-    def apply(self, step: str, select: str, **detail: object) -> int:
-        """Run `select` (with {prev} for the current table) into a new table and record it."""
-        start = time.perf_counter()
-        before = self._materialize(select)
-        self._record(step, before, self.rows, {**detail, "seconds": _since(start)})
-        return self.rows
-
-    def _materialize(self, select: str) -> int:
-        """New table from `select`; the previous one is dropped at once (at most two in memory).
-
-        Returns the row count before."""
-        self._counter += 1
-        name = f"recvae_step{self._counter}"
-        self.con.execute(f"CREATE TEMP TABLE {name} AS {select.format(prev=self.table)}")
-        before = self.rows
-        self.rows = self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
-        self.con.execute(f"DROP TABLE IF EXISTS {self.table}")
-        self.table = name
-        return before
-
-    def _record(self, step: str, before: int, after: int, detail: dict) -> None:
+    def record(self, step: str, before: int, after: int, detail: dict) -> None:
+        """Book a step; stop with an error naming it when it leaves nothing."""
         self.steps.append({"step": step, **detail, "rows_before": before, "rows_after": after})
+        self.rows = after
         if after == 0:
             described = ", ".join(f"{key}={value}" for key, value in detail.items())
             raise RecvaeError(
@@ -97,14 +77,12 @@ def stage_sql(conditions: list[tuple[str, str, dict]]) -> str:
     """Per event: 0 when it passes every per-event filter, else 1 + the first filter it fails.
 
     The stage lets one group-by both dedupe the kept events and count what each filter dropped.
+    Nested CASEs send a NULL condition to the ELSE (dropped), as a WHERE would.
     """
-    if not conditions:
-        return "0"
-    cases = " ".join(
-        f"WHEN NOT coalesce(({cond}), false) THEN {index + 1}"
-        for index, (_, cond, _) in enumerate(conditions)
-    )
-    return f"CASE {cases} ELSE 0 END"
+    stage = "0"
+    for index, (_, cond, _) in reversed(list(enumerate(conditions))):
+        stage = f"CASE WHEN {cond} THEN {stage} ELSE {index + 1} END"
+    return stage
 
 
 @dataclass
@@ -132,7 +110,7 @@ def rating_pick(rule: str, has_rating: bool) -> RatingPick:
 
 
 def record_event_filters(
-    pipeline: Pipeline,
+    log: StepLog,
     conditions: list[tuple[str, str, dict]],
     dropped: list[int],
     kept_events: int,
@@ -147,13 +125,10 @@ def record_event_filters(
     stops with the usual error at the first step that leaves nothing.
     """
     for (step, _, detail), removed in zip(conditions, dropped, strict=True):
-        before = pipeline.rows
-        pipeline.rows = before - removed
-        pipeline._record(step, before, pipeline.rows, {**detail, "seconds": None})
+        log.record(step, log.rows, log.rows - removed, {**detail, "seconds": None})
     description = DEDUPE_DESCRIPTIONS[rule if need_rating else "none"]
     detail = {"rule": rule if need_rating else "none (no rating used)", "description": description}
-    pipeline.rows = pairs
-    pipeline._record("dedupe", kept_events, pairs, {**detail, "seconds": None})
+    log.record("dedupe", kept_events, pairs, {**detail, "seconds": None})
 
 
 DEDUPE_DESCRIPTIONS = {
@@ -164,36 +139,49 @@ DEDUPE_DESCRIPTIONS = {
 }
 
 
-def min_count(pipeline: Pipeline, key: str, k: int, iteration: int | None = None) -> None:
-    """Keep rows whose `key` (user or item) has at least k interactions in the current table."""
+def min_count(
+    log: StepLog,
+    keep: np.ndarray,
+    index: np.ndarray,
+    size: int,
+    key: str,
+    k: int,
+    iteration: int | None = None,
+) -> None:
+    """Keep pairs whose `key` (user or item, by dense `index`) has at least k kept pairs.
+
+    Works in place on the boolean mask `keep` over the deduplicated pairs: one bincount.
+    """
+    start = time.perf_counter()
+    counts = np.bincount(index[keep], minlength=size)
+    before = log.rows
+    keep &= counts[index] >= k
     detail: dict[str, object] = {"min_count": k}
     if iteration is not None:
         detail["iteration"] = iteration
-    pipeline.apply(
-        f"min_{key}_count",
-        f"SELECT * FROM {{prev}} WHERE {key} IN "
-        f"(SELECT {key} FROM {{prev}} GROUP BY {key} HAVING count(*) >= {int(k)})",
-        **detail,
-    )
+    log.record(f"min_{key}_count", before, int(keep.sum()), {**detail, "seconds": _since(start)})
 
 
-def counts_once(pipeline: Pipeline, min_item_count: int, min_user_count: int) -> None:
-    """The paper's order: items first, then users, each applied once."""
-    if min_item_count > 1:
-        min_count(pipeline, "item", min_item_count)
-    if min_user_count > 1:
-        min_count(pipeline, "user", min_user_count)
-
-
-def k_core(pipeline: Pipeline, min_item_count: int, min_user_count: int) -> int:
-    """Repeat the item and user filters until neither removes a row; returns the rounds run."""
+def count_filters(
+    log: StepLog,
+    users: np.ndarray,
+    items: np.ndarray,
+    shape: tuple[int, int],
+    min_item_count: int,
+    min_user_count: int,
+    k_core: bool,
+) -> np.ndarray:
+    """Items with fewer than N pairs, then users with fewer than M: once (the paper's order) or
+    repeated until neither removes a pair (k-core). Returns the mask of pairs kept."""
+    keep = np.ones(len(users), dtype=bool)
     rounds = 0
     while True:
         rounds += 1
-        before = pipeline.rows
+        before = log.rows
+        iteration = rounds if k_core else None
         if min_item_count > 1:
-            min_count(pipeline, "item", min_item_count, iteration=rounds)
+            min_count(log, keep, items, shape[1], "item", min_item_count, iteration)
         if min_user_count > 1:
-            min_count(pipeline, "user", min_user_count, iteration=rounds)
-        if pipeline.rows == before:
-            return rounds
+            min_count(log, keep, users, shape[0], "user", min_user_count, iteration)
+        if not k_core or log.rows == before:
+            return keep

@@ -235,30 +235,35 @@ def _ingest(
     bad = passed.bad
     _handle_bad_rows(bad, options)
 
-    pipeline = filters.Pipeline(con, "recvae_pairs", passed.rows_read)
+    log = filters.StepLog(passed.rows_read)
     dropped = list(passed.dropped)
     dropped[0] = bad["count"]  # parse rejects never reach the pass; they count as bad rows
     if not bad["count"]:
         conditions, dropped = conditions[1:], dropped[1:]
     filters.record_event_filters(
-        pipeline, conditions, dropped, passed.kept_events, passed.pairs, rule, need_rating
+        log, conditions, dropped, passed.kept_events, passed.pairs, rule, need_rating
     )
-    dropped_unknown = passed.unknown_items
-    min_items = max(options.min_item_count, options.k_core)
-    min_users = max(options.min_user_count, options.k_core)
-    started = time.perf_counter()
-    if options.k_core:
-        filters.k_core(pipeline, min_items, min_users)
-    else:
-        filters.counts_once(pipeline, min_items, min_users)
-    timings["count_filters"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
-    dataset = _build_dataset(con, pipeline.table, item_vocab, options.weights, use_time, roles)
+    pairs = _index_pairs(con, item_vocab, options.weights, use_time, by_role=roles[0] is not None)
+    timings["index_pairs"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    keep = filters.count_filters(
+        log,
+        pairs.users,
+        pairs.items,
+        pairs.shape,
+        min_item_count=max(options.min_item_count, options.k_core),
+        min_user_count=max(options.min_user_count, options.k_core),
+        k_core=options.k_core > 0,
+    )
+    timings["count_filters"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    dataset = _build_dataset(pairs, keep, item_vocab, roles)
     timings["build_matrix"] = round(time.perf_counter() - started, 3)
     dataset.manifest = _manifest(
         sources, passed.records, options, rule, use_rating, use_time, passed.rows_read, bad,
-        pipeline.steps, dropped_unknown, dataset,
+        log.steps, passed.unknown_items, dataset,
     )  # fmt: skip
     dataset.manifest["seconds"] = timings
     return dataset
@@ -509,69 +514,111 @@ def _register_item_vocab(con: duckdb.DuckDBPyConnection, vocab: Vocabulary, id_t
     con.unregister("recvae_vocab_arrow")
 
 
-def _build_dataset(
+@dataclass
+class Pairs:
+    """The deduplicated pairs as numpy arrays, ids replaced by dense indices.
+
+    Indices are positions in `user_ids`/`item_ids`, each sorted by id (or, for a reused item
+    vocabulary, its own order); the count filters then only drop pairs and, for users and new
+    items, the ids no pair uses any more, which keeps both vocabularies sorted.
+    """
+
+    users: np.ndarray  # int32
+    items: np.ndarray  # int32
+    values: np.ndarray  # float32
+    times: np.ndarray | None  # int64 unix seconds, latest event of the pair
+    roles: np.ndarray | None  # split role codes (index into SPLIT_ROLES)
+    user_ids: pl.Series
+    item_ids: pl.Series
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.user_ids), len(self.item_ids)
+
+
+def _index_pairs(
     con: duckdb.DuckDBPyConnection,
-    table: str,
     item_vocab: Vocabulary | None,
     weights: str,
     use_time: bool,
-    roles: list,
-) -> Dataset:
-    """Dense indices by joins against sorted vocabulary tables, then one scipy CSR build."""
-    con.execute(
-        "CREATE TEMP TABLE recvae_user_vocab AS SELECT user, "
-        f"CAST(row_number() OVER (ORDER BY user) - 1 AS BIGINT) AS user_index "
-        f"FROM (SELECT DISTINCT user FROM {table})"
-    )
-    if item_vocab is None:
-        con.execute(
-            "CREATE TEMP TABLE recvae_item_vocab AS SELECT item, "
-            f"CAST(row_number() OVER (ORDER BY item) - 1 AS BIGINT) AS item_index "
-            f"FROM (SELECT DISTINCT item FROM {table})"
-        )
-        items = Vocabulary(
-            con.sql("SELECT item FROM recvae_item_vocab ORDER BY item_index").pl()["item"],
-            name="item",
-        )
-    else:
-        items = item_vocab
-    users = Vocabulary(
-        con.sql("SELECT user FROM recvae_user_vocab ORDER BY user_index").pl()["user"],
-        name="user",
-    )
-    value = {"binary": "1.0", "rating": "rating", "count": "events"}[weights]
-    arrays = con.execute(
-        f"SELECT u.user_index, i.item_index, CAST({value} AS FLOAT) AS value, "
-        f"{'e.time' if use_time else 'CAST(0 AS BIGINT)'} AS time, e.role "
-        f"FROM {table} e JOIN recvae_user_vocab u ON e.user = u.user "
-        "JOIN recvae_item_vocab i ON e.item = i.item"
-    ).fetchnumpy()
-    shape = (len(users), len(items))
-    rows, cols = np.asarray(arrays["user_index"]), np.asarray(arrays["item_index"])
-    values = np.asarray(arrays["value"], dtype=np.float32)
-    times = np.asarray(arrays["time"], dtype=np.int64)
-    role_codes = np.asarray(arrays["role"])
-    # One sort by (row, column) gives canonical CSR for the values, the times and every role.
-    order = np.argsort(rows * np.int64(shape[1]) + cols)
-    rows, cols, values = rows[order], cols[order], values[order]
-    times, role_codes = times[order], role_codes[order]
+    by_role: bool,
+) -> Pairs:
+    """Dense indices by joins against small sorted vocabulary tables; one fetch of the arrays."""
 
-    def csr(mask: np.ndarray | None, data: np.ndarray) -> sp.csr_matrix:
-        if mask is not None:
-            return csr_from_sorted(rows[mask], cols[mask], data[mask], shape)
-        return csr_from_sorted(rows, cols, data, shape)
+    def vocab_table(key: str) -> pl.Series:
+        con.execute(
+            f"CREATE TEMP TABLE recvae_{key}_vocab AS SELECT {key}, "
+            f"CAST(row_number() OVER (ORDER BY {key}) - 1 AS BIGINT) AS {key}_index "
+            f"FROM (SELECT DISTINCT {key} FROM recvae_pairs)"
+        )
+        return con.sql(f"SELECT {key} FROM recvae_{key}_vocab ORDER BY {key}_index").pl()[key]
+
+    user_ids = vocab_table("user")
+    item_ids = vocab_table("item") if item_vocab is None else item_vocab.ids
+    value = {"binary": "1.0", "rating": "rating", "count": "events"}[weights]
+    columns = [
+        "CAST(u.user_index AS INTEGER) AS user_index",
+        "CAST(i.item_index AS INTEGER) AS item_index",
+        f"CAST({value} AS FLOAT) AS value",
+    ]
+    columns += ["e.time"] if use_time else []
+    columns += ["e.role"] if by_role else []
+    arrays = con.execute(
+        f"SELECT {', '.join(columns)} FROM recvae_pairs e "
+        "JOIN recvae_user_vocab u ON e.user = u.user JOIN recvae_item_vocab i ON e.item = i.item"
+    ).fetchnumpy()
+    return Pairs(
+        users=np.asarray(arrays["user_index"]),
+        items=np.asarray(arrays["item_index"]),
+        values=np.asarray(arrays["value"], dtype=np.float32),
+        times=np.asarray(arrays["time"], dtype=np.int64) if use_time else None,
+        roles=np.asarray(arrays["role"]) if by_role else None,
+        user_ids=user_ids,
+        item_ids=item_ids,
+    )
+
+
+def _compact(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber `index` to 0..m-1 over the m values it uses, in order; returns it and those."""
+    used = np.zeros(size, dtype=bool)
+    used[index] = True
+    return (np.cumsum(used) - 1)[index].astype(np.int32), np.flatnonzero(used)
+
+
+def _build_dataset(
+    pairs: Pairs, keep: np.ndarray, item_vocab: Vocabulary | None, roles: list
+) -> Dataset:
+    """The kept pairs, renumbered and sorted by (user, item) once, into scipy CSR matrices."""
+    rows, used_users = _compact(pairs.users[keep], pairs.shape[0])
+    users = Vocabulary(pairs.user_ids.gather(used_users), name="user")
+    if item_vocab is None:
+        cols, used_items = _compact(pairs.items[keep], pairs.shape[1])
+        items = Vocabulary(pairs.item_ids.gather(used_items), name="item")
+    else:
+        cols, items = pairs.items[keep], item_vocab
+    shape = (len(users), len(items))
+    # One sort by (row, column) gives canonical CSR for the values, the times and every role.
+    order = np.argsort(rows.astype(np.int64) * shape[1] + cols)
+    rows, cols = rows[order], cols[order]
+    values = pairs.values[keep][order]
+    times = pairs.times[keep][order] if pairs.times is not None else None
 
     if roles[0] is None:
-        time_matrix = csr(None, times) if use_time else None
-        return Dataset(csr(None, values), users, items, times=time_matrix, split=None)
+        time_matrix = csr_from_sorted(rows, cols, times, shape) if times is not None else None
+        return Dataset(csr_from_sorted(rows, cols, values, shape), users, items, times=time_matrix)
+    role_codes = pairs.roles[keep][order]
+
+    def csr(code: int, data: np.ndarray) -> sp.csr_matrix:
+        mask = role_codes == code
+        return csr_from_sorted(rows[mask], cols[mask], data[mask], shape)
+
     present = [(code, name) for code, name in enumerate(SPLIT_ROLES) if name in roles]
-    parts = {name: csr(role_codes == code, values) for code, name in present}
+    parts = {name: csr(code, values) for code, name in present}
     matrix = _union(list(parts.values()))
     time_matrix = None
-    if use_time:
-        time_matrix = _canonical(_union([csr(role_codes == code, times) for code, _ in present]))
-    split = _presplit(parts, roles)
-    return Dataset(matrix, users, items, split=split, times=time_matrix)
+    if times is not None:
+        time_matrix = _canonical(_union([csr(code, times) for code, _ in present]))
+    return Dataset(matrix, users, items, split=_presplit(parts, roles), times=time_matrix)
 
 
 def csr_from_sorted(
