@@ -26,8 +26,9 @@ def _headline_metrics(metadata: dict[str, Any]) -> str:
     metrics = metadata.get("metrics") or metadata.get("validation") or {}
     if not isinstance(metrics, dict):
         return ""
-    shown = [f"{key}={value:.4f}" for key, value in metrics.items() if isinstance(value, float)]
-    return " ".join(shown[:3])
+    preferred = [key for key in ("ndcg@100", "recall@20", "recall@50") if key in metrics]
+    keys = preferred or [key for key, value in metrics.items() if isinstance(value, float)][:3]
+    return " ".join(f"{key}={metrics[key]:.4f}" for key in keys if isinstance(metrics[key], float))
 
 
 @models_app.command("list")
