@@ -375,20 +375,15 @@ def _read_pass(
     parse_total = sum(record["parse_rejects"] for record in records)
     unknown = _unknown_items(con, known_stage) if known_stage else None
 
-    if len(sources) == 1:
-        pairs_sql = (
-            f"SELECT user, item, role, {pick.rating} AS rating, time, events "
-            "FROM recvae_partial WHERE stage = 0"
-        )
+    pairs = f"SELECT user, item, role, {pick.rating} AS rating, time, events FROM "
+    if len(sources) == 1:  # its kept groups are the pairs already: a view, no copy
+        con.execute(f"CREATE TEMP VIEW recvae_pairs AS {pairs} recvae_partial WHERE stage = 0")
     else:
-        pairs_sql = (
-            f"SELECT user, item, role, {pick.rating} AS rating, time, events FROM ("
-            f"SELECT user, item, role, {pick.picks} AS pick, max(time) AS time, "
-            "sum(events) AS events FROM recvae_partial WHERE stage = 0 GROUP BY ALL)"
+        con.execute(
+            f"CREATE TEMP TABLE recvae_pairs AS {pairs} (SELECT user, item, role, "
+            f"{pick.picks} AS pick, max(time) AS time, sum(events) AS events "
+            "FROM recvae_partial WHERE stage = 0 GROUP BY ALL)"
         )
-    con.execute(f"CREATE TEMP TABLE recvae_pairs AS {pairs_sql}")
-    con.execute("DROP TABLE recvae_partial")
-    if len(sources) > 1:
         groups = con.execute("SELECT count(*) FROM recvae_pairs").fetchall()[0][0]
     return ReadPass(
         records=records,
@@ -600,13 +595,14 @@ def _build_dataset(
     # One sort by (row, column) gives canonical CSR for the values, the times and every role.
     order = np.argsort(rows.astype(np.int64) * shape[1] + cols)
     rows, cols = rows[order], cols[order]
-    values = pairs.values[keep][order]
-    times = pairs.times[keep][order] if pairs.times is not None else None
+    taken = np.flatnonzero(keep)[order]  # positions in the unfiltered pairs, in CSR order
+    values = pairs.values[taken]
+    times = pairs.times[taken] if pairs.times is not None else None
 
     if roles[0] is None:
         time_matrix = csr_from_sorted(rows, cols, times, shape) if times is not None else None
         return Dataset(csr_from_sorted(rows, cols, values, shape), users, items, times=time_matrix)
-    role_codes = pairs.roles[keep][order]
+    role_codes = pairs.roles[taken]
 
     def csr(code: int, data: np.ndarray) -> sp.csr_matrix:
         mask = role_codes == code
