@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
 
+from recvae.bench import report as report_module
 from recvae.bench.config import ModelSpec, parse_suite
 from recvae.bench.data import synthetic_dataset
 from recvae.bench.protocols import ProtocolSpec, check_split, make_split
@@ -206,7 +207,14 @@ def test_execute_run_records_valid_history_of_models_that_keep_one(monkeypatch):
     assert result.history[-1] == {"epoch": 2, "ndcg@10": 0.2}
 
 
-def test_bench_command_end_to_end(tmp_path):
+def test_bench_command_end_to_end(tmp_path, monkeypatch):
+    written = []
+    real_write = report_module.write_report
+    monkeypatch.setattr(
+        report_module,
+        "write_report",
+        lambda results, out: written.append(results.complete) or real_write(results, out),
+    )
     suite = tmp_path / "tiny.toml"
     suite.write_text(
         'name = "tiny"\nks = [10, 20]\nseeds = [0]\nisolate = false\ntune_metric = "ndcg@10"\n'
@@ -217,6 +225,7 @@ def test_bench_command_end_to_end(tmp_path):
     )
     result = runner.invoke(app, ["bench", str(suite), "--out", str(tmp_path / "reports")])
     assert result.exit_code == 0, result.output
+    assert written == [False, False, True]  # a partial report after each model, then the final
     (report,) = (tmp_path / "reports").iterdir()
     assert (report / "report.md").is_file() and (report / "results.json").is_file()
     missing_data = ["bench", str(suite), "--data", "syn=/nonexistent", "--out", str(tmp_path)]

@@ -65,7 +65,10 @@ def bench(
         suite = dataclasses.replace(suite, datasets=present)
     command = "recvae bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     results = run_suite(
-        suite, progress=lambda m: console.print(m, highlight=False), command=command
+        suite,
+        progress=lambda message: console.print(message, highlight=False),
+        command=command,
+        on_update=lambda partial: write_report(partial, out),  # a stopped run leaves its numbers
     )
     dest = write_report(results, out)
     console.print(f"report written to {dest}")
