@@ -166,14 +166,23 @@ def run_case(args: argparse.Namespace) -> dict:
             shard=0,
             num_shards=num_shards,
         )
-        start_cpu = time.process_time()
-        result = export_top_n(request, show_progress=False)
-        export_cpu = time.process_time() - start_cpu
+        exports, bounds = [], []
+        for _repeat in range(args.repeats):  # alternate, so both see the same machine load
+            start_cpu = time.process_time()
+            result = export_top_n(request, show_progress=False)
+            exports.append((result.seconds, time.process_time() - start_cpu))
+            n_items = json.loads((dataset_dir / "manifest.json").read_text())["shape"][1]
+            bounds.append(
+                matmul_bound_seconds(result.users, n_items, args.chunk_size, args.matmul_chunks)
+            )
         export_peak = vm_hwm_gib() if peak_was_reset else float("nan")
         peak_after = peak_rss_gib()
-        n_items = json.loads((dataset_dir / "manifest.json").read_text())["shape"][1]
-        bound = matmul_bound_seconds(result.users, n_items, args.chunk_size, args.matmul_chunks)
         output_bytes = (workdir / "recs.parquet").stat().st_size
+    # The fastest of the repeats: the least disturbed by other processes on a shared machine.
+    export_seconds = min(wall for wall, _ in exports)
+    export_cpu = min(cpu for _, cpu in exports)
+    bound_seconds = min(b["matmul_bound_seconds"] for b in bounds)
+    bound_cpu = min(b["matmul_bound_cpu_seconds"] for b in bounds)
     return {
         "case": args.run_case,
         "model": model_note,
@@ -183,13 +192,19 @@ def run_case(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "threads": args.threads or torch.get_num_threads(),
         "num_shards": num_shards,
+        "repeats": args.repeats,
         "rows": result.summary.rows,
-        "export_seconds": result.seconds,
-        "users_per_second": result.users / result.seconds,
-        **bound,
-        "ratio_to_matmul_bound": result.seconds / bound["matmul_bound_seconds"],
+        "export_seconds": export_seconds,
+        "users_per_second": result.users / export_seconds,
+        "matmul_chunks_timed": bounds[0]["matmul_chunks_timed"],
+        "matmul_chunks_total": bounds[0]["matmul_chunks_total"],
+        "matmul_bound_seconds": bound_seconds,
+        "matmul_bound_cpu_seconds": bound_cpu,
+        "ratio_to_matmul_bound": export_seconds / bound_seconds,
         "export_cpu_seconds": export_cpu,
-        "cpu_ratio_to_matmul_bound": export_cpu / bound["matmul_bound_cpu_seconds"],
+        "cpu_ratio_to_matmul_bound": export_cpu / bound_cpu,
+        "all_exports_wall_cpu_seconds": exports,
+        "all_matmul_bounds": bounds,
         "rss_before_export_gib": rss_before,
         "peak_rss_before_export_gib": peak_before,
         "peak_rss_gib": peak_after,
@@ -229,6 +244,7 @@ def write_report(results: list[dict], out_dir: Path, argv: list[str]) -> None:
         )
     lines += [""] + [f"- {r['case']}: {r['model']}; matmul timed on "
                      f"{r['matmul_chunks_timed']} of {r['matmul_chunks_total']} chunks; "
+                     f"best of {r.get('repeats', 1)} alternated repeats; "
                      f"shard 0 of {r.get('num_shards', 1)} exported"
                      for r in results]  # fmt: skip
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
@@ -248,6 +264,9 @@ def main() -> None:
         type=int,
         default=1,
         help="synth: export only shard 0 of this many (all users' histories are still loaded)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="exports and matmul timings, alternated; min kept"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     parser.add_argument("--seed", type=int, default=0)
