@@ -2,9 +2,12 @@
 
     dataset = ingest(["ratings.dat.gz"], IngestOptions(min_rating=3.5, min_user_count=5))
 
-Everything row-sized stays inside DuckDB (reading, typing, bad-row detection, filters, dedupe and
-the id -> dense index joins); Python only receives the final index and value arrays, so a
-20-million-row log costs a few column scans rather than a Python loop per row.
+Raw events are read once: one DuckDB group-by per file types and checks every row, applies the
+per-event filters and collapses repeated (user, item) events into pairs, counting what each step
+dropped (see _read_pass). The raw events are never written out, only the pairs (far fewer rows).
+The pairs get dense indices by joins against small vocabulary tables and come to numpy once;
+the count filters (bincounts) and one sort by (user, item) then give the CSR matrices. No Python
+code runs per row.
 
 A source may also be a MovieLens name (ml-100k, ml-1m, ml-20m, ml-25m, ml-32m), downloaded once
 into the cache with its checksum checked (see recvae.data.movielens).
@@ -227,7 +230,7 @@ def _ingest(
     started = time.perf_counter()
     passed = _read_pass(
         con, sources, id_type, use_rating, use_time, conditions, rule, need_rating,
-        known_stage=2 if item_vocab is not None else None,
+        known_stage=_stage_of(conditions, "known_items"),
     )  # fmt: skip
     timings = {"read_filter_dedupe": round(time.perf_counter() - started, 3)}
     if passed.rows_read == 0:
@@ -327,8 +330,8 @@ def _read_pass(
     role) with its rating pick, latest time and event count, and for dropped events a row per
     stage (per item for unknown items) with their count: the counts every step reports, without
     writing the raw events anywhere. Only when there are bad rows is a file read again, as far
-    as its first few bad rows, to quote them. Several sources are
-    then merged into recvae_pairs by the same rule; a single source's kept rows are the pairs.
+    as its first few bad rows, to quote them. Several sources are then merged into
+    recvae_pairs by the same rule; a single source's kept rows are the pairs as they are.
     """
     pick = filters.rating_pick(rule, need_rating)
     con.execute(
@@ -394,6 +397,12 @@ def _read_pass(
         pairs=int(groups),
         unknown_items=unknown,
     )
+
+
+def _stage_of(conditions: list[tuple[str, str, dict]], step: str) -> int | None:
+    """The stage number events dropped by `step` get (see filters.stage_sql), None if absent."""
+    names = [name for name, _, _ in conditions]
+    return names.index(step) + 1 if step in names else None
 
 
 @contextlib.contextmanager
