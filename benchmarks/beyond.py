@@ -207,6 +207,22 @@ def report(args: argparse.Namespace) -> None:
                 f"| {r['valid']['recall_lightgcn@20']:.4f} | {r['valid']['ndcg@20']:.4f} "
                 f"| {epochs} | {r['fit_seconds']:.0f} | {per_epoch} |"
             )
+        with_history = [r for r in fits if r.get("history")]
+        if with_history:
+            lines += [
+                "",
+                "Equal budget (best validated round among the first 10, for ablations):",
+                "",
+                "| run | Recall@20 | NDCG@20 | round |",
+                "| --- | --- | --- | --- |",
+            ]
+            for r in sorted(with_history, key=lambda r: r["run"]):
+                first = r["history"][:10]
+                best = max(first, key=lambda h: h["ndcg@20"])
+                lines.append(
+                    f"| {r['run']} | {best['recall_lightgcn@20']:.4f} "
+                    f"| {best['ndcg@20']:.4f} | {best['epoch']} |"
+                )
         for r in runs:
             if "grid" in r:
                 b = r["best"]
