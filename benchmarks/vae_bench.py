@@ -268,6 +268,9 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any], out: Path)
         ],
         "",
     ]
+    notes = out / "notes.md"  # hand-written reading of the numbers, kept across re-merges
+    if notes.is_file():
+        lines += ["", notes.read_text()]
     (out / "report.md").write_text("\n".join(lines))
 
 
@@ -275,8 +278,8 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def _key(result: dict[str, Any]) -> tuple[str, str, str]:
-    return result["dataset"], result["model"], result.get("kind", "quality")
+def _key(result: dict[str, Any]) -> tuple[str, str, str, int]:
+    return result["dataset"], result["model"], result.get("kind", "quality"), result["threads"]
 
 
 def main() -> None:
