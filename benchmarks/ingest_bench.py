@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -82,12 +83,16 @@ def measure_ingest(csv: str, min_rating: float, min_user_count: int, save_to: st
     }
 
 
-def child(kind: str, args: argparse.Namespace) -> dict:
-    """Run one measurement in a fresh interpreter; its peak RSS comes back with the result."""
+def child(kind: str, args: argparse.Namespace, code: Path | None = None) -> dict:
+    """Run one measurement in a fresh interpreter; its peak RSS comes back with the result.
+
+    `code`: a directory holding another version of the `recvae` package (e.g. from
+    `git archive`), imported instead of this checkout's, to time it against this one."""
     command = [sys.executable, __file__, "--child", kind, "--csv", str(args.csv_path)]
     command += ["--min-rating", str(args.min_rating), "--min-user-count", str(args.min_user_count)]
     command += ["--save-to", str(args.work / "dataset")]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    env = {**os.environ, "PYTHONPATH": str(code.resolve())} if code else None
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -150,7 +155,12 @@ def report(args: argparse.Namespace, results: dict) -> None:
     lines.append(row("DuckDB typed scan of all 4 columns (the floor)", [typed]))
     lines.append(row("recvae ingest (read, filter, CSR)", ingests))
     save = median([item["seconds_with_save"] - item["seconds"] for item in ingests])
-    lines.append(f"| Dataset.save of the result (uncompressed .npz) | {save:.2f} | | | |")
+    lines.append(f"| ... then Dataset.save of the result | {save:.2f} | | | |")
+    baselines = [rep["baseline_ingest"] for rep in reps if "baseline_ingest" in rep]
+    if baselines:
+        lines.append(row(f"baseline: ingest by `{results['baseline_code']}`", baselines))
+        save = median([item["seconds_with_save"] - item["seconds"] for item in baselines])
+        lines.append(f"| ... then its Dataset.save | {save:.2f} | | | |")
     wall_ratios = [rep["ratio_ingest_to_scan"] for rep in reps]
     cpu_ratios = [rep["cpu_ratio_ingest_to_scan"] for rep in reps]
     typed_ratio = typed["seconds"] / min(scan["seconds"] for scan in scans)
@@ -163,6 +173,18 @@ def report(args: argparse.Namespace, results: dict) -> None:
         f"Peak memory of the ingest process: {max(i['peak_rss_mib'] for i in ingests) / 1024:.2f} "
         "GiB (target: under 4 GB).",
         "",
+    ]
+    if baselines:
+        ratios = [rep["baseline_ratio_ingest_to_scan"] for rep in reps]
+        cpu = [rep["baseline_cpu_ratio_ingest_to_scan"] for rep in reps]
+        lines += [
+            f"Baseline, timed in the same repetitions: {median(ratios):.2f}x wall-clock "
+            f"({', '.join(f'{r:.2f}' for r in ratios)}), {median(cpu):.2f}x in CPU seconds "
+            f"({', '.join(f'{r:.2f}' for r in cpu)}); peak memory "
+            f"{max(i['peak_rss_mib'] for i in baselines) / 1024:.2f} GiB.",
+            "",
+        ]
+    lines += [
         f"Result: {last['users']:,} users x {last['items']:,} items, {last['nnz']:,} interactions.",
         "",
         f"Typed scan / bare scan: {typed_ratio:.2f}x. Where the ingest time went (seconds, "
@@ -186,7 +208,9 @@ def report(args: argparse.Namespace, results: dict) -> None:
     lines += [
         "",
         "Reproduce: `nice -n 5 python benchmarks/ingest_bench.py "
-        f"--rows {args.rows} --users {args.users} --items {args.items} --repeat {args.repeat}`",
+        f"--rows {args.rows} --users {args.users} --items {args.items} --repeat {args.repeat}"
+        + (f" --baseline-code {args.baseline_code}" if args.baseline_code else "")
+        + "`",
         "",
     ]
     (args.out_dir / "report.md").write_text("\n".join(lines))
@@ -199,6 +223,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=138_000)
     parser.add_argument("--items", type=int, default=27_000)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; medians reported")
+    parser.add_argument(
+        "--baseline-code",
+        type=Path,
+        default=None,
+        help="directory with an older recvae package (git archive COMMIT recvae | tar -x -C DIR) "
+        "to time in the same repetitions",
+    )
     parser.add_argument("--min-rating", type=float, default=3.5)
     parser.add_argument("--min-user-count", type=int, default=5)
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
@@ -230,17 +261,20 @@ def main() -> None:
         print(f"repetition {index + 1} of {args.repeat} ...", flush=True)
         scans = [child("scan", args)]
         ingest = child("ingest", args)
+        baseline = child("ingest", args, args.baseline_code) if args.baseline_code else None
         scans.append(child("scan", args))
-        best = min(scans, key=lambda scan: scan["seconds"])
-        repetitions.append(
-            {
-                "scans": scans,
-                "ingest": ingest,
-                "ratio_ingest_to_scan": ingest["seconds"] / best["seconds"],
-                "cpu_ratio_ingest_to_scan": ingest["cpu_seconds"]
-                / min(scan["cpu_seconds"] for scan in scans),
-            }
-        )
+        wall, cpu = min(s["seconds"] for s in scans), min(s["cpu_seconds"] for s in scans)
+        repetition = {
+            "scans": scans,
+            "ingest": ingest,
+            "ratio_ingest_to_scan": ingest["seconds"] / wall,
+            "cpu_ratio_ingest_to_scan": ingest["cpu_seconds"] / cpu,
+        }
+        if baseline:
+            repetition["baseline_ingest"] = baseline
+            repetition["baseline_ratio_ingest_to_scan"] = baseline["seconds"] / wall
+            repetition["baseline_cpu_ratio_ingest_to_scan"] = baseline["cpu_seconds"] / cpu
+        repetitions.append(repetition)
     results = {
         "rows": args.rows,
         "csv_path": str(args.csv_path),
@@ -248,6 +282,7 @@ def main() -> None:
         "generation_seconds": generation,
         "repetitions": repetitions,
         "typed_scan": child("typed", args),
+        "baseline_code": str(args.baseline_code) if args.baseline_code else None,
         "ratio_ingest_to_scan_median": median([r["ratio_ingest_to_scan"] for r in repetitions]),
         "cpu_ratio_ingest_to_scan_median": median(
             [r["cpu_ratio_ingest_to_scan"] for r in repetitions]
