@@ -162,7 +162,17 @@ def final(args: argparse.Namespace) -> None:
     dataset = ingest_spec(root.name, root, options)  # no split: one matrix, train + valid
     started = time.perf_counter()
     settings = parse_set_options(args.set or [])
-    recvae = model_class("recvae")(**settings).fit(dataset.matrix)
+    if args.recvae_model:  # e.g. from `recvae train DS --model recvae --no-validation --epochs N`
+        from recvae.artifact import load_artifact
+
+        recvae = load_artifact(Path(args.recvae_model)).model
+        if recvae.n_items != dataset.matrix.shape[1]:
+            sys.exit(
+                f"{args.recvae_model} has {recvae.n_items} items, the data set a different count"
+            )
+        settings = {"reused": args.recvae_model}
+    else:
+        recvae = model_class("recvae")(**settings).fit(dataset.matrix)
     model: Any = recvae
     if args.ease_l2 is not None:
         ease = model_class("ease")(l2=args.ease_l2).fit(dataset.matrix)
@@ -181,6 +191,25 @@ def final(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in metadata.items() if k != "run"}))
 
 
+def logged(args: argparse.Namespace) -> None:
+    """A result JSON from the epoch log of a run that was stopped before its budget (the
+    machine is shared; runs are stopped to free CPU): best logged round, marked as interrupted."""
+    log = WORK / args.dataset / f"{args.run}.log.jsonl"
+    history = [json.loads(line) for line in log.read_text().splitlines()]
+    best = max(history, key=lambda r: r["ndcg@20"])
+    payload = {
+        "dataset": args.dataset, "run": args.run, "model": args.model,
+        "settings": {**parse_set_options(args.set or []), "interrupted_after": len(history)},
+        "valid": {m: best[m] for m in METRICS}, "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "fit_seconds": sum(r["train_seconds"] + r.get("valid_seconds", 0) for r in history),
+        "seconds_per_epoch": float(np.median([r["train_seconds"] for r in history])),
+        "history": [{k: r.get(k) for k in ("epoch", "loss", "train_seconds", *METRICS)}
+                    for r in history],
+    }  # fmt: skip
+    write(Path(args.out) / args.dataset, args.run, payload)
+
+
 def report(args: argparse.Namespace) -> None:
     """Tables of every JSON under --out/<dataset>/ (one row per fitted run), as report.md."""
     out = Path(args.out)
@@ -192,7 +221,10 @@ def report(args: argparse.Namespace) -> None:
     ]
     for folder in sorted(p for p in out.iterdir() if p.is_dir()):
         runs = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+        runs = [r for r in runs if isinstance(r, dict) and "dataset" in r]  # ours only
         fits = [r for r in runs if "valid" in r]
+        if not runs:
+            continue
         lines += [
             f"## {folder.name}",
             "",
@@ -211,13 +243,13 @@ def report(args: argparse.Namespace) -> None:
         if with_history:
             lines += [
                 "",
-                "Equal budget (best validated round among the first 10, for ablations):",
+                f"Equal budget (best validated round of the first {args.budget}, for ablations):",
                 "",
                 "| run | Recall@20 | NDCG@20 | round |",
                 "| --- | --- | --- | --- |",
             ]
             for r in sorted(with_history, key=lambda r: r["run"]):
-                first = r["history"][:10]
+                first = r["history"][: args.budget]
                 best = max(first, key=lambda h: h["ndcg@20"])
                 lines.append(
                     f"| {r['run']} | {best['recall_lightgcn@20']:.4f} "
@@ -278,10 +310,18 @@ def main() -> None:
     p.add_argument("model_out")
     p.add_argument("--set", action="append")
     p.add_argument("--ease-l2", type=float)
+    p.add_argument("--recvae-model", help="artifact of a RecVAE already trained on train + valid")
     p.add_argument("--weight", type=float, default=0.5, help="RecVAE's weight in the blend")
     p.add_argument("--normalise", default="zscore")
     p.set_defaults(func=final)
+    p = sub.add_parser("logged")
+    p.add_argument("dataset")
+    p.add_argument("run")
+    p.add_argument("--model", default="recvae")
+    p.add_argument("--set", action="append")
+    p.set_defaults(func=logged)
     p = sub.add_parser("report")
+    p.add_argument("--budget", type=int, default=6, help="rounds compared in the ablation table")
     p.set_defaults(func=report)
     for p in sub.choices.values():
         p.add_argument("--out", default="benchmarks/reports/beyond-2026-11-28")
