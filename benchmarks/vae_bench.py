@@ -192,7 +192,8 @@ def plot_curves(results: list[dict[str, Any]], out: Path) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for result in (r for r in quality if r["dataset"] == dataset):
             epochs = [point["epoch"] for point in result["curve"]]
-            ax.plot(epochs, [p["ndcg@100"] for p in result["curve"]], label=result["model"])
+            label = f"{result['model']} (seed {result['config']['seed']})"
+            ax.plot(epochs, [p["ndcg@100"] for p in result["curve"]], label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation NDCG@100")
         ax.set_title(f"{dataset}: validation curve")
@@ -216,14 +217,15 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any], out: Path)
         "",
         "## Quality (best epoch)",
         "",
-        "| data | model | epochs (best) | Recall@20 | Recall@20 (LightGCN) | NDCG@20 | Recall@50 "
-        "| NDCG@100 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| data | model | seed | epochs (best) | Recall@20 | Recall@20 (LightGCN) | NDCG@20 "
+        "| Recall@50 | NDCG@100 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in (r for r in results if r["metrics"]):
         m = r["metrics"]
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['epochs_run']} ({r['best_epoch']}) "
+            f"| {r['dataset']} | {r['model']} | {r['config']['seed']} "
+            f"| {r['epochs_run']} ({r['best_epoch']}) "
             f"| {m['recall@20']:.4f} | {m['recall_lightgcn@20']:.4f} | {m['ndcg@20']:.4f} "
             f"| {m['recall@50']:.4f} | {m['ndcg@100']:.4f} |"
         )
@@ -278,8 +280,9 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def _key(result: dict[str, Any]) -> tuple[str, str, str, int]:
-    return result["dataset"], result["model"], result.get("kind", "quality"), result["threads"]
+def _key(result: dict[str, Any]) -> tuple[str, str, str, int, int]:
+    kind = result.get("kind", "quality")
+    return result["dataset"], result["model"], kind, result["threads"], result["config"]["seed"]
 
 
 def main() -> None:
