@@ -126,13 +126,15 @@ def blend(args: argparse.Namespace) -> None:
     split = load_split(args.data)
     names = args.members.split(",")
     models = [load_model(WORK / args.dataset / name) for name in names]
-    users = np.flatnonzero(np.diff(split.valid.heldout.indptr) > 0)
+    holdout = split.valid.with_heldout_users_only()  # the users evaluate() scores
+    rows = holdout.history.shape[0]
     results = []
     for how in args.normalise.split(","):
-        parts = [normalise_scores(m.score(split.valid.history), how) for m in models]
+        parts = [normalise_scores(m.score(holdout.history), how) for m in models]
         for weight in [float(w) for w in args.weights.split(",")]:
             mixed = mix(parts, (weight, 1.0 - weight))
-            result = evaluate(lambda h, mixed=mixed: mixed, split.valid, ks=KS)
+            # one batch of all users, so the precomputed scores line up with the history rows
+            result = evaluate(lambda h, mixed=mixed: mixed, holdout, ks=KS, batch_size=rows)
             results.append(
                 {"normalise": how, "weight": weight, **{m: result.means[m] for m in METRICS}}
             )
@@ -143,7 +145,7 @@ def blend(args: argparse.Namespace) -> None:
         "members": names,
         "grid": results,
         "best": best,
-        "valid_users": len(users),
+        "valid_users": rows,
     }
     write(Path(args.out) / args.dataset, f"blend-{'+'.join(names)}", payload)
 
