@@ -233,3 +233,17 @@ def test_bench_command_end_to_end(tmp_path, monkeypatch):
     assert missing.exit_code != 0 and "does not exist" in str(missing.exception)
     skipped = runner.invoke(app, [*missing_data, "--skip-missing"])
     assert skipped.exit_code != 0 and "nothing to run" in str(skipped.exception)
+
+
+def test_isolated_run_killed_by_a_signal_is_reported(monkeypatch, tmp_path):
+    import subprocess
+
+    from recvae.bench.runs import run_isolated
+
+    def killed(*args, **kwargs):
+        return subprocess.CompletedProcess(args, -9, stdout="", stderr="")
+
+    monkeypatch.setattr("recvae.bench.runs.subprocess.run", killed)
+    (tmp_path / "split").mkdir()
+    result = run_isolated(tmp_path / "split", "syn", "ease", {"l2": 1.0}, 0, [10])
+    assert result.error == "run process was killed by signal 9" and not result.valid

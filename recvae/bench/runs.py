@@ -145,10 +145,11 @@ def run_isolated(
             text=True,
         )
         if process.returncode != 0 or not result_file.is_file():
-            tail = (process.stderr or process.stdout).strip().splitlines()[-3:]
-            return RunResult(dataset, name, dict(settings), seed,
-                             error=f"run process exited with {process.returncode}: "
-                             + " | ".join(tail))  # fmt: skip
+            code = process.returncode
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
+            tail = " | ".join((process.stderr or process.stdout).strip().splitlines()[-3:])
+            error = f"run process {how}" + (f": {tail}" if tail else "")
+            return RunResult(dataset, name, dict(settings), seed, error=error)
         return RunResult(**json.loads(result_file.read_text()))
     finally:
         job_file.unlink(missing_ok=True)
