@@ -27,6 +27,7 @@ def atomic_dir(dest: Path, overwrite: bool = True) -> Iterator[Path]:
         raise FileExistsError(f"{dest} already exists")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700; readers need the usual mode
     try:
         yield tmp
     except BaseException:
@@ -50,12 +51,19 @@ def atomic_file(dest: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; readers need the usual mode
     try:
         yield tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, dest)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_tree(root: Path) -> None:

@@ -61,3 +61,21 @@ def test_atomic_dir_leaves_destination_untouched_on_failure(tmp_path):
         raise RuntimeError("crash")
     assert (dest / "a.txt").read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from recvae.io import atomic_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
