@@ -250,14 +250,17 @@ class AutoencoderModule(torch.nn.Module):
             h = torch.addmm(self.encoder[index + 1], self.activation(h), self.encoder[index])
         return h
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over all items; `out` (a float32 buffer of the right shape) receives them
+        without an extra users x items copy when scoring."""
         h = z
         last = len(self.decoder) - 2
-        for index in range(0, len(self.decoder), 2):
-            h = torch.addmm(self.decoder[index + 1], h, self.decoder[index])
-            if index != last:
-                h = self.activation(h)
-        return h
+        for index in range(0, last, 2):
+            h = self.activation(torch.addmm(self.decoder[index + 1], h, self.decoder[index]))
+        bias, weight = self.decoder[last + 1], self.decoder[last]
+        if out is None:
+            return torch.addmm(bias, h, weight)
+        return torch.addmm(bias, h, weight, out=out)
 
     def split_latent(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return h[:, : self.latent_dim], h[:, self.latent_dim :]
@@ -566,7 +569,7 @@ class _AutoencoderBase:
                     if self.variational
                     else self.module.activation(h)
                 )
-                out[start : start + batch.shape[0]] = self.module.decode(z).numpy()
+                self.module.decode(z, out=torch.from_numpy(out[start : start + batch.shape[0]]))
         return out
 
     # -- persistence --
