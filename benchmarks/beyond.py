@@ -198,7 +198,7 @@ def logged(args: argparse.Namespace) -> None:
     machine is shared; runs are stopped to free CPU): best logged round, marked as interrupted."""
     log = WORK / args.dataset / f"{args.run}.log.jsonl"
     history = [json.loads(line) for line in log.read_text().splitlines()]
-    best = max(history, key=lambda r: r["ndcg@20"])
+    best = max((r for r in history if "ndcg@20" in r), key=lambda r: r["ndcg@20"])
     payload = {
         "dataset": args.dataset, "run": args.run, "model": args.model,
         "settings": {**parse_set_options(args.set or []), "interrupted_after": len(history)},
@@ -251,7 +251,9 @@ def report(args: argparse.Namespace) -> None:
                 "| --- | --- | --- | --- |",
             ]
             for r in sorted(with_history, key=lambda r: r["run"]):
-                first = r["history"][: args.budget]
+                first = [h for h in r["history"][: args.budget] if h.get("ndcg@20") is not None]
+                if not first:
+                    continue
                 best = max(first, key=lambda h: h["ndcg@20"])
                 lines.append(
                     f"| {r['run']} | {best['recall_lightgcn@20']:.4f} "
