@@ -203,3 +203,18 @@ def test_items_vocabulary_travels_with_the_model(tmp_path):
     items = load_artifact(tmp_path / "m").items
     assert items.ids.to_list() == list(range(100, 124))
     assert isinstance(items.ids, pl.Series)
+
+
+def test_trained_model_carries_training_popularity_for_fallback_users(tmp_path):
+    import numpy as np
+
+    dataset = block_dataset(with_split=True)
+    dataset.save(tmp_path / "ds")
+    runner.invoke(
+        app,
+        ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), *FAST],
+        catch_exceptions=False,
+    )
+    popularity = np.load(tmp_path / "m" / "popularity.npy", allow_pickle=False)
+    train = dataset.split.train
+    assert np.array_equal(popularity, np.asarray((train > 0).sum(axis=0)).ravel())

@@ -147,7 +147,7 @@ def train_command(
         },
         "run": run_info(),
     }
-    save_artifact(Artifact(trained, dataset.items, metadata), out)
+    save_artifact(Artifact(trained, dataset.items, metadata), out, train=run.train)
     best = trained.best_metrics
     summary = ", ".join(
         f"{key} {best[key]:.4f}" for key in ("ndcg@20", "recall@20", "ndcg@100") if key in best
