@@ -33,40 +33,32 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from recvae.config import config_from_dict, config_to_dict
-from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, read_model_json, write_model_json
 from recvae.models.vae import (
     LRSchedule,
+    TorchAutoencoder,
     _MultinomialNLL,
     _normalised_values,
     _row_norms,
     _SparseInputLinear,
-    _threads,
     _torch_csr,
     _transpose_csr,
 )
 from recvae.train import (
     BatchProgress,
-    EpochCallback,
-    LoopSettings,
     check_finite,
     epoch_seed,
-    run_loop,
 )
 
-_NOISE, _INIT = 1, 2
+_NOISE = 1  # epoch_seed purpose of dropout and latent noise (weights: TorchAutoencoder.fit)
 _PASS = 10  # user order of pass i of a round: purpose _PASS + i
-WEIGHTS_FILE = "weights.safetensors"
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -419,161 +411,37 @@ class _RecVAETrainer:
 # --- the model ----------------------------------------------------------------------------------
 
 
-class RecVAE:
-    """RecVAE behind the Recommender interface: fit, score (fold-in), save, load."""
+class RecVAE(TorchAutoencoder):
+    """RecVAE behind the Recommender interface: fit, score (fold-in), save, load.
+
+    Fitting, scoring, checkpoints, warm start and persistence are Mult-VAE's
+    (`TorchAutoencoder`); what differs is the module, the alternating epoch, scoring at the
+    posterior mean, and that the old encoder is training state, not part of a saved model.
+    """
 
     name: ClassVar[str] = "recvae"
     config_class: ClassVar[type] = RecVAEConfig
+    config: RecVAEConfig
+    module: RecVAEModule | None
 
-    def __init__(self, config: RecVAEConfig | None = None, **overrides: Any) -> None:
-        base = config if config is not None else RecVAEConfig()
-        if overrides:
-            base = config_from_dict(RecVAEConfig, {**config_to_dict(base), **overrides})
-        self.config: RecVAEConfig = base
-        self.module: RecVAEModule | None = None
-        self.n_items = 0
-        self.history: list[dict[str, Any]] = []
-        self.best_epoch = 0
-        self.best_metrics: dict[str, Any] = {}
-        self.stopped = ""
+    def _build_module(self, n_items: int) -> RecVAEModule:
+        return RecVAEModule(n_items, self.config)
 
-    def fit(
-        self,
-        train: sp.csr_matrix,
-        valid: Holdout | None = None,
-        *,
-        callback: EpochCallback | None = None,
-        checkpoint_dir: Path | str | None = None,
-        resume: bool = True,
-        warm_start: RecVAE | Path | str | None = None,
-        log_path: Path | str | None = None,
-        progress: bool = False,
-    ) -> Self:
-        """Train on `train`, validating on `valid` after every round (see MultVAE.fit)."""
-        train = as_csr(check_history(train, train.shape[1], self.name))
-        if valid is not None and valid.n_items != train.shape[1]:
-            raise RecvaeError(
-                f"{self.name}: validation has {valid.n_items} items, train has {train.shape[1]}"
-            )
-        if train.nnz == 0:
-            raise RecvaeError(f"{self.name}: the training matrix has no interactions")
-        c = self.config
-        with _threads(c.threads):
-            self.n_items = train.shape[1]
-            self.module = RecVAEModule(self.n_items, c)
-            self.module.reset_parameters(
-                torch.Generator().manual_seed(epoch_seed(c.seed, 0, _INIT))
-            )
-            if warm_start is not None:
-                self._warm_start(warm_start)
-            trainer = _RecVAETrainer(self, train)
-            settings = LoopSettings(
-                epochs=c.epochs, patience=c.patience, metric=c.metric,
-                validate_every=c.validate_every, lr=c.lr, lr_schedule=c.lr_schedule,
-                lr_step_size=c.lr_step_size, lr_gamma=c.lr_gamma, lr_patience=c.lr_patience,
-                eval_batch_size=c.eval_batch_size,
-            )  # fmt: skip
-            result = run_loop(
-                trainer,
-                settings,
-                valid,
-                callback=callback,
-                checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
-                resume=resume,
-                log_path=Path(log_path) if log_path is not None else None,
-                progress=progress,
-                extra_state={
-                    "model": self.name,
-                    "config": config_to_dict(c),
-                    "n_items": self.n_items,
-                    "nnz": int(train.nnz),
-                },
-            )
-        self.module.eval()
-        self.history, self.best_epoch = result.history, result.best_epoch
-        self.best_metrics, self.stopped = result.best_metrics, result.stopped
-        return self
+    def _make_trainer(self, train: sp.csr_matrix) -> _RecVAETrainer:
+        return _RecVAETrainer(self, train)
 
-    def _warm_start(self, source: RecVAE | Path | str) -> None:
-        other = RecVAE.load(Path(source)) if isinstance(source, Path | str) else source
-        if other.module is None:
-            raise RecvaeError(f"{self.name}: the warm-start model has not been trained")
-        assert self.module is not None
-        mine, theirs = self.module.state_dict(), other.module.state_dict()
-        if other.n_items != self.n_items or {k: v.shape for k, v in mine.items()} != {
-            k: v.shape for k, v in theirs.items()
-        }:
-            raise RecvaeError(
-                f"{self.name}: the warm-start model has different items or architecture "
-                "(n_items, hidden_dim, latent_dim, n_layers, layer_norm); it cannot seed these"
-            )
-        self.module.load_state_dict(theirs)
+    def _logits_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        mu, _ = self.module.encoder(x, None)
+        torch.addmm(self.module.decoder_bias, mu, self.module.decoder_weight, out=out)
 
-    # -- scoring --
-
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
-        """Decoder logits at the posterior mean for each history row; unmasked, float32."""
-        if self.module is None:
-            raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
-        history = check_history(history, self.n_items, self.name)
-        with _threads(self.config.threads):
-            return self._score_batch(history)
-
-    def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
-        assert self.module is not None
-        out = np.empty(history.shape, dtype=np.float32)
-        step = self.config.eval_batch_size
-        norms = _row_norms(history)
-        with torch.inference_mode():
-            for start in range(0, history.shape[0], step):
-                batch = as_csr(history[start : start + step])
-                values = torch.from_numpy(_normalised_values(batch, norms[start : start + step]))
-                x = _torch_csr(batch.indptr, batch.indices, values, batch.shape)
-                mu, _ = self.module.encoder(x, None)
-                out[start : start + batch.shape[0]] = self.module.decode(mu).numpy()
-        return out
-
-    # -- persistence --
-
-    def save(self, path: Path) -> None:
-        """Encoder and decoder weights (safetensors) + model.json; the old encoder is training
-        state only (checkpoints keep it) and is restored as a copy of the encoder on load."""
-        if self.module is None:
-            raise RecvaeError(f"{self.name}: nothing to save, the model has not been trained")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            k: v.detach().contiguous()
-            for k, v in self.module.state_dict().items()
-            if not k.startswith("old_encoder.")
+    def _tensors_to_save(self) -> dict[str, torch.Tensor]:
+        """Encoder and decoder only: the old encoder is restored as a copy of the encoder."""
+        return {
+            k: v for k, v in super()._tensors_to_save().items() if not k.startswith("old_encoder.")
         }
-        save_file(tensors, str(path / WEIGHTS_FILE))
-        write_model_json(
-            path, self.name, config_to_dict(self.config), n_items=self.n_items,
-            best_epoch=self.best_epoch, best_metrics=self.best_metrics, stopped=self.stopped,
-            history=self.history,
-        )  # fmt: skip
 
-    @classmethod
-    def load(cls, path: Path) -> Self:
-        path = Path(path)
-        meta = read_model_json(path)
-        if meta.get("model") != cls.name:
-            raise RecvaeError(f"{path} holds a {meta.get('model')!r} model, not {cls.name!r}")
-        config = config_from_dict(RecVAEConfig, meta["config"], source=str(path / "model.json"))
-        model = cls(config)
-        model.n_items = int(meta["n_items"])
-        module = RecVAEModule(model.n_items, config)
-        missing, unexpected = module.load_state_dict(
-            load_file(str(path / WEIGHTS_FILE)), strict=False
-        )
+    def _load_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        missing, unexpected = self.module.load_state_dict(tensors, strict=False)
         if unexpected or any(not k.startswith("old_encoder.") for k in missing):
             raise RecvaeError(f"{path}: weights do not match the config ({missing + unexpected})")
-        module.update_old_encoder()
-        module.eval()
-        model.module = module
-        model.history = meta.get("history", [])
-        model.best_epoch = int(meta.get("best_epoch", 0))
-        model.best_metrics = meta.get("best_metrics", {})
-        model.stopped = meta.get("stopped", "")
-        return model
+        self.module.update_old_encoder()

@@ -415,19 +415,24 @@ def _nll(likelihood: str, logits: torch.Tensor, batch: sp.csr_matrix) -> torch.T
 # --- the models ---------------------------------------------------------------------------------
 
 
-class _AutoencoderBase:
-    """What Mult-VAE and Mult-DAE share: fit, score, save, load, warm start, history."""
+class TorchAutoencoder:
+    """What every PyTorch autoencoder here shares (Mult-VAE, Mult-DAE, RecVAE): fit through the
+    shared loop, batched fold-in scoring, safetensors save/load, warm start and the history.
+
+    A subclass says what differs through four hooks: `_build_module`, `_make_trainer`,
+    `_logits_into` (one scoring batch) and, when some weights are training state only,
+    `_tensors_to_save` / `_load_weights`.
+    """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
-    variational: ClassVar[bool]
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         base = config if config is not None else self.config_class()
         if overrides:
             base = config_from_dict(self.config_class, {**config_to_dict(base), **overrides})
         self.config = base
-        self.module: AutoencoderModule | None = None
+        self.module: Any = None  # the torch module, built by `_build_module` in fit or load
         self.n_items = 0
         self.history: list[dict[str, Any]] = []
         self.best_epoch = 0
@@ -444,7 +449,7 @@ class _AutoencoderBase:
         callback: EpochCallback | None = None,
         checkpoint_dir: Path | str | None = None,
         resume: bool = True,
-        warm_start: _AutoencoderBase | Path | str | None = None,
+        warm_start: TorchAutoencoder | Path | str | None = None,
         log_path: Path | str | None = None,
         progress: bool = False,
     ) -> Self:
@@ -473,7 +478,7 @@ class _AutoencoderBase:
             )
             if warm_start is not None:
                 self._warm_start(warm_start)
-            trainer = _AutoencoderTrainer(self, train)
+            trainer = self._make_trainer(train)
             result = run_loop(
                 trainer,
                 self._loop_settings(),
@@ -510,16 +515,25 @@ class _AutoencoderBase:
             lr_gamma=c.lr_gamma, lr_patience=c.lr_patience, eval_batch_size=c.eval_batch_size,
         )  # fmt: skip
 
-    def _build_module(self, n_items: int) -> AutoencoderModule:
-        c = self.config
-        return AutoencoderModule(
-            n_items, tuple(c.hidden_dims), c.latent_dim, c.activation, self.variational
-        )
+    def _build_module(self, n_items: int) -> Any:
+        raise NotImplementedError
 
-    def _beta(self, step: int) -> float:
-        return 0.0
+    def _make_trainer(self, train: sp.csr_matrix) -> Any:
+        """The model's `EpochTrainer` (see recvae.train): one epoch of its own updates."""
+        raise NotImplementedError
 
-    def _warm_start(self, source: _AutoencoderBase | Path | str) -> None:
+    def _logits_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Write the logits of one normalised CSR input batch `x` into `out` (inference)."""
+        raise NotImplementedError
+
+    def _tensors_to_save(self) -> dict[str, torch.Tensor]:
+        assert self.module is not None
+        return {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+
+    def _load_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        self.module.load_state_dict(tensors)
+
+    def _warm_start(self, source: TorchAutoencoder | Path | str) -> None:
         other = type(self).load(Path(source)) if isinstance(source, Path | str) else source
         if other.module is None:
             raise RecvaeError(f"{self.name}: the warm-start model has not been trained")
@@ -561,15 +575,8 @@ class _AutoencoderBase:
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
                 values = torch.from_numpy(_normalised_values(batch, norms[start : start + step]))
-                h = self.module.encode(
-                    _torch_csr(batch.indptr, batch.indices, values, batch.shape), None
-                )
-                z = (
-                    self.module.split_latent(h)[0]
-                    if self.variational
-                    else self.module.activation(h)
-                )
-                self.module.decode(z, out=torch.from_numpy(out[start : start + batch.shape[0]]))
+                x = _torch_csr(batch.indptr, batch.indices, values, batch.shape)
+                self._logits_into(x, torch.from_numpy(out[start : start + batch.shape[0]]))
         return out
 
     # -- persistence --
@@ -579,8 +586,7 @@ class _AutoencoderBase:
             raise RecvaeError(f"{self.name}: nothing to save, the model has not been trained")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
-        save_file(tensors, str(path / WEIGHTS_FILE))
+        save_file(self._tensors_to_save(), str(path / WEIGHTS_FILE))
         write_model_json(
             path, self.name, config_to_dict(self.config), n_items=self.n_items,
             best_epoch=self.best_epoch, best_metrics=self.best_metrics, stopped=self.stopped,
@@ -598,13 +604,36 @@ class _AutoencoderBase:
         )
         model.n_items = int(meta["n_items"])
         model.module = model._build_module(model.n_items)
-        model.module.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        model._load_weights(load_file(str(path / WEIGHTS_FILE)), path)
         model.module.eval()
         model.history = meta.get("history", [])
         model.best_epoch = int(meta.get("best_epoch", 0))
         model.best_metrics = meta.get("best_metrics", {})
         model.stopped = meta.get("stopped", "")
         return model
+
+
+class _AutoencoderBase(TorchAutoencoder):
+    """Mult-VAE and Mult-DAE: the paper's network and epoch (`AutoencoderModule`)."""
+
+    variational: ClassVar[bool]
+
+    def _build_module(self, n_items: int) -> AutoencoderModule:
+        c = self.config
+        return AutoencoderModule(
+            n_items, tuple(c.hidden_dims), c.latent_dim, c.activation, self.variational
+        )
+
+    def _make_trainer(self, train: sp.csr_matrix) -> _AutoencoderTrainer:
+        return _AutoencoderTrainer(self, train)
+
+    def _logits_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        h = self.module.encode(x, None)
+        z = self.module.split_latent(h)[0] if self.variational else self.module.activation(h)
+        self.module.decode(z, out=out)
+
+    def _beta(self, step: int) -> float:
+        return 0.0
 
 
 class MultVAE(_AutoencoderBase):
