@@ -49,9 +49,12 @@ def _break_ties_by_index(
     """Make tie order deterministic: equal scores rank by item index, inside and at the cut."""
     if values.size == 0:
         return
-    # Rows where more items tie the k-th score than made the cut: redo them with a stable sort.
+    # Rows where more items tie the k-th score than made the cut: re-rank the row's candidates
+    # (every item scoring at least the k-th score; usually few) by (-score, index).
+    k = values.shape[1]
     for row in np.flatnonzero(at_cut):
-        order = np.argsort(-scores[row], kind="stable")[: values.shape[1]]
+        candidates = np.flatnonzero(scores[row] >= values[row, k - 1])
+        order = candidates[np.lexsort((candidates, -scores[row, candidates]))][:k]
         indices[row] = order
         values[row] = scores[row, order]
     # Ties inside the cut: order by (-score, index).
