@@ -128,3 +128,13 @@ def test_revert_promotion_restores_previous_or_no_current(tmp_path):
     store.revert_promotion("v0001")
     assert store.current_name() == "v0001"
     assert store.promotions()["stack"] == ["v0001"]
+
+
+def test_headline_metrics_read_both_metadata_shapes():
+    from recvae.cli.models import _headline_metrics
+
+    nightly = {"metrics": {"ndcg@100": 0.41, "recall@20": 0.35}}
+    trained = {"training": {"best_metrics": {"recall@20": 0.25, "ndcg@100": 0.3, "epoch": 7}}}
+    assert _headline_metrics(nightly) == "ndcg@100=0.4100 recall@20=0.3500"
+    assert _headline_metrics(trained) == "ndcg@100=0.3000 recall@20=0.2500"
+    assert _headline_metrics({"validation": {"source": "split"}}) == ""

@@ -23,7 +23,10 @@ def register(app: typer.Typer) -> None:
 
 def _headline_metrics(metadata: dict[str, Any]) -> str:
     """A short 'ndcg@100=0.41 recall@20=0.35' from whatever metrics the metadata holds."""
-    metrics = metadata.get("metrics") or metadata.get("validation") or {}
+    training = metadata.get("training")
+    best = training.get("best_metrics") if isinstance(training, dict) else None
+    # nightly job and demo write "metrics"; `recvae train` writes training.best_metrics
+    metrics = metadata.get("metrics") or best or {}
     if not isinstance(metrics, dict):
         return ""
     preferred = [key for key in ("ndcg@100", "recall@20", "recall@50") if key in metrics]
