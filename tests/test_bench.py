@@ -247,3 +247,20 @@ def test_isolated_run_killed_by_a_signal_is_reported(monkeypatch, tmp_path):
     (tmp_path / "split").mkdir()
     result = run_isolated(tmp_path / "split", "syn", "ease", {"l2": 1.0}, 0, [10])
     assert result.error == "run process was killed by signal 9" and not result.valid
+
+
+def test_keep_models_saves_every_fit_for_reuse(tmp_path):
+    from recvae.bench.runs import model_dir
+    from recvae.models import load_model
+
+    raw = _suite(isolate=True, seeds=[0], models=[{"name": "ease", "grid": {"l2": [1.0, 30.0]}}])
+    results = run_suite(parse_suite(raw), keep_models=tmp_path / "kept")
+    assert results.summaries[0].error is None
+    for run in results.runs:
+        saved = load_model(model_dir(tmp_path / "kept", "syn", "ease", run.settings, 0))
+        history = sp.random(3, 80, density=0.3, format="csr", dtype=np.float32, random_state=0)
+        assert saved.score(history).shape == (3, 80)  # the synthetic data set has 80 items
+    assert sorted(p.name for p in (tmp_path / "kept" / "syn" / "ease").iterdir()) == [
+        "l2=1.0-seed0",
+        "l2=30.0-seed0",
+    ]

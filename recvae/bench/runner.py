@@ -107,11 +107,13 @@ def run_suite(
     progress: Progress | None = None,
     command: str | None = None,
     on_update: Callable[[SuiteResults], None] | None = None,
+    keep_models: Path | None = None,
 ) -> SuiteResults:
     """Run every model of `suite` on every data set; failures are recorded, not raised.
 
     `on_update(results)` runs after each model (e.g. to rewrite a partial report, so a long
-    suite that is stopped still leaves what it measured)."""
+    suite that is stopped still leaves what it measured). With `keep_models`, every fitted model
+    is saved under it (`runs.model_dir`)."""
     say = progress or (lambda message: None)
     results = SuiteResults(
         suite=suite.name,
@@ -137,7 +139,9 @@ def run_suite(
         with _split_on_disk(split, suite.isolate) as split_dir:
             for model in suite.models:
                 say(f"data set {spec.name}: model {model.display}")
-                runner = _runner(split, split_dir, spec.name, model.name, list(suite.ks))
+                runner = _runner(
+                    split, split_dir, spec.name, model.name, list(suite.ks), keep_models
+                )
                 summary, runs = tune_and_repeat(model, runner, suite, spec.name, say)
                 results.summaries.append(summary)
                 results.runs.extend(runs)
@@ -184,10 +188,21 @@ def _split_on_disk(split: Split, needed: bool) -> Iterator[Path | None]:
 Runner = Callable[[dict[str, Any], int], RunResult]
 
 
-def _runner(split: Split, split_dir: Path | None, dataset: str, name: str, ks: list[int]) -> Runner:
+def _runner(
+    split: Split,
+    split_dir: Path | None,
+    dataset: str,
+    name: str,
+    ks: list[int],
+    keep_models: Path | None,
+) -> Runner:
     if split_dir is None:
-        return lambda settings, seed: execute_run(split, dataset, name, settings, seed, ks)
-    return lambda settings, seed: run_isolated(split_dir, dataset, name, settings, seed, ks)
+        return lambda settings, seed: execute_run(
+            split, dataset, name, settings, seed, ks, keep_models
+        )
+    return lambda settings, seed: run_isolated(
+        split_dir, dataset, name, settings, seed, ks, keep_models
+    )
 
 
 def candidate_settings(

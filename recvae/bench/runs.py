@@ -90,16 +90,33 @@ def build_model(name: str, settings: dict[str, Any], seed: int) -> tuple[Any, bo
         raise RecvaeError(f"model {name!r} rejected settings {settings}: {error}") from error
 
 
+def model_dir(root: Path, dataset: str, name: str, settings: dict[str, Any], seed: int) -> Path:
+    """Where `--keep-models` puts one run's model: ROOT/dataset/model/key=value,...-seedS."""
+    slug = ",".join(f"{key}={settings[key]}" for key in sorted(settings)) or "defaults"
+    return root / dataset / name / f"{slug}-seed{seed}"
+
+
 def execute_run(
-    split: Split, dataset: str, name: str, settings: dict[str, Any], seed: int, ks: list[int]
+    split: Split,
+    dataset: str,
+    name: str,
+    settings: dict[str, Any],
+    seed: int,
+    ks: list[int],
+    keep_models: Path | None = None,
 ) -> RunResult:
-    """Fit on split.train (validating on split.valid), evaluate on valid and, if present, test."""
+    """Fit on split.train (validating on split.valid), evaluate on valid and, if present, test.
+
+    With `keep_models`, the fitted model is also saved (see `model_dir`), so that later work (a
+    blend, say) can reuse a fit that took minutes instead of repeating it."""
     result = RunResult(dataset, name, dict(settings), seed)
     try:
         model, result.seed_used = build_model(name, settings, seed)
         started = time.perf_counter()
         model.fit(split.train, split.valid)
         result.fit_seconds = time.perf_counter() - started
+        if keep_models is not None:
+            model.save(model_dir(keep_models, dataset, name, settings, seed))
         if split.valid is not None:
             evaluation, seconds = _timed_evaluate(model, split.valid, ks)
             result.valid, result.valid_stderr = evaluation.means, evaluation.stderrs
@@ -130,11 +147,18 @@ def _timed_evaluate(model: Any, holdout: Holdout, ks: list[int]):
 
 
 def run_isolated(
-    split_dir: Path, dataset: str, name: str, settings: dict[str, Any], seed: int, ks: list[int]
+    split_dir: Path,
+    dataset: str,
+    name: str,
+    settings: dict[str, Any],
+    seed: int,
+    ks: list[int],
+    keep_models: Path | None = None,
 ) -> RunResult:
     """`execute_run` in a child Python process reading the split saved in `split_dir`."""
     job = {"split_dir": str(split_dir), "dataset": dataset, "model": name,
-           "settings": settings, "seed": seed, "ks": list(ks)}  # fmt: skip
+           "settings": settings, "seed": seed, "ks": list(ks),
+           "keep_models": str(keep_models) if keep_models is not None else None}  # fmt: skip
     job_file = split_dir.parent / f"job-{time.monotonic_ns()}.json"
     result_file = job_file.with_suffix(".result.json")
     job_file.write_text(json.dumps(job))
@@ -160,8 +184,9 @@ def _main(job_file: str, result_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     split = Split.load(Path(job["split_dir"]))
     baseline = memory_status().get("VmRSS")
+    keep = Path(job["keep_models"]) if job.get("keep_models") else None
     result = execute_run(
-        split, job["dataset"], job["model"], job["settings"], job["seed"], job["ks"]
+        split, job["dataset"], job["model"], job["settings"], job["seed"], job["ks"], keep
     )
     peak = memory_status().get("VmHWM")
     if peak is not None:

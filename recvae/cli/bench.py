@@ -45,6 +45,13 @@ def bench(
             help="Leave out data sets whose path does not exist (with a message), not fail",
         ),
     ] = False,
+    keep_models: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also save every fitted model under DIR/<data set>/<model>/<settings>-seed<S> "
+            "(to reuse a long fit, e.g. EASE on Gowalla, in a blend)"
+        ),
+    ] = None,
 ) -> None:
     """Run every model of a suite on every data set, tune on validation, write the report."""
     from rich.console import Console
@@ -69,6 +76,7 @@ def bench(
         progress=lambda message: console.print(message, highlight=False),
         command=command,
         on_update=lambda partial: write_report(partial, out),  # a stopped run leaves its numbers
+        keep_models=keep_models,
     )
     dest = write_report(results, out)
     console.print(f"report written to {dest}")
