@@ -84,6 +84,9 @@ def test_default_spaces_cover_the_required_settings():
     assert names["als"] == {"factors", "regularization", "alpha", "iterations"}
     assert names["bpr"] == {"factors", "learning_rate", "regularization", "iterations"}
     assert names["ease"] == {"l2"}
+    assert {"lr", "hidden_dim", "per_user_beta", "gamma", "beta", "n_enc_epochs"} <= {
+        p.name for p in load_space("recvae").params
+    }
     (l2,) = load_space("ease").params
     assert l2.kind == "float" and l2.log
 
@@ -299,7 +302,7 @@ def test_cli_rejects_unknown_model_and_sampler(dataset_dir, tmp_path):
     base = ["tune", str(dataset_dir), "--out", str(tmp_path / "s"), "--trials", "1"]
     result = runner.invoke(app, [*base, "--model", "popularity"])
     assert isinstance(result.exception, RecvaeError)
-    assert "supports multvae, multdae, als, bpr, ease" in str(result.exception)
+    assert "supports multvae, multdae, recvae, als, bpr, ease" in str(result.exception)
     result = runner.invoke(app, [*base, "--model", "ease", "--sampler", "cmaes"])
     assert "unknown sampler" in str(result.exception)
 
@@ -310,3 +313,21 @@ def test_sampler_seeds_differ_per_resume():
     assert derived_seed(0, 0) != derived_seed(0, 2)
     assert derived_seed(0, 2) == derived_seed(0, 2)
     assert isinstance(derived_seed(5, 1), int) and np.uint32(derived_seed(5, 1)) >= 0
+
+
+def test_recvae_trials_are_scored_per_round_and_keep_their_own_hidden_dim(dataset_dir):
+    dataset = Dataset.load(dataset_dir)
+    fixed = {"epochs": 2, "n_layers": 2, "latent_dim": 8, "batch_size": 100, "threads": 1,
+             "n_enc_epochs": 1}  # fmt: skip
+    space = parse_space("recvae", {"params": {"hidden_dim": {"choices": [16]},
+                                              "lr": {"choices": [0.01]}}, "fixed": fixed},
+                        "test")  # fmt: skip
+    assert space.settings({"hidden_dim": 16, "lr": 0.01})["hidden_dim"] == 16  # no hidden_dims
+    objective = make_objective("recvae", space, "ndcg@20", dataset.split.train,
+                               dataset.split.valid, seed=0)  # fmt: skip
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2]  # one report per round: prunable
+    assert trial.value == pytest.approx(max(trial.intermediate_values.values()))

@@ -23,7 +23,7 @@ def tune_command(
         typer.Option("--out", help="Study directory (created; reused to resume), e.g. studies/vae"),
     ],
     model: Annotated[
-        str, typer.Option(help="multvae, multdae, als, bpr or ease, e.g. --model als")
+        str, typer.Option(help="multvae, multdae, recvae, als, bpr or ease, e.g. --model als")
     ] = "multvae",
     trials: Annotated[
         int,

@@ -36,10 +36,12 @@ from typing import Any
 from recvae.errors import RecvaeError
 from recvae.models import model_class
 
-TUNABLE_MODELS = ("multvae", "multdae", "als", "bpr", "ease")
-EPOCH_MODELS = ("multvae", "multdae")  # trained by the epoch loop: pruned on per-epoch metrics
+TUNABLE_MODELS = ("multvae", "multdae", "recvae", "als", "bpr", "ease")
+# trained by the epoch loop: pruned on per-epoch metrics
+EPOCH_MODELS = ("multvae", "multdae", "recvae")
 
-# Mult-VAE/DAE take `hidden_dims` (a list); a study varies one hidden layer's size instead.
+# Mult-VAE/DAE take `hidden_dims` (a list); a study varies one hidden layer's size instead
+# (RecVAE's `hidden_dim` is its own setting: the width of every encoder layer).
 HIDDEN_DIM = "hidden_dim"
 BATCH_SIZES = [100, 250, 500, 1000]
 LIKELIHOODS = ["multinomial", "gaussian", "logistic"]
@@ -65,9 +67,23 @@ DEFAULT_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "l2": {"low": 1e-5, "high": 1e-1, "log": True},
         "likelihood": {"choices": LIKELIHOODS},
     },
+    # RecVAE: Shenbin et al. 2020 tuned lr, the KL weight (gamma, or a fixed beta) and widths;
+    # n_enc_epochs trades quality per round against time per round.
+    "recvae": {
+        "lr": {"low": 1e-4, "high": 3e-3, "log": True},
+        "hidden_dim": {"low": 300, "high": 1200, "step": 100},
+        "latent_dim": {"low": 100, "high": 400, "step": 50},
+        "dropout": {"low": 0.3, "high": 0.7},
+        "per_user_beta": {"choices": [True, False]},
+        "gamma": {"low": 1e-3, "high": 2e-2, "log": True},  # used when per_user_beta is on
+        "beta": {"low": 0.02, "high": 1.0, "log": True},  # used when per_user_beta is off
+        "n_enc_epochs": {"low": 1, "high": 3},
+        "batch_size": {"choices": BATCH_SIZES},
+    },
     "als": {
         "factors": {"low": 16, "high": 512, "log": True},
-        "regularization": {"low": 1e-3, "high": 10.0, "log": True},
+        # implicit adds regularization * I unscaled: tuned values reach 100 on ml-1m
+        "regularization": {"low": 1e-2, "high": 1000.0, "log": True},
         "alpha": {"low": 0.5, "high": 100.0, "log": True},
         "iterations": {"low": 5, "high": 30},
     },
@@ -86,6 +102,7 @@ DEFAULT_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
 DEFAULT_FIXED: dict[str, dict[str, Any]] = {
     "multvae": {"epochs": 100, "patience": 10},
     "multdae": {"epochs": 100, "patience": 10},
+    "recvae": {"epochs": 50, "patience": 10},
     "als": {},
     "bpr": {},
     "ease": {},
@@ -165,8 +182,9 @@ class SearchSpace:
     def settings(self, values: dict[str, Any]) -> dict[str, Any]:
         """Model settings for one trial: fixed settings, then the trial's values."""
         settings = dict(self.fixed)
+        alias = "hidden_dims" in config_fields(self.model)
         for name, value in values.items():
-            if name == HIDDEN_DIM:
+            if name == HIDDEN_DIM and alias:
                 settings["hidden_dims"] = [int(value)]
             else:
                 settings[name] = value
@@ -231,11 +249,12 @@ def parse_space(model: str, raw: dict[str, Any], source: str) -> SearchSpace:
         )
     types = setting_types(model)
     fixed = {**DEFAULT_FIXED[model], **_table(raw, "fixed", source)}
+    alias = "hidden_dims" in types  # hidden_dim stands for hidden_dims = [n]: search only
     for name in fixed:
-        if name not in types or name == HIDDEN_DIM:
+        if name not in types or (alias and name == HIDDEN_DIM):
             raise RecvaeError(
                 f"{source}: [fixed] {name!r} is not a {model} setting; known: "
-                + ", ".join(sorted(k for k in types if k != HIDDEN_DIM))
+                + ", ".join(sorted(k for k in types if not (alias and k == HIDDEN_DIM)))
             )
     entries = {**DEFAULT_PARAMS[model], **_table(raw, "params", source)}
     params = tuple(
