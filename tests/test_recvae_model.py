@@ -115,7 +115,8 @@ def _block_accuracy(model: RecVAE) -> float:
     [
         {},
         {"composite_prior": False},
-        {"per_user_beta": False},
+        {"per_user_beta": True},
+        {"n_enc_epochs": 3},
         {"alternating": False},
         {"swish": False},
         {"layer_norm": False},

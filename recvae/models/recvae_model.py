@@ -8,10 +8,13 @@ What RecVAE adds to Mult-VAE, and the switch that turns each off (reference valu
   encoder", refreshed after each round's encoder passes) and a wide Gaussian (log-variance 10),
   with weights `mixture_weights` [3/20, 3/4, 1/10]. Off: the standard normal alone.
 - per-user KL weight (`per_user_beta`): beta' = gamma * |history| [gamma 0.005]. Off: a fixed
-  `beta` for every user.
-- alternating updates (`alternating`): each epoch (one "round") runs `n_enc_epochs` [3] passes
+  `beta` for every user. Default off (beta 0.2): on ml-1m the per-user weight slowed learning.
+- alternating updates (`alternating`): each epoch (one "round") runs `n_enc_epochs` passes
   updating only the encoder (dropout on the input), refreshes the old encoder, then one pass
-  updating only the decoder (no dropout). Off: one pass updating both.
+  updating only the decoder (no dropout). Off: one pass updating both. Default 1 encoder pass
+  [reference 3]: on ml-1m one pass per round reached a better NDCG@20 in less time, and keeps a
+  round within 2x of a Mult-VAE epoch (the 5-layer encoder makes each encoder pass cost about as
+  much as a Mult-VAE epoch on few items).
 - encoder (`swish`, `layer_norm`, `dense_skips`): `n_layers` [5] hidden layers of `hidden_dim`
   [600], each swish then layer norm, each layer's input the sum of all earlier layers' outputs.
   Off: tanh, no normalisation, a plain chain.
@@ -64,7 +67,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class RecVAEConfig:
-    """RecVAE settings; the defaults are the reference implementation's (run.py)."""
+    """RecVAE settings: the reference implementation's (run.py), except the two defaults that
+    validation on ml-1m changed (per_user_beta off with beta 0.2, one encoder pass per round)."""
 
     hidden_dim: int = 600
     latent_dim: int = 200
@@ -74,11 +78,11 @@ class RecVAEConfig:
     composite_prior: bool = True
     mixture_weights: tuple[float, ...] = (0.15, 0.75, 0.1)  # standard, old posterior, wide
     wide_logvar: float = 10.0
-    per_user_beta: bool = True
+    per_user_beta: bool = False  # reference: True
     gamma: float = 0.005  # per-user KL weight = gamma * number of items in the history
     beta: float = 0.2  # fixed KL weight when per_user_beta is off
     alternating: bool = True
-    n_enc_epochs: int = 3
+    n_enc_epochs: int = 1  # reference: 3
     swish: bool = True
     layer_norm: bool = True
     layer_norm_eps: float = 0.1
