@@ -30,9 +30,11 @@ import numpy as np
 from recvae.bench.data import ingest_spec
 from recvae.cli.train import parse_set_options
 from recvae.evaluate import evaluate
+from recvae.metrics import METRIC_FUNCTIONS, parse_metric
 from recvae.models import load_model, model_class
 from recvae.models.blend import mix, normalise_scores
 from recvae.provenance import run_info
+from recvae.topk import mask_seen, top_k
 
 WORK = Path("benchmarks/work/beyond")
 KS = [20]
@@ -121,31 +123,60 @@ def speed(args: argparse.Namespace) -> None:
     write(Path(args.out) / args.dataset, "speed", payload)
 
 
+def blend_grid(
+    models: list[Any], holdout: Any, grid: list[tuple[str, float]], chunk: int = 2000
+) -> list[dict[str, Any]]:
+    """Metrics of every (normalisation, weight) blend of two members on `holdout`.
+
+    Users are taken `chunk` at a time and each member scores a chunk once for the whole grid,
+    so only a chunk of scores is ever dense (Gowalla's valid users x 41k items would be 4.9 GB
+    per member)."""
+    per_user: dict[tuple[str, float], dict[str, list[np.ndarray]]] = {
+        point: {m: [] for m in METRICS} for point in grid
+    }
+    for start in range(0, holdout.history.shape[0], chunk):
+        history = holdout.history[start : start + chunk]
+        heldout = holdout.heldout[start : start + chunk]
+        raw = [m.score(history) for m in models]
+        for how in sorted({how for how, _ in grid}):
+            parts = [normalise_scores(scores, how) for scores in raw]
+            for weight in [w for h, w in grid if h == how]:
+                mixed = mask_seen(mix(parts, (weight, 1.0 - weight)), history)
+                ranked, _ = top_k(mixed, max(KS))
+                for metric in METRICS:
+                    name, k = parse_metric(metric)
+                    per_user[how, weight][metric].append(METRIC_FUNCTIONS[name](ranked, heldout, k))
+    return [
+        {"normalise": how, "weight": weight,
+         **{m: float(np.concatenate(v).mean()) for m, v in values.items()}}
+        for (how, weight), values in per_user.items()
+    ]  # fmt: skip
+
+
 def blend(args: argparse.Namespace) -> None:
-    """Grid the blend weight of saved members on valid (scores computed once per member)."""
+    """Grid the blend weight of saved members on valid (scores computed once per chunk)."""
     split = load_split(args.data)
     names = args.members.split(",")
-    models = [load_model(WORK / args.dataset / name) for name in names]
+    # a member is a run of this script, or the path of a saved model (e.g. `recvae bench
+    # --keep-models`); the blend's name uses the last part of the path
+    models = [load_model(Path(n) if "/" in n else WORK / args.dataset / n) for n in names]
+    names = [n if "/" not in n else f"{Path(n).parent.name}-{Path(n).name}" for n in names]
     holdout = split.valid.with_heldout_users_only()  # the users evaluate() scores
-    rows = holdout.history.shape[0]
-    results = []
-    for how in args.normalise.split(","):
-        parts = [normalise_scores(m.score(holdout.history), how) for m in models]
-        for weight in [float(w) for w in args.weights.split(",")]:
-            mixed = mix(parts, (weight, 1.0 - weight))
-            # one batch of all users, so the precomputed scores line up with the history rows
-            result = evaluate(lambda h, mixed=mixed: mixed, holdout, ks=KS, batch_size=rows)
-            results.append(
-                {"normalise": how, "weight": weight, **{m: result.means[m] for m in METRICS}}
-            )
-            print(results[-1])
+    grid = [
+        (how, float(weight))
+        for how in args.normalise.split(",")
+        for weight in args.weights.split(",")
+    ]
+    results = blend_grid(models, holdout, grid)
+    for row in results:
+        print(row)
     best = max(results, key=lambda r: r["ndcg@20"])
     payload = {
         "dataset": args.dataset,
         "members": names,
         "grid": results,
         "best": best,
-        "valid_users": rows,
+        "valid_users": holdout.history.shape[0],
     }
     write(Path(args.out) / args.dataset, f"blend-{'+'.join(names)}", payload)
 
