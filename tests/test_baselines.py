@@ -37,6 +37,18 @@ def test_ease_matches_the_closed_form():
     model = EASE(l2=l2).fit(train)
     np.testing.assert_allclose(model.weights, expected, atol=1e-4)
     np.testing.assert_allclose(model.score(train[:4]), x[:4] @ expected, atol=1e-4)
+    # row-major: scipy would copy a column-major B on every score call (minutes on 41k items)
+    assert model.weights.flags.c_contiguous
+
+
+def test_ease_loads_column_major_weights_of_older_saves_as_row_major(tmp_path):
+    model = EASE(l2=3.0).fit(_random_matrix())
+    expected = model.weights.copy()
+    model.weights = np.asfortranarray(model.weights)
+    model.save(tmp_path / "ease")
+    loaded = EASE.load(tmp_path / "ease")
+    assert loaded.weights.flags.c_contiguous
+    np.testing.assert_array_equal(loaded.weights, expected)
 
 
 def test_ease_refuses_before_allocating_when_items_do_not_fit():
