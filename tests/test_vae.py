@@ -63,7 +63,7 @@ def test_paper_defaults():
     )
     assert (vae.lr, vae.batch_size, vae.beta_cap, vae.anneal_steps) == (1e-3, 500, 0.2, 200_000)
     assert (vae.likelihood, vae.metric) == ("multinomial", "ndcg@100")
-    assert (dae.hidden_dims, dae.latent_dim, dae.l2) == ((), 200, 0.01)
+    assert (dae.hidden_dims, dae.latent_dim, dae.l2) == ((), 200, 0.01 / 500)  # lam / batch
     module = MultVAE()._build_module(1000)
     shapes = [tuple(p.shape) for p in module.weights()]
     assert shapes == [(1000, 600), (600, 400), (200, 600), (600, 1000)]
