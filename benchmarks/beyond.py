@@ -185,6 +185,46 @@ def blend(args: argparse.Namespace) -> None:
     write(Path(args.out) / args.dataset, f"blend-{'+'.join(names)}", payload)
 
 
+def paired(args: argparse.Namespace) -> None:
+    """The best blend against baselines user by user: mean and standard error of the per-user
+    difference of each metric (paired, so much tighter than comparing two means' errors)."""
+    split = load_split(args.data)
+    members = [load_model(Path(n) if "/" in n else WORK / args.dataset / n)
+               for n in args.members.split(",")]  # fmt: skip
+    baselines = {f"{Path(b).parent.name}/{Path(b).name}": load_model(Path(b))
+                 for b in args.baselines.split(",")}  # fmt: skip
+    holdout = split.valid.with_heldout_users_only()
+    per_user: dict[str, dict[str, list[np.ndarray]]] = {
+        name: {m: [] for m in METRICS} for name in ["blend", *baselines]
+    }
+    for start in range(0, holdout.history.shape[0], 2000):
+        history = holdout.history[start : start + 2000]
+        heldout = holdout.heldout[start : start + 2000]
+        parts = [normalise_scores(m.score(history), args.normalise) for m in members]
+        scores = {"blend": mix(parts, (args.weight, 1.0 - args.weight))}
+        scores.update({name: model.score(history) for name, model in baselines.items()})
+        for name, values in scores.items():
+            ranked, _ = top_k(mask_seen(np.array(values, dtype=np.float32), history), max(KS))
+            for metric in METRICS:
+                kind, k = parse_metric(metric)
+                per_user[name][metric].append(METRIC_FUNCTIONS[kind](ranked, heldout, k))
+    arrays = {n: {m: np.concatenate(v) for m, v in d.items()} for n, d in per_user.items()}
+    rows = []
+    for name in baselines:
+        for metric in METRICS:
+            diff = arrays["blend"][metric] - arrays[name][metric]
+            stderr = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+            rows.append({"baseline": name, "metric": metric,
+                         "blend": float(arrays["blend"][metric].mean()),
+                         "baseline_mean": float(arrays[name][metric].mean()),
+                         "difference": float(diff.mean()), "paired_stderr": stderr})  # fmt: skip
+            print(rows[-1])
+    payload = {"dataset": args.dataset, "members": args.members.split(","), "weight": args.weight,
+               "normalise": args.normalise, "users": int(holdout.history.shape[0]),
+               "comparisons": rows}  # fmt: skip
+    write(Path(args.out) / args.dataset, "paired", payload)
+
+
 def final(args: argparse.Namespace) -> None:
     """Train the final model on train + valid (fixed epochs, no validation) into an artifact.
 
@@ -364,6 +404,14 @@ def main() -> None:
     p.add_argument("--weights", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
     p.add_argument("--normalise", default="zscore,softmax")
     p.set_defaults(func=blend)
+    p = sub.add_parser("paired")
+    p.add_argument("dataset")
+    p.add_argument("data")
+    p.add_argument("--members", required=True, help="the blend's two members (runs or paths)")
+    p.add_argument("--weight", type=float, required=True, help="the first member's weight")
+    p.add_argument("--normalise", required=True)
+    p.add_argument("--baselines", required=True, help="saved baseline models, comma-separated")
+    p.set_defaults(func=paired)
     p = sub.add_parser("final")
     p.add_argument("dataset")
     p.add_argument("data")
