@@ -9,6 +9,9 @@ separately (in the background, niced) and `report` gathers them into report.md:
     python benchmarks/beyond.py speed ml-1m ../shared/datasets/ml-1m-lightgcn --out ...
     python benchmarks/beyond.py blend ml-1m ../shared/datasets/ml-1m-lightgcn \
         --members recvae-default,ease-l2-500 --out ...
+    python benchmarks/beyond.py paired ml-1m ../shared/datasets/ml-1m-lightgcn \
+        --members recvae-enc1-beta02,ease-l2-1000 --weight 0.1 --normalise softmax \
+        --baseline benchmarks/work/beyond/ml-1m/ease-l2-1000 --baseline ALS_DIR  # per-user margins
     python benchmarks/beyond.py final ml-1m ../shared/datasets/ml-1m-lightgcn models/ml-1m \
         --set epochs=N --ease-l2 500 --weight 0.5     # train + valid, fixed epochs
     python benchmarks/beyond.py final gowalla DATA models/gowalla-recvae --set epochs=50 \
@@ -192,7 +195,7 @@ def paired(args: argparse.Namespace) -> None:
     members = [load_model(Path(n) if "/" in n else WORK / args.dataset / n)
                for n in args.members.split(",")]  # fmt: skip
     baselines = {f"{Path(b).parent.name}/{Path(b).name}": load_model(Path(b))
-                 for b in args.baselines.split(",")}  # fmt: skip
+                 for b in args.baseline}  # fmt: skip
     holdout = split.valid.with_heldout_users_only()
     per_user: dict[str, dict[str, list[np.ndarray]]] = {
         name: {m: [] for m in METRICS} for name in ["blend", *baselines]
@@ -410,7 +413,8 @@ def main() -> None:
     p.add_argument("--members", required=True, help="the blend's two members (runs or paths)")
     p.add_argument("--weight", type=float, required=True, help="the first member's weight")
     p.add_argument("--normalise", required=True)
-    p.add_argument("--baselines", required=True, help="saved baseline models, comma-separated")
+    p.add_argument("--baseline", action="append", required=True,
+                   help="a saved baseline model (repeat; paths may contain commas)")  # fmt: skip
     p.set_defaults(func=paired)
     p = sub.add_parser("final")
     p.add_argument("dataset")
