@@ -36,12 +36,10 @@ import numpy as np
 
 from recvae.bench.data import ingest_spec
 from recvae.cli.train import parse_set_options
-from recvae.evaluate import evaluate
-from recvae.metrics import METRIC_FUNCTIONS, parse_metric
+from recvae.evaluate import batch_metrics, evaluate
 from recvae.models import load_model, model_class
-from recvae.models.blend import mix, normalise_scores
+from recvae.models.blend import Blend, mix, normalise_scores
 from recvae.provenance import run_info
-from recvae.topk import mask_seen, top_k
 
 WORK = Path("benchmarks/work/beyond")
 KS = [20]
@@ -130,6 +128,17 @@ def speed(args: argparse.Namespace) -> None:
     write(Path(args.out) / args.dataset, "speed", payload)
 
 
+def load_member(dataset: str, name: str) -> Any:
+    """A blend member: a run of this script (its name), or a saved model's path (one with a "/",
+    e.g. from `recvae bench --keep-models`)."""
+    return load_model(Path(name) if "/" in name else WORK / dataset / name)
+
+
+def member_label(name: str) -> str:
+    """A short label for a member: its run name, or the last two parts of its path."""
+    return name if "/" not in name else f"{Path(name).parent.name}-{Path(name).name}"
+
+
 def blend_grid(
     models: list[Any], holdout: Any, grid: list[tuple[str, float]], chunk: int = 2000
 ) -> list[dict[str, Any]]:
@@ -137,7 +146,7 @@ def blend_grid(
 
     Users are taken `chunk` at a time and each member scores a chunk once for the whole grid,
     so only a chunk of scores is ever dense (Gowalla's valid users x 41k items would be 4.9 GB
-    per member)."""
+    per member); every grid point is ranked by the shared `batch_metrics`."""
     per_user: dict[tuple[str, float], dict[str, list[np.ndarray]]] = {
         point: {m: [] for m in METRICS} for point in grid
     }
@@ -148,11 +157,10 @@ def blend_grid(
         for how in sorted({how for how, _ in grid}):
             parts = [normalise_scores(scores, how) for scores in raw]
             for weight in [w for h, w in grid if h == how]:
-                mixed = mask_seen(mix(parts, (weight, 1.0 - weight)), history)
-                ranked, _ = top_k(mixed, max(KS))
+                mixed = mix(parts, (weight, 1.0 - weight))
+                values = batch_metrics(mixed, history, heldout, KS)
                 for metric in METRICS:
-                    name, k = parse_metric(metric)
-                    per_user[how, weight][metric].append(METRIC_FUNCTIONS[name](ranked, heldout, k))
+                    per_user[how, weight][metric].append(values[metric])
     return [
         {"normalise": how, "weight": weight,
          **{m: float(np.concatenate(v).mean()) for m, v in values.items()}}
@@ -164,10 +172,7 @@ def blend(args: argparse.Namespace) -> None:
     """Grid the blend weight of saved members on valid (scores computed once per chunk)."""
     split = load_split(args.data)
     names = args.members.split(",")
-    # a member is a run of this script, or the path of a saved model (e.g. `recvae bench
-    # --keep-models`); the blend's name uses the last part of the path
-    models = [load_model(Path(n) if "/" in n else WORK / args.dataset / n) for n in names]
-    names = [n if "/" not in n else f"{Path(n).parent.name}-{Path(n).name}" for n in names]
+    models = [load_member(args.dataset, n) for n in names]
     holdout = split.valid.with_heldout_users_only()  # the users evaluate() scores
     grid = [
         (how, float(weight))
@@ -178,52 +183,42 @@ def blend(args: argparse.Namespace) -> None:
     for row in results:
         print(row)
     best = max(results, key=lambda r: r["ndcg@20"])
+    labels = [member_label(n) for n in names]
     payload = {
         "dataset": args.dataset,
-        "members": names,
+        "members": labels,
         "grid": results,
         "best": best,
         "valid_users": holdout.history.shape[0],
     }
-    write(Path(args.out) / args.dataset, f"blend-{'+'.join(names)}", payload)
+    write(Path(args.out) / args.dataset, f"blend-{'+'.join(labels)}", payload)
 
 
 def paired(args: argparse.Namespace) -> None:
     """The best blend against baselines user by user: mean and standard error of the per-user
-    difference of each metric (paired, so much tighter than comparing two means' errors)."""
+    difference of each metric (paired, so much tighter than comparing two means' errors).
+
+    The blend is the project's `Blend` of the saved members; every model is scored by the shared
+    `evaluate`, whose per-user values line up (same users, same order)."""
     split = load_split(args.data)
-    members = [load_model(Path(n) if "/" in n else WORK / args.dataset / n)
-               for n in args.members.split(",")]  # fmt: skip
-    baselines = {f"{Path(b).parent.name}/{Path(b).name}": load_model(Path(b))
-                 for b in args.baseline}  # fmt: skip
-    holdout = split.valid.with_heldout_users_only()
-    per_user: dict[str, dict[str, list[np.ndarray]]] = {
-        name: {m: [] for m in METRICS} for name in ["blend", *baselines]
-    }
-    for start in range(0, holdout.history.shape[0], 2000):
-        history = holdout.history[start : start + 2000]
-        heldout = holdout.heldout[start : start + 2000]
-        parts = [normalise_scores(m.score(history), args.normalise) for m in members]
-        scores = {"blend": mix(parts, (args.weight, 1.0 - args.weight))}
-        scores.update({name: model.score(history) for name, model in baselines.items()})
-        for name, values in scores.items():
-            ranked, _ = top_k(mask_seen(np.array(values, dtype=np.float32), history), max(KS))
-            for metric in METRICS:
-                kind, k = parse_metric(metric)
-                per_user[name][metric].append(METRIC_FUNCTIONS[kind](ranked, heldout, k))
-    arrays = {n: {m: np.concatenate(v) for m, v in d.items()} for n, d in per_user.items()}
+    members = [load_member(args.dataset, n) for n in args.members.split(",")]
+    weights = (args.weight, 1.0 - args.weight)
+    blend_model = Blend.from_members(members, weights, split.valid.n_items, args.normalise)
+    blended = evaluate(blend_model, split.valid, ks=KS, batch_size=2000).per_user
     rows = []
-    for name in baselines:
+    for path in args.baseline:
+        name = f"{Path(path).parent.name}/{Path(path).name}"
+        baseline = evaluate(load_model(Path(path)), split.valid, ks=KS, batch_size=2000).per_user
         for metric in METRICS:
-            diff = arrays["blend"][metric] - arrays[name][metric]
+            diff = blended[metric] - baseline[metric]
             stderr = float(diff.std(ddof=1) / np.sqrt(len(diff)))
             rows.append({"baseline": name, "metric": metric,
-                         "blend": float(arrays["blend"][metric].mean()),
-                         "baseline_mean": float(arrays[name][metric].mean()),
+                         "blend": float(blended[metric].mean()),
+                         "baseline_mean": float(baseline[metric].mean()),
                          "difference": float(diff.mean()), "paired_stderr": stderr})  # fmt: skip
             print(rows[-1])
     payload = {"dataset": args.dataset, "members": args.members.split(","), "weight": args.weight,
-               "normalise": args.normalise, "users": int(holdout.history.shape[0]),
+               "normalise": args.normalise, "users": len(blended[METRICS[0]]),
                "comparisons": rows}  # fmt: skip
     write(Path(args.out) / args.dataset, "paired", payload)
 
@@ -235,7 +230,6 @@ def final(args: argparse.Namespace) -> None:
     and the two are blended with the validated weight and normalisation.
     """
     from recvae.artifact import Artifact, save_artifact
-    from recvae.models.blend import Blend
 
     root = Path(args.data)
     options = {"format": "lightgcn", "sources": ["train.txt", "valid.txt"]}

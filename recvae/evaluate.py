@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from recvae.data.split import Holdout
 from recvae.errors import RecvaeError
-from recvae.metrics import METRIC_FUNCTIONS, mean_and_stderr, parse_metric
+from recvae.metrics import METRIC_FUNCTIONS, mean_and_stderr
 from recvae.topk import mask_seen, top_k
 
 DEFAULT_KS = (20, 50, 100)
@@ -63,10 +63,8 @@ def evaluate(
         scores = np.array(score(history), dtype=np.float32, copy=True)
         if scores.shape != history.shape:
             raise RecvaeError(f"model returned scores {scores.shape} for history {history.shape}")
-        ranked, _ = top_k(mask_seen(scores, history), ks[-1])
-        for key, values in per_user.items():
-            metric, k = parse_metric(key)
-            values.append(METRIC_FUNCTIONS[metric](ranked, heldout, k))
+        for key, values in batch_metrics(scores, history, heldout, ks).items():
+            per_user[key].append(values)
     arrays = {key: np.concatenate(values) for key, values in per_user.items()}
     stats = {key: mean_and_stderr(values) for key, values in arrays.items()}
     return Evaluation(
@@ -75,3 +73,18 @@ def evaluate(
         per_user=arrays,
         users=int(holdout.history.shape[0]),
     )
+
+
+def batch_metrics(
+    scores: np.ndarray, history: sp.csr_matrix, heldout: sp.csr_matrix, ks: list[int]
+) -> dict[str, np.ndarray]:
+    """Per-user value of every metric at every K for one batch of users (sorted `ks`).
+
+    `scores` (float32, a writable copy: history items are masked in place) rank all items;
+    exposed for callers that score once and rank several ways (e.g. a grid of blend weights)."""
+    ranked, _ = top_k(mask_seen(scores, history), ks[-1])
+    return {
+        f"{metric}@{k}": METRIC_FUNCTIONS[metric](ranked, heldout, k)
+        for metric in METRIC_FUNCTIONS
+        for k in ks
+    }
