@@ -19,7 +19,8 @@ def kl_beta(step: int, mode: str, cap: float, anneal_steps: int) -> float:
 
     - "anneal": the paper's code, beta = min(cap, step / anneal_steps): it grows by
       1 / anneal_steps per update and stays at `cap` once reached, never above it. With the
-      paper's cap 0.2 and 200,000 steps the cap is reached after 40,000 updates.
+      notebook's cap 0.2 and 200,000 steps the cap is reached after 40,000 updates (Mult-VAE's
+      default instead spans its epoch budget: see recvae.models.vae.resolve_anneal_steps).
     - "find": the paper's way of choosing the cap: anneal towards 1.0 at the same rate; the
       trainer records the beta of the epoch with the best validation metric.
     - "fixed": beta = cap from the first update.

@@ -21,6 +21,7 @@ from recvae.models.vae import (
     _SparseInputLinear,
     _torch_csr,
     _transpose_csr,
+    resolve_anneal_steps,
 )
 
 N_GROUPS, ITEMS_PER_GROUP, USERS_PER_GROUP = 4, 10, 40
@@ -61,7 +62,7 @@ def test_paper_defaults():
         0.5,
         "tanh",
     )
-    assert (vae.lr, vae.batch_size, vae.beta_cap, vae.anneal_steps) == (1e-3, 500, 0.2, 200_000)
+    assert (vae.lr, vae.batch_size, vae.beta_cap, vae.anneal_steps) == (1e-3, 500, 0.2, None)
     assert (vae.likelihood, vae.metric) == ("multinomial", "ndcg@100")
     assert (dae.hidden_dims, dae.latent_dim, dae.l2) == ((), 200, 0.01 / 500)  # lam / batch
     module = MultVAE()._build_module(1000)
@@ -71,6 +72,24 @@ def test_paper_defaults():
     assert shapes == [(1000, 200), (200, 1000)]
     with pytest.raises(ValueError, match="dropout"):
         MultVAEConfig(dropout=1.0)
+
+
+def test_default_anneal_spans_the_epoch_budget():
+    # ml-1m-lightgcn: 6,039 users in batches of 500 = 13 updates per epoch, 200 epochs
+    assert resolve_anneal_steps(MultVAEConfig(), 6_039) == 2_600
+    assert resolve_anneal_steps(MultVAEConfig(epochs=10, batch_size=100), 1_000) == 100
+    assert resolve_anneal_steps(MultVAEConfig(anneal_steps=200_000), 6_039) == 200_000
+    with pytest.raises(ValueError, match="anneal_steps"):
+        MultVAEConfig(anneal_steps=-1)
+
+
+def test_default_anneal_reaches_the_cap_after_a_fifth_of_the_budget(split):
+    # 160 training users in batches of 32: 5 updates per epoch, 10 epochs -> 50 updates;
+    # the beta logged for epoch e is that of its last update (number 5e - 1): min(0.2, that / 50)
+    model = MultVAE(**{**SMALL, "epochs": 10}).fit(split.train)
+    assert split.train.shape[0] == 160
+    betas = [record["beta"] for record in model.history]
+    assert betas == pytest.approx([min(0.2, (5 * e - 1) / 50) for e in range(1, 11)])
 
 
 def test_sparse_first_layer_matches_dense_in_value_and_gradient():

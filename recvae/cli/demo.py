@@ -115,13 +115,7 @@ def run_demo(workdir: Path, settings: DemoSettings) -> dict[str, Any]:
     )
 
     started = time.perf_counter()
-    batches = -(-split.train.shape[0] // 500)
-    vae = MultVAE(
-        epochs=s.epochs,
-        anneal_steps=max(1, batches * s.epochs),
-        seed=s.seed,
-        threads=s.threads,
-    )
+    vae = MultVAE(epochs=s.epochs, seed=s.seed, threads=s.threads)  # beta ramps over the budget
     vae.fit(split.train, split.valid, progress=True)
     _step(s, "train Mult-VAE", started)
     console.print(

@@ -67,7 +67,11 @@ class MultVAEConfig:
     likelihood: Likelihood = "multinomial"
     beta_mode: Literal["anneal", "fixed", "find"] = "anneal"
     beta_cap: float = 0.2
-    anneal_steps: int = 200_000  # beta = min(cap, step / anneal_steps), as in the paper's code
+    # beta = min(cap, step / anneal_steps), as in the paper's code. None: the number of updates
+    # in `epochs` epochs, so beta rises by 1 over the epoch budget whatever the data size and
+    # reaches the 0.2 cap after a fifth of it. The notebook's literal 200,000 was sized for
+    # ML-20M; on ml-1m (13 updates per epoch) it keeps beta under 0.02 for 200 epochs.
+    anneal_steps: int | None = None
     l2: float = 0.0  # adds l2 * sum of squared weights (biases exempt) to the loss, like `lam`
     lr: float = 1e-3
     batch_size: int = 500
@@ -138,6 +142,12 @@ def _check_common(config: MultVAEConfig | MultDAEConfig) -> None:
     ]
     if isinstance(config, MultVAEConfig):
         checks.append((config.beta_cap >= 0, f"beta_cap must be >= 0, got {config.beta_cap}"))
+        checks.append(
+            (
+                config.anneal_steps is None or config.anneal_steps >= 0,
+                f"anneal_steps must be >= 0 (or unset), got {config.anneal_steps}",
+            )
+        )
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
@@ -324,6 +334,8 @@ class _AutoencoderTrainer:
         self.train = train[active]
         self.norms = _row_norms(self.train)
         self.examples_per_epoch = self.train.shape[0]
+        variational = isinstance(config, MultVAEConfig)
+        self.anneal_steps = resolve_anneal_steps(config, self.train.shape[0]) if variational else 0
         groups = [
             {"params": self.module.weights(), "weight_decay": 2.0 * config.l2},
             {"params": self.module.biases(), "weight_decay": 0.0},
@@ -347,7 +359,7 @@ class _AutoencoderTrainer:
         for start in range(0, len(order), config.batch_size):
             users = np.sort(order[start : start + config.batch_size])
             batch = self.train[users]
-            beta = self.model._beta(step) if variational else 0.0
+            beta = self._beta(step) if variational else 0.0
             nll, kl = self._batch_loss(batch, self.norms[users], noise)
             loss = nll + beta * kl if variational else nll
             value = loss.item()
@@ -370,6 +382,10 @@ class _AutoencoderTrainer:
         numbers["examples"] = len(order)
         return numbers
 
+    def _beta(self, step: int) -> float:
+        c = self.config
+        return kl_beta(step, c.beta_mode, c.beta_cap, self.anneal_steps)
+
     def _batch_loss(
         self, batch: sp.csr_matrix, norms: np.ndarray, noise: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -391,6 +407,14 @@ class _AutoencoderTrainer:
             z = self.module.activation(h)
         logits = self.module.decode(z)
         return _nll(config.likelihood, logits, batch), kl
+
+
+def resolve_anneal_steps(config: MultVAEConfig, n_users: int) -> int:
+    """The update count over which beta rises by 1: the configured one, or by default every
+    update of the epoch budget (epochs x batches per epoch over `n_users` training users)."""
+    if config.anneal_steps is not None:
+        return config.anneal_steps
+    return config.epochs * max(1, -(-n_users // config.batch_size))
 
 
 def _transpose_csr(batch: sp.csr_matrix, values: torch.Tensor) -> torch.Tensor:
@@ -636,9 +660,6 @@ class _AutoencoderBase(TorchAutoencoder):
         z = self.module.split_latent(h)[0] if self.variational else self.module.activation(h)
         self.module.decode(z, out=out)
 
-    def _beta(self, step: int) -> float:
-        return 0.0
-
 
 class MultVAE(_AutoencoderBase):
     """Mult-VAE: variational autoencoder with a multinomial likelihood and annealed KL weight."""
@@ -647,10 +668,6 @@ class MultVAE(_AutoencoderBase):
     config_class: ClassVar[type] = MultVAEConfig
     variational: ClassVar[bool] = True
     config: MultVAEConfig
-
-    def _beta(self, step: int) -> float:
-        c = self.config
-        return kl_beta(step, c.beta_mode, c.beta_cap, c.anneal_steps)
 
 
 class MultDAE(_AutoencoderBase):
