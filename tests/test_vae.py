@@ -11,6 +11,7 @@ from recvae.data.split import Holdout, weak_generalization
 from recvae.errors import RecvaeError
 from recvae.models import load_model
 from recvae.models import vae as vae_module
+from recvae.models.torch_sparse import torch_csr
 from recvae.models.vae import (
     AutoencoderModule,
     MultDAE,
@@ -19,7 +20,6 @@ from recvae.models.vae import (
     MultVAEConfig,
     _MultinomialNLL,
     _SparseInputLinear,
-    _torch_csr,
     _transpose_csr,
     resolve_anneal_steps,
 )
@@ -98,7 +98,7 @@ def test_sparse_first_layer_matches_dense_in_value_and_gradient():
     values = torch.from_numpy(batch.data.copy())
     weight = torch.randn(12, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
     bias = torch.tensor(rng.normal(size=5), dtype=torch.float32, requires_grad=True)
-    x = _torch_csr(batch.indptr, batch.indices, values, batch.shape)
+    x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
     out = _SparseInputLinear.apply(weight, bias, x, _transpose_csr(batch, values))
     (out * torch.arange(5.0)).sum().backward()
     dense_w, dense_b = (

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from recvae.errors import RecvaeError
+from recvae.models.torch_sparse import torch_csr
 from recvae.models.vae import (
     LRSchedule,
     TorchAutoencoder,
@@ -51,7 +52,6 @@ from recvae.models.vae import (
     _normalised_values,
     _row_norms,
     _SparseInputLinear,
-    _torch_csr,
     _transpose_csr,
 )
 from recvae.train import (
@@ -252,7 +252,7 @@ class _Batch:
         self.counts = torch.from_numpy(np.asarray(batch.sum(axis=1)).ravel().astype(np.float32))
 
     def input(self, values: torch.Tensor, with_transpose: bool):
-        x = _torch_csr(self.csr.indptr, self.csr.indices, values, self.csr.shape)
+        x = torch_csr(self.csr.indptr, self.csr.indices, values, self.csr.shape)
         return x, (_transpose_csr(self.csr, values) if with_transpose else None)
 
     def nll(self, logits: torch.Tensor) -> torch.Tensor:

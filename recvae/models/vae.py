@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from recvae.config import config_from_dict, config_to_dict
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
 from recvae.models.base import check_history, read_model_json, write_model_json
+from recvae.models.torch_sparse import torch_csr
 from recvae.schedules import kl_beta
 from recvae.train import (
     BatchProgress,
@@ -294,20 +294,6 @@ def _normalised_values(batch: sp.csr_matrix, norms: np.ndarray) -> np.ndarray:
     return batch.data / norms[rows]
 
 
-def _torch_csr(
-    indptr: np.ndarray, indices: np.ndarray, values: torch.Tensor, shape: tuple[int, int]
-) -> torch.Tensor:
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": we rely on addmm/mm only
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(indptr.astype(np.int64)),
-            torch.from_numpy(indices.astype(np.int64)),
-            values,
-            size=shape,
-            check_invariants=False,
-        )
-
-
 @contextmanager
 def _threads(threads: int) -> Iterator[None]:
     """Use `threads` torch threads inside the block (0 = all cores) and restore the old value."""
@@ -394,7 +380,7 @@ class _AutoencoderTrainer:
         if config.dropout > 0:
             keep = torch.rand(values.shape[0], generator=noise) >= config.dropout
             values = values * keep / (1.0 - config.dropout)
-        x = _torch_csr(batch.indptr, batch.indices, values, batch.shape)
+        x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
         xt = _transpose_csr(batch, values)
         h = self.module.encode(x, xt)
         kl = torch.zeros(())
@@ -423,7 +409,7 @@ def _transpose_csr(batch: sp.csr_matrix, values: torch.Tensor) -> torch.Tensor:
         (np.arange(batch.nnz, dtype=np.int64), batch.indices, batch.indptr), shape=batch.shape
     ).tocsc()  # column-major; rows stay sorted within each column
     order = torch.from_numpy(positions.data)
-    return _torch_csr(positions.indptr, positions.indices, values[order], batch.shape[::-1])
+    return torch_csr(positions.indptr, positions.indices, values[order], batch.shape[::-1])
 
 
 def _nll(likelihood: str, logits: torch.Tensor, batch: sp.csr_matrix) -> torch.Tensor:
@@ -603,7 +589,7 @@ class TorchAutoencoder:
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
                 values = torch.from_numpy(_normalised_values(batch, norms[start : start + step]))
-                x = _torch_csr(batch.indptr, batch.indices, values, batch.shape)
+                x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
                 self._logits_into(x, torch.from_numpy(out[start : start + batch.shape[0]]))
         return out
 
