@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,11 +210,21 @@ def config_class_of(model: str) -> type:
 
 
 def setting_types(model: str) -> dict[str, Any]:
-    """Setting name -> annotated type, for the model's config (plus `hidden_dim` for VAE/DAE)."""
-    types = typing.get_type_hints(config_class_of(model))
-    if "hidden_dims" in types:
-        types[HIDDEN_DIM] = int
-    return types
+    """Setting name -> annotated type, for the model's config (plus `hidden_dim` for VAE/DAE).
+    An optional setting (`int | None`) is searched as its non-None type."""
+    hints = {
+        name: _without_none(hint)
+        for name, hint in typing.get_type_hints(config_class_of(model)).items()
+    }
+    if "hidden_dims" in hints:
+        hints[HIDDEN_DIM] = int
+    return hints
+
+
+def _without_none(hint: Any) -> Any:
+    options = [option for option in typing.get_args(hint) if option is not type(None)]
+    is_optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and len(options) == 1
+    return options[0] if is_optional else hint
 
 
 def default_space(model: str) -> SearchSpace:
