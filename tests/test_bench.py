@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from typer.testing import CliRunner
 
 from recvae.bench import report as report_module
-from recvae.bench.config import ModelSpec, parse_suite
+from recvae.bench.config import ModelSpec, load_suite, parse_suite
 from recvae.bench.data import synthetic_dataset
 from recvae.bench.protocols import ProtocolSpec, check_split, make_split
 from recvae.bench.report import write_report
@@ -264,3 +264,14 @@ def test_keep_models_saves_every_fit_for_reuse(tmp_path):
         "l2=1.0-seed0",
         "l2=30.0-seed0",
     ]
+
+
+@pytest.mark.parametrize(
+    "suite",
+    sorted((Path(__file__).parent.parent / "benchmarks" / "suites").glob("*.toml")),
+    ids=lambda path: path.stem,
+)
+def test_every_committed_suite_validates(suite):
+    """A typo in a suite's model name or setting fails here, not an hour into a benchmark."""
+    config = load_suite(suite)
+    assert config.datasets and config.models
