@@ -37,7 +37,7 @@ def test_ease_matches_the_closed_form():
     model = EASE(l2=l2).fit(train)
     np.testing.assert_allclose(model.weights, expected, atol=1e-4)
     np.testing.assert_allclose(model.score(train[:4]), x[:4] @ expected, atol=1e-4)
-    # row-major: scipy would copy a column-major B on every score call (minutes on 41k items)
+    # row-major: the sparse x dense product copies a column-major B on every score call
     assert model.weights.flags.c_contiguous
 
 

@@ -80,8 +80,8 @@ class EASE:
         precision = torch.cholesky_inverse(factor)
         del factor
         # LAPACK returns it column-major; P is symmetric (torch mirrors the triangle exactly), so
-        # its transpose is the same matrix in row-major order, which `score` needs: a sparse
-        # history times a column-major B makes scipy copy all of B (6.3 GiB on Gowalla) per call.
+        # its transpose is the same matrix in row-major order, which `score` needs: the sparse x
+        # dense product copies a column-major B (6.3 GiB on Gowalla) on every call.
         if not precision.is_contiguous():
             precision = precision.T
         # In place: column j divided by -P_jj gives B; then the diagonal constraint.

@@ -320,8 +320,9 @@ class _AutoencoderTrainer:
         self.train = train[active]
         self.norms = _row_norms(self.train)
         self.examples_per_epoch = self.train.shape[0]
-        variational = isinstance(config, MultVAEConfig)
-        self.anneal_steps = resolve_anneal_steps(config, self.train.shape[0]) if variational else 0
+        self.anneal_steps = (
+            resolve_anneal_steps(config, self.train.shape[0]) if self.module.variational else 0
+        )
         groups = [
             {"params": self.module.weights(), "weight_decay": 2.0 * config.l2},
             {"params": self.module.biases(), "weight_decay": 0.0},
