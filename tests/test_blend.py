@@ -69,7 +69,7 @@ def test_from_members_reuses_fitted_models_without_refitting():
 def test_bad_configs_and_unfitted_use_are_refused():
     with pytest.raises(ValueError, match="equal length"):
         BlendConfig(members=({"model": "ease"},), weights=(0.5, 0.5))
-    with pytest.raises(ValueError, match="members\\[0\\].model must be one of"):
+    with pytest.raises(ValueError, match=r"members\[0\].model must be one of"):
         BlendConfig(members=({"model": "blend"},))
     with pytest.raises(RecvaeError, match=r"members\[1\] \(ease\): unknown key\(s\) l3"):
         BlendConfig(members=({"model": "popularity"}, {"model": "ease", "l3": 1.0}))

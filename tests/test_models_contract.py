@@ -30,7 +30,10 @@ FAST_SETTINGS: dict[str, dict] = {
     "multdae": {"epochs": 30, "batch_size": 16},
     "recvae": {"epochs": 30, "batch_size": 16},
     "blend": {
-        "members": [{"model": "recvae", "epochs": 30, "batch_size": 16}, {"model": "ease", "l2": 1.0}],
+        "members": [
+            {"model": "recvae", "epochs": 30, "batch_size": 16},
+            {"model": "ease", "l2": 1.0},
+        ],
         "weights": [0.5, 0.5],
     },
 }

@@ -134,15 +134,8 @@ def best_toml(run: StudyRun, trial: Any) -> str:
         f"# recvae tune: best of {len(run.study.trials)} trials for {model} "
         f"(trial {trial.number}, valid {run.metric} = {trial.value:.5f})",
     ]
-    if model in EPOCH_MODELS:
-        header.append(
-            f"# train it: recvae train DATASET --model {model} --config best.toml --out DIR"
-        )
-        header.append("# nightly job: see nightly-train.toml (these keys under [train.config])")
-    elif model == "blend":
-        header.append("# train it: recvae train DATASET --model blend --config best.toml --out DIR")
-    else:
-        header.append(f"# settings of the {model} model, e.g. for a `recvae bench` suite entry")
+    header.append(f"# train it: recvae train DATASET --model {model} --config best.toml --out DIR")
+    header.append("# nightly job: see nightly-train.toml (these keys under [train.config])")
     return "\n".join(header) + "\n" + to_toml(best_config(run, trial))
 
 
