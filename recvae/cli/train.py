@@ -57,6 +57,13 @@ def train_command(
     threads: Annotated[
         int | None, typer.Option(help="CPU threads, 0 = all cores, e.g. 2")
     ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Validation metric: picks the best epoch and a blend's weights, and leads the "
+            "saved evaluation (default: the model's, ndcg@100), e.g. ndcg@20"
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -98,16 +105,20 @@ def train_command(
 
     from recvae.data.dataset import Dataset
     from recvae.data.split import ProtocolSpec
+    from recvae.models.configs import setting_types
     from recvae.workflow.fit import TrainSpec, fit_model
 
     overrides = {
         "epochs": epochs, "seed": seed, "patience": patience, "lr": lr,
         "batch_size": batch_size, "threads": threads, **parse_set_options(set_ or []),
     }  # fmt: skip
+    if metric is not None and "metric" in setting_types(model):
+        overrides["metric"] = metric
     spec = TrainSpec.from_toml(model, config, loop_overrides(model, overrides))
     dataset = Dataset.load(dataset_dir)
+    split_seed = spec.seed if spec.seed is not None else (seed or 0)
     protocol = ProtocolSpec(
-        "auto" if validation else "none", valid_users=valid_users or 0, seed=spec.seed or 0
+        "auto" if validation else "none", valid_users=valid_users or 0, seed=split_seed
     )
     if log is None and checkpoint_dir is not None:
         log = checkpoint_dir / "log.jsonl"
@@ -115,7 +126,7 @@ def train_command(
     console.print(f"training {model} on {dataset_dir} ({dataset.matrix.nnz:,} interactions)")
     result = fit_model(
         dataset, spec, protocol, checkpoint_dir=checkpoint_dir, log_path=log,
-        progress=progress, dataset_path=dataset_dir,
+        progress=progress, metric=metric, dataset_path=dataset_dir,
     )  # fmt: skip
     result.save(out)
     meta = result.metadata
@@ -144,11 +155,15 @@ def train_command(
 
 def loop_overrides(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The command's flags as settings of `model` (None = not given). ALS and BPR call their
-    thread count `num_threads`; any other key the model lacks fails in its config check."""
+    thread count `num_threads`; a model without randomness (EASE, popularity, a blend, whose
+    members have their own) has no `seed`: --seed then seeds the validation split only. Any
+    other key the model lacks fails in its config check."""
     from recvae.models.configs import setting_types
 
     given = {key: value for key, value in overrides.items() if value is not None}
     known = setting_types(model)
     if "threads" in given and "threads" not in known and "num_threads" in known:
         given["num_threads"] = given.pop("threads")
+    if "seed" not in known:
+        given.pop("seed", None)
     return given

@@ -276,7 +276,7 @@ def default_valid_users(n_users: int) -> int:
 def make_split(dataset: Any, spec: ProtocolSpec) -> Split:
     """Split `dataset` by `spec`; 'presplit' returns the split stored with the dataset."""
     if spec.protocol == "none":
-        return Split(train=as_csr(dataset.matrix), protocol="none", params={"source": "none"})
+        return Split(train=as_csr(dataset.matrix), protocol="none", params={})
     if spec.protocol == "auto":
         if dataset.split is not None:
             if dataset.split.valid is None:

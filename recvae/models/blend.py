@@ -155,7 +155,10 @@ class Blend:
         self.n_items = train.shape[1]
         self.models, self.candidates = [], []
         for index, name in enumerate(config.member_names):
-            model: Any = build_model(name, config.member_settings(index))
+            settings = config.member_settings(index)
+            if uses_loop(name) and "metric" not in {**settings, **settings.get("loop", {})}:
+                settings["metric"] = config.metric  # members pick epochs by the blend's metric
+            model: Any = build_model(name, settings)
             started = time.perf_counter()
             if uses_loop(name):
                 member_callback = _tagged(callback, index, name) if callback else None

@@ -139,6 +139,8 @@ def fit_model(
         spec.model, model, dataset, describe_split(dataset, protocol, split), training,
         evaluation, metric, dataset_path,
     )  # fmt: skip
+    if metadata["seed"] is None:  # a model without randomness: the seed is the split's
+        metadata["seed"] = protocol.seed
     return FitResult(model, dataset.items, split, evaluation, metadata)
 
 
