@@ -179,7 +179,10 @@ def _fit(
 def _describe_source(source: Any) -> str | None:
     if source is None:
         return None
-    return str(source) if isinstance(source, Path | str) else f"a fitted {source.name} model"
+    if isinstance(source, Path | str):
+        return str(source)
+    described = getattr(source, "describe", None)  # e.g. a warm start across catalogue growth
+    return described() if callable(described) else f"a {type(source).__name__}"
 
 
 def _evaluate(model: Recommender, split: Split, metric: str) -> Evaluation | None:
