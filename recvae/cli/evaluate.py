@@ -49,18 +49,20 @@ def holdout_from_logs(
     history_ds = ingest(history, options)
     heldout_ds = ingest([heldout], options)
     known = model_items.ids
-    extra = heldout_ds.items.ids.filter(model_items.index_of(heldout_ds.items.ids) < 0)
+    extra = model_items.lookup(heldout_ds.items.ids).unknown
     if extra.dtype != known.dtype:
         known, extra = known.cast(pl.String), extra.cast(pl.String)
     target = Vocabulary(pl.concat([known, extra.rename(known.name)]), name=model_items.name)
     history_matrix = align_items(history_ds.matrix, history_ds.items, target)
     heldout_matrix = align_items(heldout_ds.matrix, heldout_ds.items, target)
-    rows = history_ds.users.index_of(heldout_ds.users.ids)
+    known = history_ds.users.lookup(heldout_ds.users.ids)
     # users with held-out items but no history get an empty row (scored from nothing)
+    rows = np.full(len(heldout_ds.users), history_matrix.shape[0], dtype=np.int64)
+    rows[known.found] = known.indices
     padded = sp.vstack([history_matrix, sp.csr_matrix((1, len(target)), dtype=np.float32)])
-    history_rows = sp.csr_matrix(padded[np.where(rows >= 0, rows, history_matrix.shape[0])])
+    history_rows = sp.csr_matrix(padded[rows])
     counts = {
-        "users_without_history": int((rows < 0).sum()),
+        "users_without_history": len(known.unknown),
         "heldout_items_unknown_to_model": len(extra),
         "heldout_interactions_unknown_to_model": int(heldout_matrix[:, len(model_items) :].nnz),
         "history_interactions_dropped": int(history_ds.matrix.nnz - history_matrix.nnz),
