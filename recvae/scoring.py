@@ -300,7 +300,7 @@ def load_history(
         dropped = int(dataset.matrix.nnz - history.nnz)
         notes = {"history": str(source), "kind": "dataset", "dropped_interactions": dropped}
         return dataset.users.ids, history, notes
-    from recvae.data.ingest import ingest
+    from recvae.data.ingest import describe_reading, ingest
 
     # Ingest with the log's own items, then align: a user whose every item is unknown to the
     # model keeps an (empty) row and gets the popularity fallback instead of vanishing.
@@ -308,6 +308,7 @@ def load_history(
     history = align_items(dataset.matrix, dataset.items, items)
     dropped = int(dataset.matrix.nnz - history.nnz)
     notes = {"history": str(source), "kind": "log", "dropped_interactions": dropped}
+    notes["read_as"] = describe_reading(dataset.manifest)
     return dataset.users.ids, history, notes
 
 

@@ -26,10 +26,16 @@ PANEL = "Reading the log"
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
-def _option(name: str, kind: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
+PREFIX = "reader_"  # the parameters' Python names, clear of the command's own (recommend's format)
+
+
+def _option(field: str, kind: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
     option = typer.Option(*decls, help=help, rich_help_panel=PANEL)
     return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
+        PREFIX + field,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[kind, option],
     )
 
 
@@ -74,7 +80,7 @@ def reader_options(format_flag: str = "--format") -> Callable[[Command], Command
 
         @functools.wraps(command)
         def with_reader(**kwargs: Any) -> Any:
-            reader = ReaderOptions(**{p.name: kwargs.pop(p.name) for p in added})
+            reader = ReaderOptions(**{p.name[len(PREFIX) :]: kwargs.pop(p.name) for p in added})
             return command(reader=reader, **kwargs)
 
         parameters = [*own, *added]

@@ -189,7 +189,7 @@ def _ingest(
     located = [locate(raw, options) for raw in raw_sources]
     paths = [path for path, _ in located]
     detected = [detect_source(path, fmt, options) for path, fmt in located]
-    lightgcn_siblings(paths, detected, options.format)
+    lightgcn_siblings(paths, detected, options.format)  # (detect_sources without MovieLens names)
     sources: list[Source] = [
         resolve_source(con, path, found, role, options, options.table, options.query, index)
         for index, (path, found, role) in enumerate(zip(paths, detected, roles, strict=True))

@@ -172,6 +172,13 @@ def detect_source(path: Path, requested: str, reader: ReaderOptions) -> Detected
     return detected
 
 
+def detect_sources(paths: list[Path], reader: ReaderOptions) -> list[Detected]:
+    """`detect_source` for files read as one log (or side by side), with the sibling rule."""
+    detected = [detect_source(path, reader.format, reader) for path in paths]
+    lightgcn_siblings(paths, detected, reader.format)
+    return detected
+
+
 def lightgcn_siblings(paths: list[Path], detected: list[Detected], requested: str) -> None:
     """Read all-integer .txt siblings of a LightGCN file (train.txt, valid.txt) as LightGCN too.
 
