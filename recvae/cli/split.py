@@ -53,8 +53,8 @@ def split(
     """
     from rich.console import Console
 
-    from recvae.bench.protocols import ProtocolSpec, make_split
     from recvae.data.dataset import Dataset
+    from recvae.data.split import ProtocolSpec, make_split
     from recvae.errors import RecvaeError
     from recvae.io import atomic_dir
 
