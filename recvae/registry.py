@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recvae.artifact import Artifact, save_artifact
 from recvae.errors import RecvaeError
-from recvae.io import atomic_dir, atomic_file
+from recvae.io import atomic_dir, atomic_file, check_output
 from recvae.provenance import now_iso
 
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -138,21 +137,11 @@ class ModelStore:
         source = Path(source)
         if not (source / "items.parquet").is_file():
             raise RecvaeError(f"{source} is not a recvae model directory (no items.parquet)")
+        check_output(self.root, "model store")
         name = self._next_name()
         with atomic_dir(self.versions_dir / name, overwrite=False) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
             self._stamp(tmp, name, metadata)
-        return self.get(name)
-
-    def add_artifact(self, artifact: Artifact) -> ModelVersion:
-        """Save an in-memory artifact into the store as the next version (not promoted)."""
-        name = self._next_name()
-        with atomic_dir(self.versions_dir / name, overwrite=False) as tmp:
-            save_artifact(artifact, tmp / "model")
-            for path in (tmp / "model").iterdir():
-                path.rename(tmp / path.name)
-            (tmp / "model").rmdir()
-            self._stamp(tmp, name, None)
         return self.get(name)
 
     @staticmethod

@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ from recvae.data.sources import (
 from recvae.data.split import Holdout, Split
 from recvae.data.vocab import Vocabulary
 from recvae.errors import RecvaeError
+from recvae.io import owned_temp_dir
 
 WEIGHTS = ("binary", "rating", "count")
 SPLIT_ROLES = ("train", "valid", "test")
@@ -167,14 +166,14 @@ def ingest(
     roles = assign_roles(sources, options.split_sources)
     since = parse_time_bound(options.since, "--since")
     until = parse_time_bound(options.until, "--until")
-    spill = Path(tempfile.mkdtemp(prefix="recvae-ingest-"))
-    con = duckdb.connect(config={"temp_directory": str(spill)})
-    con.execute("SET enable_progress_bar = false")
-    try:
-        return _ingest(con, sources, roles, options, item_vocab, since, until)
-    finally:
-        con.close()
-        shutil.rmtree(spill, ignore_errors=True)
+    # DuckDB's spill directory: removed afterwards, and a killed run's is removed by the next
+    with owned_temp_dir("recvae-ingest-") as spill:
+        con = duckdb.connect(config={"temp_directory": str(spill)})
+        con.execute("SET enable_progress_bar = false")
+        try:
+            return _ingest(con, sources, roles, options, item_vocab, since, until)
+        finally:
+            con.close()
 
 
 def _ingest(
