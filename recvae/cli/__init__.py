@@ -55,5 +55,7 @@ def main() -> None:
         app()
     except RecvaeError as error:
         # escape: messages quote config sections like [gate] that rich would read as markup
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+        )  # soft_wrap: one line however long, for logs and grep
         sys.exit(2)

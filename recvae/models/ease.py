@@ -22,7 +22,7 @@ import torch
 
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, read_model_json, write_model_json
+from recvae.models.base import check_history, load_array, read_model_json, write_model_json
 from recvae.models.torch_sparse import sparse_times_dense
 
 DENSE_COPIES = 2  # fit keeps at most two dense n_items^2 float32 matrices alive at once
@@ -103,9 +103,14 @@ class EASE:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        model = cls(**read_model_json(path)["config"])
+        model = cls(**read_model_json(path, expect=cls.name).get("config", {}))
+        weights = load_array(path / "weights.npy", ndim=2)
+        if weights.shape[0] != weights.shape[1]:
+            raise RecvaeError(
+                f"{path / 'weights.npy'} has shape {weights.shape}; EASE weights are items x items"
+            )
         # row-major for fast scoring (weights saved column-major by older versions are copied)
-        model.weights = np.ascontiguousarray(np.load(path / "weights.npy", allow_pickle=False))
+        model.weights = np.ascontiguousarray(weights, dtype=np.float32)
         return model
 
     def _fitted_weights(self) -> np.ndarray:
