@@ -74,7 +74,6 @@ class IngestOptions:
     query: str | None = None  # SQL query against a DuckDB database source
     split_sources: Sequence[str] | None = None  # role of each source: train, valid, test
     cache_dir: Path | None = None  # where MovieLens downloads go (default ~/.cache/recvae)
-    max_examples: int = 5  # bad rows quoted in errors and the manifest
 
     def validate(self) -> None:
         checks = [
