@@ -137,10 +137,14 @@ def item_popularity(model_dir: Path) -> np.ndarray | None:
     return np.load(path, allow_pickle=False).astype(np.float32)
 
 
+def item_counts(train: sp.csr_matrix) -> np.ndarray:
+    """Users who interacted with each item (float32): the popularity fallback's ranking."""
+    return np.asarray((as_csr(train) > 0).sum(axis=0), dtype=np.float32).ravel()
+
+
 def write_item_popularity(model_dir: Path, train: sp.csr_matrix) -> None:
     """Store the training matrix's per-item interaction counts (the popularity fallback)."""
-    counts = np.asarray((as_csr(train) > 0).sum(axis=0), dtype=np.float32).ravel()
-    np.save(Path(model_dir) / POPULARITY_FILE, counts, allow_pickle=False)
+    np.save(Path(model_dir) / POPULARITY_FILE, item_counts(train), allow_pickle=False)
 
 
 def candidate_mask(n_items: int, options: ScoringOptions) -> np.ndarray | None:
