@@ -111,14 +111,7 @@ def _ingest_options(options: dict[str, Any]) -> Any:
 def _ingest_files(paths: list[Path], options: Any) -> Dataset:
     from recvae.data.ingest import ingest as ingest_logs
 
-    dataset = ingest_logs(paths, options)
-    log.info(
-        "ingested %d users x %d items (%d interactions)",
-        *dataset.matrix.shape, dataset.matrix.nnz,
-        extra={"event": "ingest", "users": dataset.matrix.shape[0],
-               "items": dataset.matrix.shape[1], "interactions": int(dataset.matrix.nnz)},
-    )  # fmt: skip
-    return dataset
+    return ingest_logs(paths, options)
 
 
 def _as_polars(frame: Any) -> pl.DataFrame:
@@ -375,12 +368,12 @@ class Model:
     def _fallback_ranking(self) -> np.ndarray:
         """Items per training user (the popularity fallback), as `recvae recommend` uses it."""
         if self._popularity is None:
-            from recvae.scoring import item_counts
-
             source = self._train if self._train is not None else self.history
-            items = self._fitted_items()
-            self._popularity = (
-                item_counts(source) if source is not None else np.zeros(len(items), np.float32)
+            if source is None:
+                return np.zeros(len(self._fitted_items()), dtype=np.float32)
+            # users per item, as the artifact's popularity.npy counts them
+            self._popularity = np.bincount(source.indices, minlength=source.shape[1]).astype(
+                np.float32
             )
         return self._popularity
 
@@ -412,10 +405,6 @@ class Model:
             np.save(path / POPULARITY_FILE, self._fallback_ranking(), allow_pickle=False)
         if with_history and self.history is not None and self.users is not None:
             Dataset(self.history, self.users, items).save(path / HISTORY_DIR)
-        log.info(
-            "saved %s model to %s", self.name, path,
-            extra={"event": "model_saved", "model": self.name, "path": str(path)},
-        )  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> Self:

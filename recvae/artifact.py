@@ -13,6 +13,7 @@ half-written model where the last good one was.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from recvae.errors import RecvaeError
 from recvae.io import atomic_dir
 from recvae.models import load_model
 from recvae.models.base import Recommender
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +50,9 @@ def save_artifact(artifact: Artifact, dest: Path, train: sp.csr_matrix | None = 
             from recvae.scoring import write_item_popularity
 
             write_item_popularity(tmp, train)
+    name = getattr(artifact.model, "name", type(artifact.model).__name__)
+    log.info("saved %s model to %s", name, dest,
+             extra={"event": "model_saved", "model": name, "path": str(dest)})  # fmt: skip
 
 
 def load_artifact(path: Path) -> Artifact:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import shutil
 import tempfile
 import time
@@ -48,6 +49,7 @@ from recvae.errors import RecvaeError
 WEIGHTS = ("binary", "rating", "count")
 SPLIT_ROLES = ("train", "valid", "test")
 BAD_ROW_POLICIES = ("error", "skip")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,10 +175,15 @@ def ingest(
     con = duckdb.connect(config={"temp_directory": str(spill)})
     con.execute("SET enable_progress_bar = false")
     try:
-        return _ingest(con, sources, roles, options, item_vocab, since, until)
+        dataset = _ingest(con, sources, roles, options, item_vocab, since, until)
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+    n_users, n_items = dataset.matrix.shape
+    log.info("ingested %d users x %d items, %d interactions", n_users, n_items, dataset.matrix.nnz,
+             extra={"event": "ingest", "users": n_users, "items": n_items,
+                    "interactions": int(dataset.matrix.nnz)})  # fmt: skip
+    return dataset
 
 
 def _ingest(
