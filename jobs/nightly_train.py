@@ -224,13 +224,13 @@ def ingest_logs(config: JobConfig, dataset_dir: Path) -> Any:
     return dataset
 
 
-def make_split(config: JobConfig, dataset: Any) -> Any:
-    from recvae.data.split import strong_generalization
+def split_spec(config: JobConfig) -> Any:
+    """The job's protocol: strong generalization, `valid_users` users held out for the gate."""
+    from recvae.data.split import ProtocolSpec
 
-    return strong_generalization(
-        dataset.matrix,
-        n_valid_users=config.valid_users,
-        n_test_users=0,
+    return ProtocolSpec(
+        "strong",
+        valid_users=config.valid_users,
         heldout_fraction=config.heldout_fraction,
         seed=config.seed,
     )
@@ -332,6 +332,7 @@ def run(config_path: Path) -> int:
 
 def run_steps(config: JobConfig, report: RunReport) -> int:
     from recvae.artifact import Artifact, save_artifact
+    from recvae.data.split import make_split
     from recvae.evaluate import evaluate
     from recvae.export import ExportRequest, export_top_n
     from recvae.lock import JobLock
@@ -350,7 +351,7 @@ def run_steps(config: JobConfig, report: RunReport) -> int:
                 "fingerprint": dataset.fingerprint(),
             }
         with report.step("split"):
-            split = make_split(config, dataset)
+            split = make_split(dataset, split_spec(config))
         with report.step("train"):
             warm, why = warm_start_source(config, store, dataset.items)
             report.data["warm_start"] = why

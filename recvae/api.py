@@ -197,8 +197,8 @@ class Model:
         best epoch and stop early; the metrics land in `metadata["training"]`.
         """
         from recvae.config import config_to_dict
+        from recvae.data.split import training_split
         from recvae.provenance import run_info
-        from recvae.train import training_split
 
         dataset = ingest(data)
         seed = int(getattr(self.config, "seed", 0))
@@ -400,7 +400,7 @@ class Model:
         artifact = Artifact(self.recommender, items, self.metadata)
         save_artifact(artifact, path, train=self._train)
         if self._train is None:  # a loaded model: keep the fallback ranking it came with
-            from recvae.scoring import POPULARITY_FILE
+            from recvae.artifact import POPULARITY_FILE
 
             np.save(path / POPULARITY_FILE, self._fallback_ranking(), allow_pickle=False)
         if with_history and self.history is not None and self.users is not None:
@@ -511,10 +511,10 @@ MODELS: dict[str, type[Model]] = {
 def load(path: str | Path) -> Model:
     """A saved model: a directory from `Model.save` or `recvae train`, or a model store
     (its current model). Histories saved beside it (`PATH/history/`) are loaded too."""
-    from recvae.artifact import load_artifact
+    from recvae.artifact import item_popularity, load_artifact
     from recvae.data.dataset import Dataset
     from recvae.registry import resolve_model_dir
-    from recvae.scoring import align_items, item_popularity
+    from recvae.scoring import align_items
 
     model_dir, _version = resolve_model_dir(Path(path))
     artifact = load_artifact(model_dir)
