@@ -28,23 +28,46 @@ def _doc(obj: object) -> str:
     return inspect.cleandoc(obj.__doc__) if obj.__doc__ else ""
 
 
+class _Unquoted(str):
+    """An annotation written as source text (`from __future__ import annotations`) shows as
+    `int | None`, not `'int | None'`."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def _signature(name: str, obj: object) -> str:
+    """`name(params) -> return`, without `self`/`cls` and without quotes around annotations."""
     try:
-        return f"{name}{inspect.signature(obj)}"  # type: ignore[arg-type]
+        signature = inspect.signature(obj)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return name
 
+    def unquoted(annotation: object) -> object:
+        return _Unquoted(annotation) if isinstance(annotation, str) else annotation
+
+    params = [
+        p.replace(annotation=unquoted(p.annotation))
+        for p in signature.parameters.values()
+        if p.name not in ("self", "cls")
+    ]
+    shown = signature.replace(
+        parameters=params, return_annotation=unquoted(signature.return_annotation)
+    )
+    return f"{name}{shown}"
+
 
 def _members(cls: type) -> list[tuple[str, object]]:
-    """Public methods and properties defined on `cls` itself (inherited ones are documented on
-    the base class)."""
+    """Public methods and properties defined on `cls` itself; inherited ones, and overrides
+    without a docstring of their own, are documented on the base class."""
     members = []
     for name, value in vars(cls).items():
         if name.startswith("_"):
             continue
         if isinstance(value, classmethod | staticmethod):
             value = value.__func__
-        if inspect.isfunction(value) or isinstance(value, property):
+        overrides_documented = not value.__doc__ and any(hasattr(b, name) for b in cls.__bases__)
+        if (inspect.isfunction(value) or isinstance(value, property)) and not overrides_documented:
             members.append((name, value))
     return members
 

@@ -69,6 +69,19 @@ def _finite(value: Any) -> Any:
     return value
 
 
+class _LiveStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (test runners and rich's live
+    display swap it), not to the stream that was there at configure time."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
+
+
 class _NotOnProgressBar(logging.Filter):
     """Human output only: drop records a live progress bar already shows (epoch lines)."""
 
@@ -97,7 +110,7 @@ def configure(
         logger.removeHandler(handler)
     handler: logging.Handler
     if chosen == "json":
-        handler = logging.StreamHandler(stream or sys.stderr)
+        handler = logging.StreamHandler(stream) if stream else _LiveStderrHandler()
         handler.setFormatter(JsonLinesFormatter())
     else:
         from rich.console import Console

@@ -1,4 +1,4 @@
-"""The README's Python example runs as written, on a small generated log in a temporary directory."""
+"""The README's Python example runs as written, on a small generated log in a temporary dir."""
 
 from __future__ import annotations
 
