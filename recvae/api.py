@@ -390,13 +390,16 @@ class Model:
         With `with_history`, the users' histories are kept in `PATH/history/` (a dataset
         directory), so `recvae.load(PATH).recommend(users)` works and
         `recvae recommend PATH --history PATH/history` exports the same recommendations.
-        Each part is written to a temporary name and renamed into place.
+        Each part is written to a temporary name and renamed into place; an existing `path`
+        is replaced only when it is a recvae model directory (recvae.io.check_output).
         """
         from recvae.artifact import Artifact, save_artifact
         from recvae.data.dataset import Dataset
+        from recvae.io import check_output
 
         items = self._fitted_items()
         path = Path(path)
+        check_output(path, "model")  # never replaces what recvae did not write
         artifact = Artifact(self.recommender, items, self.metadata)
         save_artifact(artifact, path, train=self._train)
         if self._train is None:  # a loaded model: keep the fallback ranking it came with

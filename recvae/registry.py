@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from recvae.errors import RecvaeError
-from recvae.io import atomic_dir, atomic_file
+from recvae.io import atomic_dir, atomic_file, check_output
 from recvae.provenance import now_iso
 
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -139,6 +139,7 @@ class ModelStore:
         source = Path(source)
         if not (source / "items.parquet").is_file():
             raise RecvaeError(f"{source} is not a recvae model directory (no items.parquet)")
+        check_output(self.root, "model store")
         name = self._next_name()
         with atomic_dir(self.versions_dir / name, overwrite=False) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)

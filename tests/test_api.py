@@ -149,6 +149,11 @@ def test_every_model_saves_and_loads_with_its_histories(fitted, name: str, tmp_p
     assert loaded.recommend(["u0", "u41"], k=5).equals(model.recommend(["u0", "u41"], k=5))
     assert loaded.similar_items("a3", k=4).equals(model.similar_items("a3", k=4))
     assert type(model).load(tmp_path / "m").name == name
+    model.save(tmp_path / "m")  # a model directory may be replaced, anything else may not
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(recvae.RecvaeError, match="refusing to write the model"):
+        model.save(tmp_path / "notes")
 
 
 def test_ease_similar_items_are_the_rows_of_b(fitted) -> None:

@@ -92,7 +92,7 @@ def evaluate_command(
         str, typer.Option(help="Which split part with --dataset: valid or test")
     ] = "test",
     k: Annotated[str, typer.Option(help="Cut-offs, comma separated, e.g. 20,50,100")] = "20,50,100",
-    batch_size: Annotated[int, typer.Option(help="Users scored at once, e.g. 1000")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Users scored at once, e.g. 1000")] = 1000,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table")
     ] = False,
@@ -114,6 +114,8 @@ def evaluate_command(
         raise RecvaeError(
             f"--k expects comma-separated integers, e.g. 20,50,100; got {k!r}"
         ) from error
+    if not ks or min(ks) < 1:
+        raise RecvaeError(f"--k expects cut-offs of at least 1, e.g. 20,50,100; got {k!r}")
     if dataset is not None and (history or heldout):
         raise RecvaeError("give either --dataset or --history/--heldout, not both")
     artifact = load_artifact(model_dir)

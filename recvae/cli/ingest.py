@@ -22,7 +22,14 @@ def ingest_command(
             "LightGCN .txt; .gz accepted), or a MovieLens name, e.g. ml-1m or train.txt valid.txt"
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write, e.g. data/ml1m")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Dataset directory to write, e.g. data/ml1m. Replaces only a dataset directory "
+            "recvae wrote (or an empty one); anything else there is refused",
+        ),
+    ],
     format: Annotated[
         str, typer.Option(help="auto|csv|parquet|ndjson|duckdb|movielens|lightgcn, e.g. csv")
     ] = "auto",
@@ -60,14 +67,16 @@ def ingest_command(
         str | None, typer.Option(help="Keep events before this time, e.g. 2024-07-01")
     ] = None,
     min_user_count: Annotated[
-        int, typer.Option(help="Keep users with at least this many interactions, e.g. 5")
+        int, typer.Option(min=0, help="Keep users with at least this many interactions, e.g. 5")
     ] = 0,
     min_item_count: Annotated[
-        int, typer.Option(help="Keep items with at least this many interactions, e.g. 5")
+        int, typer.Option(min=0, help="Keep items with at least this many interactions, e.g. 5")
     ] = 0,
     k_core: Annotated[
         int,
-        typer.Option(help="Repeat user and item count filters (at least K) until stable, e.g. 10"),
+        typer.Option(
+            min=0, help="Repeat user and item count filters (at least K) until stable, e.g. 10"
+        ),
     ] = 0,
     on_bad_rows: Annotated[
         str, typer.Option(help="error: stop at a bad row; skip: drop and count them")
@@ -94,9 +103,17 @@ def ingest_command(
         Path | None, typer.Option(help="MovieLens download cache, e.g. ~/.cache/recvae")
     ] = None,
 ) -> None:
-    """Read interaction logs, filter them, and write a dataset directory (matrix + vocabularies)."""
+    """Read interaction logs, filter them, and write a dataset directory (matrix + vocabularies).
+
+    Overwrites: --out when it is a dataset directory written by recvae (it is replaced as a
+    whole); a directory or file recvae did not write, or one holding an input, is refused.
+    """
     from recvae.data.ingest import IngestOptions, ingest
     from recvae.data.vocab import Vocabulary
+    from recvae.io import check_output
+
+    inputs = [Path(s) for s in sources if Path(s).exists()]
+    replacing = check_output(out, "dataset", inputs + ([item_vocab] if item_vocab else []))
 
     options = IngestOptions(
         format=format,
@@ -130,6 +147,8 @@ def ingest_command(
         vocab = Vocabulary.load(path)
     dataset = ingest(sources, options, item_vocab=vocab)
     dataset.save(out)
+    if replacing:
+        typer.echo(f"replaced the existing dataset in {out}", err=True)
     print_summary(dataset.manifest, out)
 
 
@@ -169,9 +188,9 @@ def synth_command(
     out: Annotated[
         Path, typer.Option("--out", help="File to write: .csv, .parquet or .duckdb, e.g. log.csv")
     ],
-    users: Annotated[int, typer.Option(help="Number of users, e.g. 10000")] = 10_000,
-    items: Annotated[int, typer.Option(help="Number of items, e.g. 2000")] = 2_000,
-    interactions: Annotated[int, typer.Option(help="Number of rows, e.g. 500000")] = 500_000,
+    users: Annotated[int, typer.Option(min=1, help="Number of users, e.g. 10000")] = 10_000,
+    items: Annotated[int, typer.Option(min=1, help="Number of items, e.g. 2000")] = 2_000,
+    interactions: Annotated[int, typer.Option(min=1, help="Number of rows, e.g. 500000")] = 500_000,
     seed: Annotated[int, typer.Option(help="Random seed, e.g. 0")] = 0,
     table: Annotated[str, typer.Option(help="Table name for a .duckdb output, e.g. events")] = (
         "events"

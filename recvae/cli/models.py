@@ -131,7 +131,7 @@ def rollback(store: Store) -> None:
 @models_app.command()
 def prune(
     store: Store,
-    keep: Annotated[int, typer.Option(help="Newest versions to keep, e.g. 5")] = 5,
+    keep: Annotated[int, typer.Option(min=1, help="Newest versions to keep, e.g. 5")] = 5,
 ) -> None:
     """Delete old versions, keeping the newest N, the current one and the rollback target."""
     from recvae.registry import ModelStore
