@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from recvae.cli.bounds import CPU_COUNT, strictly_between
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +41,14 @@ def train_command(
     dataset_dir: Annotated[
         Path, typer.Argument(help="Dataset directory from `recvae ingest`, e.g. data/ml-1m")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Model directory to write, e.g. models/vae")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Model directory to write, e.g. models/vae. Replaces only a model directory "
+            "recvae wrote (or an empty one); anything else there is refused",
+        ),
+    ],
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "multvae",
     config: Annotated[
         Path | None,
@@ -47,15 +57,26 @@ def train_command(
             "e.g. multvae.toml; see docs/training.md"
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs, e.g. 100")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs, e.g. 100")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for everything random, e.g. 0")] = None,
     patience: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs without improvement, e.g. 20")
+        int | None,
+        typer.Option(
+            min=0, help="Stop after this many epochs without improvement (0: never), e.g. 20"
+        ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate, e.g. 0.001")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Users per update, e.g. 500")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(callback=strictly_between(0, math.inf), help="Adam learning rate, e.g. 0.001"),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Users per update, e.g. 500")
+    ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads, 0 = all cores, e.g. 2")
+        int | None,
+        typer.Option(
+            min=0, max=CPU_COUNT, help=f"CPU threads, 0 = all cores (at most {CPU_COUNT}), e.g. 2"
+        ),
     ] = None,
     metric: Annotated[
         str | None,
@@ -73,8 +94,9 @@ def train_command(
     valid_users: Annotated[
         int | None,
         typer.Option(
+            min=1,
             help="Without a split in the dataset: users held out for validation (default 10%, "
-            "at most 10,000), e.g. 5000"
+            "at most 10,000), e.g. 5000",
         ),
     ] = None,
     validation: Annotated[
@@ -100,14 +122,21 @@ def train_command(
     validation part, or a slice of users held out and recorded in the model's metadata. The
     model directory holds the weights, config, item vocabulary and metadata (validation
     metrics, data fingerprint, seed, versions).
+
+    Overwrites: --out when it is a model directory written by recvae (replaced as a whole once
+    training succeeds); a directory or file recvae did not write, or one holding an input
+    (the dataset, --config, --checkpoint-dir, --log), is refused before training starts.
     """
     from rich.console import Console
 
     from recvae.data.dataset import Dataset
     from recvae.data.split import ProtocolSpec
+    from recvae.io import check_output
     from recvae.models.configs import setting_types
     from recvae.workflow.fit import TrainSpec, fit_model
 
+    inputs = [p for p in (dataset_dir, config, checkpoint_dir, log) if p is not None]
+    replacing = check_output(out, "model", inputs)
     overrides = {
         "epochs": epochs, "seed": seed, "patience": patience, "lr": lr,
         "batch_size": batch_size, "threads": threads, **parse_set_options(set_ or []),
@@ -135,6 +164,8 @@ def train_command(
         f"trained on {split['train_users']:,} users, validated on {split['valid_users']:,} "
         f"({split['source']}) in {training['seconds']:.1f}s"
     )
+    if replacing:
+        console.print(f"replaced the existing model in {out}")
     summary = ", ".join(
         f"{key} {value:.4f}"
         for key, value in meta["metrics"].items()

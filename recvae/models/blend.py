@@ -34,6 +34,7 @@ from recvae.models.base import (
     Recommender,
     check_history,
     model_config,
+    model_size,
     read_model_json,
     write_model_json,
 )
@@ -215,11 +216,9 @@ class Blend:
         from recvae.models import load_model
 
         path = Path(path)
-        meta = read_model_json(path)
-        if meta.get("model") != cls.name:
-            raise RecvaeError(f"{path} holds a {meta.get('model')!r} model, not 'blend'")
-        blend = cls(config_from_dict(BlendConfig, meta["config"], source=str(path)))
-        blend.n_items = int(meta["n_items"])
+        meta = read_model_json(path, expect=cls.name)
+        blend = cls(config_from_dict(BlendConfig, meta.get("config", {}), source=str(path)))
+        blend.n_items = model_size(meta, "n_items", path)
         blend.tuning = list(meta.get("tuning", []))
         count = len(blend.config.members)
         blend.models = [load_model(path / f"member-{i}") for i in range(count)]

@@ -14,7 +14,13 @@ import scipy.sparse as sp
 
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, model_config, read_model_json, write_model_json
+from recvae.models.base import (
+    check_history,
+    load_array,
+    model_config,
+    read_model_json,
+    write_model_json,
+)
 from recvae.models.configs import PopularityConfig
 
 
@@ -46,8 +52,8 @@ class Popularity:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        model = cls(read_model_json(path)["config"])
-        model.item_counts = np.load(path / "item_counts.npy", allow_pickle=False)
+        model = cls(read_model_json(path, expect=cls.name).get("config", {}))
+        model.item_counts = load_array(path / "item_counts.npy", ndim=1).astype(np.float32)
         return model
 
     def _fitted_counts(self) -> np.ndarray:

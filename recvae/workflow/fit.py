@@ -39,7 +39,7 @@ from recvae.errors import RecvaeError
 from recvae.evaluate import Evaluation, evaluate
 from recvae.models import build_model
 from recvae.models.base import Recommender
-from recvae.models.configs import config_class, make_config, uses_loop
+from recvae.models.configs import config_class, make_config, setting_types, uses_loop
 from recvae.provenance import run_info
 
 # Called after every epoch of an epoch-trained model (a blend's members too, with a "member" key
@@ -133,6 +133,8 @@ def fit_model(
     training = _fit(model, spec.model, split, on_epoch, warm_start, checkpoint_dir, log_path,
                     progress)  # fmt: skip
     training["seconds"] = round(time.perf_counter() - started, 3)
+    if metric is None and "metric" not in setting_types(spec.model) and split.valid is not None:
+        metric = _fitting_metric(spec.metric, split.valid.n_items)  # a small catalogue
     metric = metric or spec.metric
     evaluation = _evaluate(model, split, metric)
     metadata = fit_metadata(
@@ -183,6 +185,15 @@ def _describe_source(source: Any) -> str | None:
         return str(source)
     described = getattr(source, "describe", None)  # e.g. a warm start across catalogue growth
     return described() if callable(described) else f"a {type(source).__name__}"
+
+
+def _fitting_metric(metric: str, n_items: int) -> str:
+    """`metric`, or the same metric at K = n_items when the catalogue has fewer items than K (a
+    model without a metric setting of its own should not fail over the default's K)."""
+    from recvae.metrics import parse_metric
+
+    name, k = parse_metric(metric)
+    return metric if k <= n_items else f"{name}@{n_items}"
 
 
 def _evaluate(model: Recommender, split: Split, metric: str) -> Evaluation | None:
