@@ -479,7 +479,8 @@ class Popularity(Model):
 
 class Blend(Model):
     """A blend of models' per-user normalised scores; settings are `BlendConfig` fields, e.g.
-    `Blend(members=["multdae", "ease"], weights=[0.9, 0.1], settings={"ease": {"l2": 200.0}})`.
+    `Blend(members=[{"model": "multdae"}, {"model": "ease", "l2": 200.0}], weights=[0.9, 0.1])`
+    (`weights="tune"` tunes them on validation users: fit with `validation=True`).
 
     similar_items: the blend's scores for a one-item history.
     """
