@@ -186,11 +186,20 @@ def synth_command(
     table: Annotated[str, typer.Option(help="Table name for a .duckdb output, e.g. events")] = (
         "events"
     ),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out when a file is already there")
+    ] = False,
 ) -> None:
-    """Write a synthetic interaction log with popularity skew and latent taste structure."""
+    """Write a synthetic interaction log with popularity skew and latent taste structure.
+
+    Overwrites: nothing unless --overwrite (a file at --out may be someone's real log).
+    """
     from rich.progress import Progress
 
     from recvae.data.synth import SynthConfig, write_synthetic_log
+    from recvae.io import check_output
+
+    check_output(out, "synthetic log", overwrite=overwrite)
 
     config = SynthConfig(n_users=users, n_items=items, n_interactions=interactions, seed=seed)
     with Progress(transient=True) as progress:

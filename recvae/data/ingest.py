@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from recvae.io import owned_temp_dir
 WEIGHTS = ("binary", "rating", "count")
 SPLIT_ROLES = ("train", "valid", "test")
 BAD_ROW_POLICIES = ("error", "skip")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,7 +75,6 @@ class IngestOptions(ReaderOptions):
     query: str | None = None  # SQL query against a DuckDB database source
     split_sources: Sequence[str] | None = None  # role of each source: train, valid, test
     cache_dir: Path | None = None  # where MovieLens downloads go (default ~/.cache/recvae)
-    max_examples: int = 5  # bad rows quoted in errors and the manifest
 
     def validate(self) -> None:
         super().validate()
@@ -171,9 +172,14 @@ def ingest(
         con = duckdb.connect(config={"temp_directory": str(spill)})
         con.execute("SET enable_progress_bar = false")
         try:
-            return _ingest(con, sources, roles, options, item_vocab, since, until)
+            dataset = _ingest(con, sources, roles, options, item_vocab, since, until)
         finally:
             con.close()
+    n_users, n_items = dataset.matrix.shape
+    log.info("ingested %d users x %d items, %d interactions", n_users, n_items, dataset.matrix.nnz,
+             extra={"event": "ingest", "users": n_users, "items": n_items,
+                    "interactions": int(dataset.matrix.nnz)})  # fmt: skip
+    return dataset
 
 
 def _ingest(
