@@ -96,7 +96,7 @@ def test_cli_json_logs_cover_ingest_training_saving_and_promotion(tmp_path: Path
     commands = [
         ["ingest", str(log), "--out", str(tmp_path / "ds")],
         ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--epochs", "2",
-         "--set", "metric=ndcg@10", "--batch-size", "16"],
+         "--set", "metric=ndcg@10", "--batch-size", "16", "--threads", "1"],
         ["models", "add", str(tmp_path / "store"), str(tmp_path / "m"), "--promote"],
     ]  # fmt: skip
     events = []
