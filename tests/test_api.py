@@ -240,6 +240,11 @@ def test_cli_trained_model_loads_and_api_model_exports(fitted, tmp_path: Path) -
     with pytest.raises(recvae.RecvaeError, match=r"no user histories.*history="):
         from_cli.recommend(["u0"])
     assert from_cli.recommend(["u0"], k=3, history=tmp_path / "ds").height == 3
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["models", "add", str(store), str(tmp_path / "cli-model"),
+                                      "--promote"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert recvae.load(store).recommend_items(["a1"], k=2).height == 2  # a store: its current
 
     model = fitted["ease"]
     model.save(tmp_path / "api-model")

@@ -88,7 +88,7 @@ def test_configure_replaces_its_own_handler_only() -> None:
     assert len(ours) == 1 and foreign in logger.handlers
 
 
-def test_cli_json_logs_cover_ingest_training_saving_and_promotion(tmp_path: Path) -> None:
+def test_cli_json_logs_cover_ingest_training_saving_promotion_and_export(tmp_path: Path) -> None:
     log = tmp_path / "events.csv"
     rows = [(f"u{u}", f"i{(u + j) % 12}") for u in range(30) for j in range(4)]
     pl.DataFrame(rows, schema=["user", "item"], orient="row").write_csv(log)
@@ -98,13 +98,15 @@ def test_cli_json_logs_cover_ingest_training_saving_and_promotion(tmp_path: Path
         ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--epochs", "2",
          "--set", "metric=ndcg@10", "--batch-size", "16", "--threads", "1"],
         ["models", "add", str(tmp_path / "store"), str(tmp_path / "m"), "--promote"],
+        ["recommend", str(tmp_path / "store"), "--history", str(tmp_path / "ds"), "--k", "3",
+         "--out", str(tmp_path / "recs.parquet")],
     ]  # fmt: skip
     events = []
     for command in commands:
         result = runner.invoke(app, ["--log-format", "json", *command])
         assert result.exit_code == 0, result.output
         events += [line["event"] for line in json_lines(result.stderr) if "event" in line]
-    assert events == ["ingest", "epoch", "epoch", "model_saved", "promote"]
+    assert events == ["ingest", "epoch", "epoch", "model_saved", "promote", "export"]
 
 
 def test_cli_refuses_an_unknown_log_format() -> None:
