@@ -132,6 +132,8 @@ OUTPUT_KINDS: dict[str, tuple[str, Callable[[Path], bool], bool]] = {
     "bench report": ("a recvae bench report directory", is_bench_report, True),
     "demo": ("a recvae demo directory", is_demo_dir, True),
     "export": ("a recvae recommendations export", is_export_file, False),
+    # a log file: recvae cannot prove it wrote one, so an existing file needs overwrite=True
+    "synthetic log": ("a file recvae may replace", lambda _path: False, False),
 }
 
 

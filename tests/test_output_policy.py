@@ -305,3 +305,13 @@ def test_atomic_writes_fsync_the_file_and_its_directory(tmp_path, monkeypatch):
         (tmp / "f").write_text("f")
     assert any(path.endswith("/f") for path in synced)
     assert str(tmp_path) in synced
+
+
+def test_synth_never_replaces_an_existing_file_without_overwrite(tmp_path):
+    log = write_log(tmp_path / "log.csv")
+    before = log.read_text()
+    args = ["synth", "--out", str(log), "--users", "5", "--items", "5", "--interactions", "20"]
+    refused(runner.invoke(app, args), "--overwrite")
+    assert log.read_text() == before
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+    assert log.read_text() != before

@@ -114,5 +114,7 @@ def main() -> None:
         app()
     except RecvaeError as error:
         # escape: messages quote config sections like [gate] that rich would read as markup
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        # soft_wrap: one line however narrow the terminal (or pipe) is
+        message = f"[bold red]error:[/] {escape(str(error))}"
+        err_console.print(message, highlight=False, soft_wrap=True)
         sys.exit(2)

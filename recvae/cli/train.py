@@ -57,7 +57,9 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="Seed for everything random, e.g. 0")] = None,
     patience: Annotated[
         int | None,
-        typer.Option(min=1, help="Stop after this many epochs without improvement, e.g. 20"),
+        typer.Option(
+            min=0, help="Stop after this many epochs without improvement (0: never), e.g. 20"
+        ),
     ] = None,
     lr: Annotated[
         float | None,
