@@ -558,15 +558,14 @@ def _item_filter(ids: Iterable[Any] | None, items: Vocabulary) -> np.ndarray | N
     values = [ids] if isinstance(ids, str | bytes | int | np.integer) else list(ids)
     if not values:
         return np.empty(0, dtype=np.int64)
-    indices = items.index_of(pl.Series(items.name, values, strict=False))
-    return indices[indices >= 0]
+    return items.lookup(pl.Series(items.name, values, strict=False)).indices
 
 
 def _lookup(vocab: Vocabulary, ids: list[Any], what: str) -> np.ndarray:
     """Dense indices of `ids`; a RecvaeError naming the ids the vocabulary does not hold."""
     # strict=False: ids of mixed types (7 and "u7") are read as strings, not refused
-    indices = vocab.index_of(pl.Series(vocab.name, ids, strict=False))
-    unknown = [ids[i] for i in np.flatnonzero(indices < 0)]
+    found = vocab.lookup(pl.Series(vocab.name, ids, strict=False))
+    unknown = [ids[i] for i in np.flatnonzero(~found.found)]
     if unknown:
         shown = ", ".join(repr(i) for i in unknown[:_SHOWN_IDS])
         more = f" and {len(unknown) - _SHOWN_IDS} more" if len(unknown) > _SHOWN_IDS else ""
@@ -575,4 +574,4 @@ def _lookup(vocab: Vocabulary, ids: list[Any], what: str) -> np.ndarray:
             f"model's {what}s)"
             + ("; for a new user use recommend_items(item_ids)" if what == "user" else "")
         )
-    return indices
+    return found.indices
