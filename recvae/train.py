@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
+from recvae import distributed
 from recvae.data.split import Holdout
 from recvae.errors import RecvaeError
 from recvae.evaluate import evaluate
@@ -127,26 +128,46 @@ def check_finite(value: float, epoch: int, step: int) -> None:
 
 class BatchUpdates:
     """One epoch's updates of a torch model: check the loss, step the optimizer, and keep the
-    running means of the loss and its parts (what `train_epoch` reports)."""
+    running means of the loss and its parts (what `train_epoch` reports).
+
+    Under torchrun (recvae.distributed) each rank passes the loss of its part of the global
+    batch and that part's `share` of the batch's users: the gradients are summed across ranks
+    weighted by the shares, which is the gradient of the whole batch's mean loss, and the
+    numbers reported are the whole batch's."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, epoch: int, step: int) -> None:
         self.optimizer, self.epoch, self.step = optimizer, epoch, step
         self.totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
         self.batches = 0
+        self.world = distributed.ranks().world
 
-    def update(self, loss: torch.Tensor, nll: torch.Tensor, kl: torch.Tensor) -> float:
+    def update(
+        self,
+        loss: torch.Tensor | None,
+        nll: torch.Tensor | None,
+        kl: torch.Tensor | None,
+        share: float = 1.0,
+    ) -> float:
         """One update on `loss` (refused before stepping when it is NaN or infinite); returns
-        the running mean loss of the epoch so far."""
-        value = loss.item()
+        the running mean loss of the epoch so far. `loss` is None on a rank whose part of the
+        batch is empty (share 0): it still takes part in the gradient sum."""
+        parts = [t.item() * share if t is not None else 0.0 for t in (loss, nll, kl)]
+        if self.world > 1:
+            parts = distributed.sum_across_ranks(parts)
+        value = parts[0]
         check_finite(value, self.epoch, self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss is not None:
+            (loss * share if self.world > 1 else loss).backward()
+        if self.world > 1:
+            distributed.all_reduce_gradients(
+                p for group in self.optimizer.param_groups for p in group["params"]
+            )
         self.optimizer.step()
         self.step += 1
         self.batches += 1
-        self.totals["loss"] += value
-        self.totals["nll"] += nll.item()
-        self.totals["kl"] += kl.item()
+        for key, part in zip(("loss", "nll", "kl"), parts, strict=True):
+            self.totals[key] += part
         return self.totals["loss"] / self.batches
 
     def means(self) -> dict[str, float]:
@@ -185,6 +206,9 @@ def run_loop(
     whose `extra_state` matches (same model config) is picked up where it stopped.
     """
     ks = validation_ks(settings.metric, valid.n_items) if valid is not None else []
+    main = distributed.ranks().is_main  # under torchrun, rank 0 alone validates and writes
+    log_path = log_path if main else None
+    progress = progress and main
     state = LoopState()
     best_weights: dict[str, torch.Tensor] | None = None
     if checkpoint_dir is not None and resume and (Path(checkpoint_dir) / "last").is_dir():
@@ -219,11 +243,9 @@ def run_loop(
             )
             improved = False
             if validate:
-                started = time.perf_counter()
-                result = evaluate(trainer.score, valid, ks=ks, batch_size=settings.eval_batch_size)
-                record.update(result.means)
-                record["valid_seconds"] = time.perf_counter() - started
-                value = result.means[settings.metric]
+                assert valid is not None
+                record.update(distributed.from_main(_validate(trainer, valid, ks, settings)))
+                value = record[settings.metric]
                 improved = value > state.best_value
                 if improved:
                     state.best_value, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
@@ -236,15 +258,17 @@ def run_loop(
                     )
             state.epoch += 1
             state.history.append(record)
-            if checkpoint_dir is not None:
+            if checkpoint_dir is not None and main:
                 save_checkpoint(Path(checkpoint_dir) / "last", trainer, state, extra_state)
                 if improved:
                     save_checkpoint(Path(checkpoint_dir) / "best", trainer, state, extra_state)
             if log_path is not None:
                 _append_log(log_path, record)
             display.finish_epoch(record, settings)
-            _log_epoch(record, settings, shown=display.progress is not None)
-            if callback is not None and callback(epoch + 1, dict(record)):
+            if main:
+                _log_epoch(record, settings, shown=display.progress is not None)
+            asked_to_stop = main and callback is not None and bool(callback(epoch + 1, dict(record)))
+            if distributed.from_main(asked_to_stop):
                 stopped = "callback"
                 break
             if settings.patience > 0 and state.bad_epochs >= settings.patience:
@@ -255,6 +279,17 @@ def run_loop(
         trainer.module.load_state_dict(best_weights)
     best = state.history[state.best_epoch - 1] if state.best_epoch else {}
     return LoopResult(state.history, state.best_epoch, dict(best), stopped)
+
+
+def _validate(
+    trainer: EpochTrainer, valid: Holdout, ks: list[int], settings: LoopConfig
+) -> dict[str, Any] | None:
+    """The validation numbers of this epoch (rank 0 only under torchrun; None elsewhere)."""
+    if not distributed.ranks().is_main:
+        return None
+    started = time.perf_counter()
+    result = evaluate(trainer.score, valid, ks=ks, batch_size=settings.eval_batch_size)
+    return {**result.means, "valid_seconds": time.perf_counter() - started}
 
 
 def _train_one_epoch(
@@ -302,14 +337,15 @@ def save_checkpoint(
 ) -> None:
     """Write weights, optimizer state and loop state atomically (safetensors + JSON)."""
     tensors = {
-        f"module.{k}": v.detach().contiguous() for k, v in trainer.module.state_dict().items()
+        f"module.{k}": v.detach().cpu().contiguous()
+        for k, v in trainer.module.state_dict().items()
     }
     optimizer = trainer.optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for index, param_state in optimizer["state"].items():
         for key, value in param_state.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous()
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[key] = value
     payload = {

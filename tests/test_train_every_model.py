@@ -144,13 +144,14 @@ def test_loop_keys_may_be_given_flat_and_nest_into_the_loop_table():
         build_model("ease", {"epochs": 3})  # EASE is not trained by the epoch loop
 
 
-@pytest.mark.parametrize("device", ["cuda", "cuda:0", "mps", "tpu"])
-def test_device_key_is_reserved_cpu_and_auto_only(device, dataset_dir, tmp_path):
-    assert LoopConfig(device="auto").device == "auto"
-    with pytest.raises(RecvaeError, match=f"device '{device}' is not supported yet"):
+@pytest.mark.parametrize("device", ["mps", "tpu", "cuda:x", "gpu"])
+def test_device_key_accepts_auto_cpu_cuda_and_refuses_other_names(device, dataset_dir, tmp_path):
+    for ok in ("auto", "cpu", "cuda", "cuda:1"):
+        assert LoopConfig(device=ok).device == ok
+    with pytest.raises(RecvaeError, match=f"device must be auto, cpu, cuda or cuda:N .*'{device}'"):
         build_model("multdae", {"device": device})
     text = CONFIGS["multdae"] + f'device = "{device}"\n'
-    with pytest.raises(RecvaeError, match="not supported yet"):
+    with pytest.raises(RecvaeError, match="device must be auto, cpu, cuda or cuda:N"):
         train(dataset_dir, "multdae", text, tmp_path / "m")
     assert not (tmp_path / "m").exists()
 

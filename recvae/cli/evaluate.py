@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from recvae.cli.device_option import DeviceOption, use_device
 from recvae.cli.reader_options import reader_options
 from recvae.data.reader import ReaderOptions
 
@@ -106,6 +107,7 @@ def evaluate_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table")
     ] = False,
+    device: DeviceOption = None,
     *,
     reader: ReaderOptions,
 ) -> None:
@@ -120,6 +122,7 @@ def evaluate_command(
     from recvae.evaluate import evaluate
     from recvae.scoring import scorer_over_items
 
+    use_device(device)
     try:
         ks = [int(value) for value in k.split(",") if value.strip()]
     except ValueError as error:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from recvae.cli.device_option import DeviceOption, use_device
 from recvae.cli.reader_options import reader_options
 from recvae.data.reader import ReaderOptions
 
@@ -84,6 +85,7 @@ def recommend(
             "without the export's columns, a DuckDB table with other columns)",
         ),
     ] = False,
+    device: DeviceOption = None,
     *,
     reader: ReaderOptions,
 ) -> None:
@@ -102,6 +104,7 @@ def recommend(
     from recvae.data.ingest import IngestOptions
     from recvae.export import ExportRequest, export_top_n
 
+    use_device(device)
     request = ExportRequest(
         model=model,
         history=history,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from recvae.cli.bounds import CPU_COUNT, strictly_between
+from recvae.cli.device_option import DeviceOption, use_device
 
 
 def register(app: typer.Typer) -> None:
@@ -115,6 +116,7 @@ def train_command(
         typer.Option(help="JSONL log, one line per epoch (default: CHECKPOINT_DIR/log.jsonl)"),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar per epoch")] = True,
+    device: DeviceOption = None,
 ) -> None:
     """Train any model on a dataset (its split's train part when it has one) and save it.
 
@@ -126,24 +128,32 @@ def train_command(
     Overwrites: --out when it is a model directory written by recvae (replaced as a whole once
     training succeeds); a directory or file recvae did not write, or one holding an input
     (the dataset, --config, --checkpoint-dir, --log), is refused before training starts.
+
+    Under torchrun (`torchrun --nproc-per-node N -m recvae train ...`) Mult-VAE/DAE train
+    data-parallel over the N processes; rank 0 alone validates and writes (README "GPUs and
+    clusters").
     """
     from rich.console import Console
 
+    from recvae import distributed
     from recvae.data.dataset import Dataset
     from recvae.data.split import ProtocolSpec
     from recvae.io import check_output
     from recvae.models.configs import setting_types
     from recvae.workflow.fit import TrainSpec, fit_model
 
+    use_device(device)
     inputs = [p for p in (dataset_dir, config, checkpoint_dir, log) if p is not None]
     replacing = check_output(out, "model", inputs)
     overrides = {
         "epochs": epochs, "seed": seed, "patience": patience, "lr": lr,
-        "batch_size": batch_size, "threads": threads, **parse_set_options(set_ or []),
+        "batch_size": batch_size, "threads": threads, "device": device,
+        **parse_set_options(set_ or []),
     }  # fmt: skip
     if metric is not None and "metric" in setting_types(model):
         overrides["metric"] = metric
     spec = TrainSpec.from_toml(model, config, loop_overrides(model, overrides))
+    main = join_torchrun(spec)
     dataset = Dataset.load(dataset_dir)
     split_seed = spec.seed if spec.seed is not None else (seed or 0)
     protocol = ProtocolSpec(
@@ -151,13 +161,20 @@ def train_command(
     )
     if log is None and checkpoint_dir is not None:
         log = checkpoint_dir / "log.jsonl"
-    console = Console(stderr=True)
-    console.print(f"training {model} on {dataset_dir} ({dataset.matrix.nnz:,} interactions)")
+    console = Console(stderr=True, quiet=not main)  # under torchrun, rank 0 reports
+    ranks = distributed.ranks()
+    world = f" on {ranks.world} processes" if ranks.world > 1 else ""
+    console.print(
+        f"training {model} on {dataset_dir} ({dataset.matrix.nnz:,} interactions){world}"
+    )
     result = fit_model(
         dataset, spec, protocol, checkpoint_dir=checkpoint_dir, log_path=log,
         progress=progress, metric=metric, dataset_path=dataset_dir,
     )  # fmt: skip
-    result.save(out)
+    if main:
+        result.save(out)
+    distributed.barrier()  # every rank returns once the model is written
+    distributed.shutdown()
     meta = result.metadata
     split, training = meta["split"], meta["training"]
     console.print(
@@ -184,6 +201,24 @@ def train_command(
     )
 
 
+def join_torchrun(spec: Any) -> bool:
+    """Under torchrun: join the process group (gloo on the CPU, NCCL on CUDA) for a model that
+    trains data-parallel, refuse the others. Returns whether this process writes the output."""
+    from recvae import distributed
+    from recvae.errors import RecvaeError
+
+    if not distributed.launched():
+        return True
+    if spec.model not in ("multvae", "multdae"):
+        raise RecvaeError(
+            f"data-parallel training (torchrun) supports multvae and multdae, not {spec.model}; "
+            "run it as one process"
+        )
+    from recvae.device import model_device
+
+    return distributed.init_from_env(model_device(spec.config.loop.device)).is_main
+
+
 def loop_overrides(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The command's flags as settings of `model` (None = not given). ALS and BPR call their
     thread count `num_threads`; a model without randomness (EASE, popularity, a blend, whose
@@ -197,4 +232,6 @@ def loop_overrides(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
         given["num_threads"] = given.pop("threads")
     if "seed" not in known:
         given.pop("seed", None)
+    if "device" not in known:  # EASE, ALS, BPR, popularity; a blend's members take --device
+        given.pop("device", None)  # through the run's device (recvae.device.set_run_device)
     return given

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from recvae.cli.bounds import strictly_between
+from recvae.cli.device_option import DeviceOption, use_device
 
 
 def register(app: typer.Typer) -> None:
@@ -79,6 +80,7 @@ def tune_command(
             help="Also train the default settings once, to compare against",
         ),
     ] = True,
+    device: DeviceOption = None,
 ) -> None:
     """Tune a model's settings on the dataset's validation part and write the best config.
 
@@ -100,6 +102,7 @@ def tune_command(
     from recvae.tuning.report import best_trial, write_outputs
     from recvae.tuning.study import StudyOptions, run_study
 
+    use_device(device)
     check_output(out, "study", [p for p in (dataset_dir, space) if p is not None])
     console = Console(stderr=True)
     optuna.logging.set_verbosity(logging.WARNING)
@@ -109,6 +112,7 @@ def tune_command(
         + ["--sampler", sampler, "--pruner", pruner, "--prune-warmup", str(prune_warmup)]
         + ["--metric", metric]
         + (["--space", str(space)] if space is not None else [])
+        + (["--device", device] if device is not None else [])
         + ["--seed", str(seed)]
         + ([] if reference else ["--no-reference"])
         + ["--out", str(out)]

@@ -17,6 +17,7 @@ at the top, or `MultVAE(epochs=100)`): they go into the loop table, so older fil
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ Activation = Literal["tanh", "relu", "sigmoid"]
 Likelihood = Literal["multinomial", "gaussian", "logistic"]
 LRSchedule = Literal["none", "step", "exponential", "plateau"]
 Normalise = Literal["zscore", "softmax"]
-# Devices a run may name today; the key is reserved for the scale-out work (GPU, torchrun).
-DEVICES = ("cpu", "auto")
+# Devices a run may name (recvae.device resolves them): auto = CUDA when present, else the CPU.
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def _check(checks: list[tuple[bool, str]]) -> None:
@@ -55,13 +56,12 @@ class LoopConfig:
     eval_batch_size: int = 2000  # users per scoring batch (validation and inference)
     seed: int = 0  # one seed; every random stream is derived from it
     threads: int = 0  # torch threads while training and scoring; 0 = all cores
-    device: str = "cpu"  # "cpu" or "auto" (= cpu today); reserved for GPU / multi-process runs
+    device: str = "cpu"  # "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"; recvae.device
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ValueError(
-                f"device {self.device!r} is not supported yet: this version trains on the CPU "
-                f"(use one of {', '.join(DEVICES)})"
+                f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got {self.device!r}"
             )
         _check(
             [

@@ -52,6 +52,9 @@ from recvae.models.torch_sparse import (
     torch_csr,
     transpose_csr,
 )
+from recvae import distributed
+from recvae.device import to_device
+from recvae.errors import RecvaeError
 from recvae.train import BatchProgress, BatchUpdates, epoch_seed
 
 __all__ = ["RecVAE", "RecVAEConfig"]
@@ -177,14 +180,17 @@ def composite_log_prior(
 class _Batch:
     """One batch of users as the tensors a pass needs (built once per batch)."""
 
-    def __init__(self, batch: sp.csr_matrix, norms: np.ndarray) -> None:
+    def __init__(self, batch: sp.csr_matrix, norms: np.ndarray, device: torch.device) -> None:
         self.size = batch.shape[0]
         self.csr = batch
-        self.values = torch.from_numpy(normalised_values(batch, norms))
-        self.rows = torch.from_numpy(np.repeat(np.arange(batch.shape[0]), np.diff(batch.indptr)))
-        self.cols = torch.from_numpy(batch.indices.astype(np.int64))
-        self.raw = torch.from_numpy(batch.data)
-        self.counts = torch.from_numpy(np.asarray(batch.sum(axis=1)).ravel().astype(np.float32))
+        self.device = device
+        self.values = to_device(normalised_values(batch, norms), device)
+        rows = np.repeat(np.arange(batch.shape[0]), np.diff(batch.indptr))
+        self.rows = to_device(rows, device)
+        self.cols = to_device(batch.indices.astype(np.int64), device)
+        self.raw = to_device(batch.data, device)
+        counts = np.asarray(batch.sum(axis=1)).ravel().astype(np.float32)
+        self.counts = to_device(counts, device)
 
     def input(self, values: torch.Tensor, with_transpose: bool):
         x = torch_csr(self.csr.indptr, self.csr.indices, values, self.csr.shape)
@@ -205,6 +211,11 @@ class _RecVAETrainer:
     """
 
     def __init__(self, model: RecVAE, train: sp.csr_matrix) -> None:
+        if distributed.ranks().world > 1:
+            raise RecvaeError(
+                "recvae: data-parallel training (torchrun) supports multvae and multdae; "
+                "train RecVAE in one process (--device cuda for a GPU)"
+            )
         self.model = model
         self.config = model.config
         self.module = model.module
@@ -232,7 +243,7 @@ class _RecVAETrainer:
             with torch.no_grad():
                 for start in range(0, self.train.shape[0], chunk):
                     users = np.arange(start, min(start + chunk, self.train.shape[0]))
-                    batch = _Batch(self.train[users], self.norms[users])
+                    batch = _Batch(self.train[users], self.norms[users], self.model.run_on)
                     mu, logvar = self.module.old_encoder(*batch.input(batch.values, False))
                     mus.append(mu)
                     logvars.append(logvar)
@@ -289,8 +300,9 @@ class _RecVAETrainer:
         updates = BatchUpdates(self.optimizer, epoch, step)
         for start in range(0, len(order), c.loop.batch_size):
             users = np.sort(order[start : start + c.loop.batch_size])
-            batch = _Batch(self.train[users], self.norms[users])
-            old = (posterior[0][users], posterior[1][users]) if posterior is not None else None
+            batch = _Batch(self.train[users], self.norms[users], self.model.run_on)
+            rows = to_device(users, self.model.run_on)
+            old = (posterior[0][rows], posterior[1][rows]) if posterior is not None else None
             if part == "decoder":
                 assert old is not None
                 nll, kl = self._decoder_loss(batch, old, noise)
@@ -312,9 +324,10 @@ class _RecVAETrainer:
         values = batch.values
         if c.dropout > 0:
             keep = torch.rand(values.shape[0], generator=noise) >= c.dropout
-            values = values * keep / (1.0 - c.dropout)
+            values = values * to_device(keep, batch.device) / (1.0 - c.dropout)
         mu, logvar = self.module.encoder(*batch.input(values, with_transpose=True))
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise)
+        eps = torch.randn(mu.shape, generator=noise)  # drawn on the CPU: the same on any device
+        z = mu + torch.exp(0.5 * logvar) * to_device(eps, batch.device)
         nll = batch.nll(self.module.decode(z))
         if c.composite_prior:
             assert old is not None
@@ -332,7 +345,8 @@ class _RecVAETrainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """NLL for the decoder; z from the (just refreshed, frozen) encoder's posterior."""
         mu, logvar = old
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=noise)
+        eps = torch.randn(mu.shape, generator=noise)
+        z = mu + torch.exp(0.5 * logvar) * to_device(eps, batch.device)
         return batch.nll(self.module.decode(z)), torch.zeros(())
 
 

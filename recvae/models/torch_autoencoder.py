@@ -23,7 +23,9 @@ import torch
 from safetensors.torch import save_file
 
 from recvae.config import config_from_dict, config_to_dict
+from recvae import distributed
 from recvae.data.split import Holdout, as_csr
+from recvae.device import model_device, to_device
 from recvae.errors import RecvaeError
 from recvae.models.base import (
     check_history,
@@ -73,6 +75,9 @@ class TorchAutoencoder:
         model and of its `loop` table may be given flat (see recvae.models.configs)."""
         self.config = model_config(self.config_class, config, overrides, self.name)
         self.module: Any = None  # the torch module, built by `_build_module` in fit or load
+        # where this model trains and scores (recvae.device); a loaded model says "auto"
+        self.device: str = self.config.loop.device
+        self.run_on = torch.device("cpu")  # the resolved device of the current fit / scoring
         self.n_items = 0
         self.history: list[dict[str, Any]] = []
         self.best_epoch = 0
@@ -110,14 +115,18 @@ class TorchAutoencoder:
         if train.nnz == 0:
             raise RecvaeError(f"{self.name}: the training matrix has no interactions")
         loop = self.config.loop
+        self.run_on = model_device(self.device)
+        distributed.init_from_env(self.run_on)  # joins torchrun's process group, if launched
         with torch_threads(loop.threads):
             self.n_items = train.shape[1]
             self.module = self._build_module(self.n_items)
+            # initialised on the CPU from the seed (the same weights on every device and rank)
             self.module.reset_parameters(
                 torch.Generator().manual_seed(epoch_seed(loop.seed, 0, INIT))
             )
             if warm_start is not None:
                 self._warm_start(warm_start)
+            self.module.to(self.run_on)
             trainer = self._make_trainer(train)
             result = run_loop(
                 trainer,
@@ -161,7 +170,7 @@ class TorchAutoencoder:
 
     def _tensors_to_save(self) -> dict[str, torch.Tensor]:
         assert self.module is not None
-        return {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
 
     def _load_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
         self.module.load_state_dict(tensors)
@@ -196,20 +205,32 @@ class TorchAutoencoder:
         if self.module is None:
             raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
         history = check_history(history, self.n_items, self.name)
+        self.run_on = model_device(self.device)
+        self.module.to(self.run_on)
         with torch_threads(self.config.loop.threads):
             return self._score_batch(history)
 
     def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
+        """Logits of every history row, batch by batch on the model's device; on the CPU they
+        are written straight into the returned array, on a GPU copied back batch by batch."""
         assert self.module is not None
         out = np.empty(history.shape, dtype=np.float32)
         step = self.config.loop.eval_batch_size
         norms = row_norms(history)
+        on_cpu = self.run_on.type == "cpu"
         with torch.inference_mode():
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
-                values = torch.from_numpy(normalised_values(batch, norms[start : start + step]))
+                values = to_device(normalised_values(batch, norms[start : start + step]),
+                                   self.run_on)  # fmt: skip
                 x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
-                self._logits_into(x, torch.from_numpy(out[start : start + batch.shape[0]]))
+                target = torch.from_numpy(out[start : start + batch.shape[0]])
+                if on_cpu:
+                    self._logits_into(x, target)
+                else:
+                    logits = torch.empty(target.shape, device=self.run_on)
+                    self._logits_into(x, logits)
+                    target.copy_(logits)
         return out
 
     # -- persistence --
@@ -240,8 +261,9 @@ class TorchAutoencoder:
         tensors = load_tensors(path / WEIGHTS_FILE)
         expected = {k: tuple(v.shape) for k, v in model.module.state_dict().items()}
         check_tensor_shapes(expected, tensors, path / WEIGHTS_FILE, cls._weights_not_saved)
-        model._load_weights(tensors, path)
+        model._load_weights(tensors, path)  # on the CPU; scoring moves it to the run's device
         model.module.eval()
+        model.device = "auto"  # a saved model runs wherever the loading run is: GPU if present
         model.history = meta.get("history", [])
         model.best_epoch = int(meta.get("best_epoch", 0))
         model.best_metrics = meta.get("best_metrics", {})

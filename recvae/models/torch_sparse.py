@@ -19,16 +19,19 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recvae.device import to_device
 
 def torch_csr(
     indptr: np.ndarray, indices: np.ndarray, values: torch.Tensor, shape: tuple[int, int]
 ) -> torch.Tensor:
-    """A torch CSR tensor with this structure and these values (no invariant check)."""
+    """A torch CSR tensor with this structure and these values (no invariant check), on the
+    values' device: the index arrays follow them (pinned, non-blocking on CUDA)."""
+    device = values.device
     with warnings.catch_warnings():  # "sparse CSR support is in beta": we rely on addmm/mm only
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.from_numpy(indptr.astype(np.int64)),
-            torch.from_numpy(indices.astype(np.int64)),
+            to_device(indptr.astype(np.int64), device),
+            to_device(indices.astype(np.int64), device),
             values,
             size=shape,
             check_invariants=False,
@@ -61,7 +64,7 @@ def transpose_csr(batch: sp.csr_matrix, values: torch.Tensor) -> torch.Tensor:
     positions = sp.csr_matrix(
         (np.arange(batch.nnz, dtype=np.int64), batch.indices, batch.indptr), shape=batch.shape
     ).tocsc()  # column-major; rows stay sorted within each column
-    order = torch.from_numpy(positions.data)
+    order = to_device(positions.data, values.device)
     return torch_csr(positions.indptr, positions.indices, values[order], batch.shape[::-1])
 
 
@@ -83,7 +86,9 @@ class SparseInputLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         (xt,) = ctx.saved_tensors
-        grad_weight = torch.empty(xt.shape[0], grad.shape[1], dtype=grad.dtype)
+        grad_weight = torch.empty(
+            xt.shape[0], grad.shape[1], dtype=grad.dtype, device=grad.device
+        )
         torch.mm(xt, grad, out=grad_weight)
         return grad_weight, grad.sum(0), None, None
 
@@ -108,7 +113,9 @@ class MultinomialNLL(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor):
         log_probs, rows, cols, values = ctx.saved_tensors
         scale = grad / log_probs.shape[0]
-        totals = torch.zeros(log_probs.shape[0], dtype=values.dtype).index_add_(0, rows, values)
+        totals = torch.zeros(
+            log_probs.shape[0], dtype=values.dtype, device=values.device
+        ).index_add_(0, rows, values)
         out = log_probs.exp().mul_((totals * scale)[:, None])
         out.index_put_((rows, cols), values * -scale, accumulate=True)
         return out, None, None, None

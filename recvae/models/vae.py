@@ -29,6 +29,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recvae import distributed
+from recvae.device import to_device
 from recvae.models.configs import MultDAEConfig, MultVAEConfig
 from recvae.models.torch_autoencoder import NOISE, SHUFFLE, TorchAutoencoder
 from recvae.models.torch_sparse import (
@@ -159,14 +161,20 @@ class AutoencoderTrainer:
         noise = torch.Generator().manual_seed(epoch_seed(config.loop.seed, epoch, NOISE))
         variational = self.module.variational
         updates = BatchUpdates(self.optimizer, epoch, step)
+        group = distributed.ranks()  # one process: rank 0 of 1, whose part is the whole batch
         beta = 0.0
         for start in range(0, len(order), config.loop.batch_size):
             users = np.sort(order[start : start + config.loop.batch_size])
-            batch = self.train[users]
+            part = group.part(len(users))
             beta = self._beta(updates.step) if variational else 0.0
-            nll, kl = self._batch_loss(batch, self.norms[users], noise)
-            running = updates.update(nll + beta * kl if variational else nll, nll, kl)
-            on_batch(batch.shape[0], {"loss": running, "beta": beta})
+            losses = self._batch_loss(users, part, noise)
+            if losses is None:  # this rank's part of a small batch is empty
+                running = updates.update(None, None, None, share=0.0)
+            else:
+                nll, kl = losses
+                share = (part.stop - part.start) / len(users)
+                running = updates.update(nll + beta * kl if variational else nll, nll, kl, share)
+            on_batch(len(users), {"loss": running, "beta": beta})
         numbers = updates.means()
         if variational:
             numbers["beta"] = beta
@@ -180,21 +188,37 @@ class AutoencoderTrainer:
         return kl_beta(step, c.beta_mode, c.beta_cap, self.anneal_steps)
 
     def _batch_loss(
-        self, batch: sp.csr_matrix, norms: np.ndarray, noise: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, users: np.ndarray, part: slice, noise: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(nll, kl) of rows `part` of the batch of `users` (all of it in a one-process run).
+
+        The dropout mask and latent noise are drawn for the whole batch, in the same order as
+        one process would, and this rank keeps its part: every rank's generator stays in step
+        and the run's randomness does not depend on the number of ranks."""
         config = self.config
-        values = torch.from_numpy(normalised_values(batch, norms))
+        device = self.model.run_on
+        batch = self.train[users]
+        values = torch.from_numpy(normalised_values(batch, self.norms[users]))
         if config.dropout > 0:
             keep = torch.rand(values.shape[0], generator=noise) >= config.dropout
             values = values * keep / (1.0 - config.dropout)
+        eps = None
+        if self.module.variational:
+            eps = torch.randn((batch.shape[0], self.module.latent_dim), generator=noise)[part]
+        if part.stop == part.start:
+            return None
+        if (part.start, part.stop) != (0, batch.shape[0]):
+            values = values[batch.indptr[part.start] : batch.indptr[part.stop]]
+            batch = batch[part]
+        values = to_device(values, device)
         x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
         xt = transpose_csr(batch, values)
         h = self.module.encode(x, xt)
-        kl = torch.zeros(())
-        if self.module.variational:
+        kl = torch.zeros((), device=device)
+        if eps is not None:
             mu, logvar = self.module.split_latent(h)
             std = torch.exp(0.5 * logvar)
-            z = mu + std * torch.randn(mu.shape, generator=noise)
+            z = mu + std * to_device(eps, device)
             kl = 0.5 * torch.sum(-logvar + logvar.exp() + mu * mu - 1.0, dim=1).mean()
         else:
             z = self.module.activation(h)
@@ -212,11 +236,12 @@ def resolve_anneal_steps(config: MultVAEConfig, n_users: int) -> int:
 
 def likelihood_nll(likelihood: str, logits: torch.Tensor, batch: sp.csr_matrix) -> torch.Tensor:
     """Negative log-likelihood of the batch's raw rows under the decoder's logits, per user."""
+    device = logits.device
     if likelihood == "multinomial":
-        rows = torch.from_numpy(np.repeat(np.arange(batch.shape[0]), np.diff(batch.indptr)))
-        cols = torch.from_numpy(batch.indices.astype(np.int64))
-        return MultinomialNLL.apply(logits, rows, cols, torch.from_numpy(batch.data))
-    dense = torch.from_numpy(batch.toarray())
+        rows = to_device(np.repeat(np.arange(batch.shape[0]), np.diff(batch.indptr)), device)
+        cols = to_device(batch.indices.astype(np.int64), device)
+        return MultinomialNLL.apply(logits, rows, cols, to_device(batch.data, device))
+    dense = to_device(batch.toarray(), device)
     if likelihood == "gaussian":  # log N(x; f, I) up to a constant
         return 0.5 * ((logits - dense) ** 2).sum(dim=1).mean()
     if likelihood == "logistic":
