@@ -18,7 +18,6 @@ import torch
 
 from recvae.errors import RecvaeError
 from recvae.models.configs import DEVICE_PATTERN
-DEVICE_HELP = 'auto (CUDA when present, else CPU), cpu, cuda or cuda:N, e.g. --device cuda'
 
 _run_device: str | None = None
 
@@ -26,7 +25,9 @@ _run_device: str | None = None
 def check_device_setting(setting: str) -> str:
     """`setting` when it is a device name recvae understands, else a one-line error."""
     if not isinstance(setting, str) or not DEVICE_PATTERN.match(setting):
-        raise RecvaeError(f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got {setting!r}")
+        raise RecvaeError(
+            f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got {setting!r}"
+        )
     return setting
 
 

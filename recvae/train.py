@@ -267,7 +267,7 @@ def run_loop(
             display.finish_epoch(record, settings)
             if main:
                 _log_epoch(record, settings, shown=display.progress is not None)
-            asked_to_stop = main and callback is not None and bool(callback(epoch + 1, dict(record)))
+            asked_to_stop = callback is not None and main and bool(callback(epoch + 1, record))
             if distributed.from_main(asked_to_stop):
                 stopped = "callback"
                 break

@@ -42,6 +42,9 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recvae import distributed
+from recvae.device import to_device
+from recvae.errors import RecvaeError
 from recvae.models.configs import RecVAEConfig
 from recvae.models.torch_autoencoder import NOISE, TorchAutoencoder
 from recvae.models.torch_sparse import (
@@ -52,9 +55,6 @@ from recvae.models.torch_sparse import (
     torch_csr,
     transpose_csr,
 )
-from recvae import distributed
-from recvae.device import to_device
-from recvae.errors import RecvaeError
 from recvae.train import BatchProgress, BatchUpdates, epoch_seed
 
 __all__ = ["RecVAE", "RecVAEConfig"]

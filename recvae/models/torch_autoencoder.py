@@ -22,8 +22,8 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import save_file
 
-from recvae.config import config_from_dict, config_to_dict
 from recvae import distributed
+from recvae.config import config_from_dict, config_to_dict
 from recvae.data.split import Holdout, as_csr
 from recvae.device import model_device, to_device
 from recvae.errors import RecvaeError

@@ -21,6 +21,7 @@ import torch
 
 from recvae.device import to_device
 
+
 def torch_csr(
     indptr: np.ndarray, indices: np.ndarray, values: torch.Tensor, shape: tuple[int, int]
 ) -> torch.Tensor:
