@@ -267,7 +267,9 @@ def run_loop(
             display.finish_epoch(record, settings)
             if main:
                 _log_epoch(record, settings, shown=display.progress is not None)
-            asked_to_stop = callback is not None and main and bool(callback(epoch + 1, record))
+            asked_to_stop = (
+                callback is not None and main and bool(callback(epoch + 1, dict(record)))
+            )
             if distributed.from_main(asked_to_stop):
                 stopped = "callback"
                 break
