@@ -53,6 +53,12 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launched_rank() -> int:
+    """This process's global rank as the launcher set it (RANK; 0 outside torchrun), readable
+    before joining and after leaving the process group."""
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
 def init_from_env(device: torch.device) -> Ranks:
     """Join the process group torchrun describes (env RANK, WORLD_SIZE, MASTER_ADDR/PORT):
     NCCL when training on CUDA, gloo on the CPU. A no-op outside torchrun or when joined."""
@@ -127,3 +133,13 @@ def barrier() -> None:
     """Wait until every rank gets here (nothing to wait for in a one-process run)."""
     if ranks().world > 1:
         dist.barrier()
+
+
+def gather_strings(value: str) -> list[str]:
+    """Every rank's `value`, in rank order, on every rank ([value] when alone)."""
+    group = ranks()
+    if group.world == 1:
+        return [value]
+    values: list[str] = [""] * group.world
+    dist.all_gather_object(values, value)
+    return values

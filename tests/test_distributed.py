@@ -1,10 +1,10 @@
 """Data-parallel training under torchrun (recvae.distributed): two gloo processes on this CPU.
 
-One launch of `python -m torch.distributed.run --nproc-per-node 2 -m recvae train ...` per
-check, against the same command in one process: with dropout off the weights after one epoch
+One launch of `python -m torch.distributed.run --nproc-per-node 2 -m recvae ...` per check,
+against the same command in one process: with dropout off the weights after one epoch
 must match to 1e-5 (the same users per global batch, gradients averaged by batch share); with
 the defaults the validation metric must land within noise, and rank 0 alone writes the log,
-checkpoints and model.
+checkpoints and model; `recommend` publishes one export equal to the one-process export.
 """
 
 from __future__ import annotations
@@ -98,6 +98,21 @@ def test_two_ranks_with_defaults_validate_like_one_process_and_rank_0_writes(dat
     log = (tmp_path / "ckpt" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3]  # written once per epoch
     assert (tmp_path / "ckpt" / "last" / "state.json").is_file()
+
+
+def test_recommend_under_torchrun_publishes_one_export_equal_to_one_process(dataset_dir,
+                                                                            tmp_path):  # fmt: skip
+    import polars as pl
+
+    one_process(["train", str(dataset_dir), *SMALL, "--model", "multdae", "--epochs", "1",
+                 "--no-validation", "--out", str(tmp_path / "m")])  # fmt: skip
+    args = ["recommend", str(tmp_path / "m"), "--history", str(dataset_dir), "--k", "5"]
+    torchrun([*args, "--out", str(tmp_path / "two.parquet")])
+    one_process([*args, "--out", str(tmp_path / "one.parquet")])
+    two, one = pl.read_parquet(tmp_path / "two.parquet"), pl.read_parquet(tmp_path / "one.parquet")
+    assert two.height == 300 * 5
+    assert two.equals(one)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "one.parquet", "two.parquet"]
 
 
 def test_rank_parts_cover_a_batch_once_in_order():

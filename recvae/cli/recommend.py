@@ -94,6 +94,9 @@ def recommend(
     Rows: user_id, rank, item_id, score, model_version, fallback (True: the user had no usable
     history and got the popularity ranking). The output appears only once complete.
 
+    Under torchrun (`torchrun --nproc-per-node N -m recvae recommend ...`) each process scores
+    one shard of the users and rank 0 publishes the one export once all are done.
+
     Overwrites: --out when it is an export recvae wrote (Parquet marked in its metadata or with
     the export's columns, a CSV with the export's header, or --table in a DuckDB file with the
     export's columns; other tables are left alone). Anything else needs --overwrite; an input
@@ -101,6 +104,7 @@ def recommend(
     """
     from rich.console import Console
 
+    from recvae import distributed
     from recvae.data.ingest import IngestOptions
     from recvae.export import ExportRequest, export_top_n
 
@@ -122,7 +126,14 @@ def recommend(
         ingest_options=IngestOptions(**reader.reader_fields(), table=history_table),
         overwrite=overwrite,
     )
-    result = export_top_n(request, show_progress=True)
+    if distributed.launched():  # torchrun: one shard per process, one export (recvae.fanout)
+        from recvae.fanout import export_across_ranks
+
+        result = export_across_ranks(request, show_progress=True)
+        if distributed.launched_rank() != 0:
+            return  # rank 0 reports
+    else:
+        result = export_top_n(request, show_progress=True)
     where = f"{out} (table {result.summary.table})" if result.summary.table else str(out)
     rate = result.users / result.seconds if result.seconds > 0 else float("inf")
     Console().print(
