@@ -25,12 +25,17 @@ from recvae.models.vae import MultDAE
 NO_CUDA = "requested but this torch build/machine has no CUDA (torch.cuda.is_available() is False)"
 
 
+@pytest.fixture(autouse=True)
+def own_run_device():
+    """`--device` sets the process's run device: leave none behind for later tests."""
+    yield
+    devices.set_run_device(None)
+
+
 @pytest.fixture
 def no_cuda(monkeypatch):
     """A machine without CUDA, whatever this one has."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    yield
-    devices.set_run_device(None)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,6 @@ def test_run_device_overrides_each_models_own_setting(no_cuda):
         devices.model_device("cuda")
     devices.set_run_device("cpu")
     assert devices.model_device("cuda") == torch.device("cpu")  # --device cpu wins
-    devices.set_run_device(None)
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "recommend", "tune"])

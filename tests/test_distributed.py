@@ -26,6 +26,7 @@ from recvae.cli import app
 from recvae.cli.train import join_torchrun
 from recvae.data.dataset import Dataset
 from recvae.data.vocab import Vocabulary
+from recvae.device import set_run_device
 from recvae.errors import RecvaeError
 from recvae.workflow.fit import TrainSpec
 
@@ -67,7 +68,10 @@ def torchrun(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def one_process(args: list[str]) -> None:
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    try:
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+    finally:
+        set_run_device(None)  # --device is process-wide: leave none behind
     assert result.exit_code == 0, result.output
 
 
