@@ -210,7 +210,8 @@ class Harness:
         return [*self.recvae, "train", "ds", "--out", f"train/model-{index}",
                 "--checkpoint-dir", f"train/ckpt-{index}", "--epochs", str(self.args.epochs),
                 "--seed", "0", "--threads", "1", "--batch-size", "100", "--no-progress",
-                "--set", "hidden_dims=[64]", "--set", "latent_dim=16"]  # fmt: skip
+                "--set", "hidden_dims=[64]", "--set", "latent_dim=16",
+                "--set", "metric='ndcg@20'"]  # fmt: skip
 
     def train_target(self, kills: int) -> None:
         code, seconds = run(self.train_command("ref"), self.env, self.work, self.log)
@@ -257,7 +258,8 @@ class Harness:
 
     def recommend_target(self, kills: int) -> None:
         self.sh("train", "ds", "--out", "rec-model", "--epochs", "2", "--threads", "1",
-                "--no-progress", "--set", "hidden_dims=[64]", "--set", "latent_dim=16")  # fmt: skip
+                "--no-progress", "--set", "hidden_dims=[64]", "--set", "latent_dim=16",
+                "--set", "metric='ndcg@20'")  # fmt: skip
         self.sh("models", "add", "store", "rec-model", "--promote")
         code, seconds = run(self.recommend_command(), self.env, self.work, self.log)
         if code != 0:
@@ -369,7 +371,9 @@ batch_size = 100
 hidden_dims = [64]
 latent_dim = 16
 threads = 1
+metric = "ndcg@20"
 [gate]
+metric = "ndcg@20"
 tolerance = 1.0
 [export]
 k = 50
