@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from recvae.errors import RecvaeError
-from recvae.io import atomic_dir, atomic_file, check_output, is_model_store
+from recvae.io import (
+    atomic_dir,
+    atomic_file,
+    check_output,
+    fsync_dir,
+    is_model_store,
+    remove_stale_temps,
+    temp_name,
+)
 from recvae.provenance import now_iso
 
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -216,10 +224,11 @@ class ModelStore:
 
     def _point_current_at(self, name: str) -> None:
         self.path_of(name)
-        tmp = self.root / f".current.tmp-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
+        remove_stale_temps(self.current_link)
+        tmp = temp_name(self.current_link)
         os.symlink(Path("versions") / name, tmp)
         os.replace(tmp, self.current_link)
+        fsync_dir(self.root)  # the switch survives a power cut
 
     def _record(self, stack: list[str], event: dict[str, Any]) -> None:
         promotions = self.promotions()

@@ -315,3 +315,26 @@ def test_synth_never_replaces_an_existing_file_without_overwrite(tmp_path):
     assert log.read_text() == before
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
     assert log.read_text() != before
+
+
+def test_promotion_is_durable_and_cleans_a_killed_switch(tmp_path, monkeypatch):
+    from recvae.artifact import Artifact, save_artifact
+    from recvae.data.vocab import Vocabulary
+    from recvae.models.popularity import Popularity
+    from recvae.registry import ModelStore
+
+    model = Popularity().fit(sp.csr_matrix(np.ones((2, 3), np.float32)))
+    save_artifact(Artifact(model, Vocabulary(["a", "b", "c"], name="item")), tmp_path / "m")
+    store = ModelStore(tmp_path / "store")
+    store.add(tmp_path / "m")
+    stale = store.root / f".current.tmp-{dead_pid()}-0badc0de"
+    stale.symlink_to("versions/v0001")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
+    store.promote("v0001")
+    assert str(store.root) in synced
+    assert not stale.is_symlink()
+    assert store.current_name() == "v0001"
