@@ -13,6 +13,7 @@ half-written model where the last good one was.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from recvae.models import load_model
 from recvae.models.base import DAMAGED, Recommender, load_array
 
 POPULARITY_FILE = "popularity.npy"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,6 +51,9 @@ def save_artifact(artifact: Artifact, dest: Path, train: sp.csr_matrix | None = 
         (tmp / "metadata.json").write_text(json.dumps(artifact.metadata, indent=2, default=str))
         if train is not None:
             write_item_popularity(tmp, train)
+    name = getattr(artifact.model, "name", type(artifact.model).__name__)
+    log.info("saved %s model to %s", name, dest,
+             extra={"event": "model_saved", "model": name, "path": str(dest)})  # fmt: skip
 
 
 def load_artifact(path: Path) -> Artifact:

@@ -20,6 +20,7 @@ export's columns. Anything else is refused unless `overwrite=True` (`--overwrite
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from recvae.io import (
 FORMATS = ("parquet", "csv", "duckdb")
 _SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".duckdb": "duckdb", ".db": "duckdb"}
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -299,15 +301,23 @@ def export_top_n(request: ExportRequest, show_progress: bool = False) -> ExportR
             marker={"model_version": version, "shard": request.shard,
                     "num_shards": request.num_shards},
         )  # fmt: skip
-    return ExportResult(
-        summary, version, len(users), fallback_users, time.perf_counter() - start, notes
-    )
+    seconds = time.perf_counter() - start
+    log.info(
+        "exported %d rows for %d users (%d popularity fallback) with model %s to %s in %.1fs",
+        summary.rows, len(users), fallback_users, version, summary.path, seconds,
+        extra={"event": "export", "rows": summary.rows, "users": len(users),
+               "fallback_users": fallback_users, "model_version": version,
+               "path": str(summary.path), "seconds": round(seconds, 2)},
+    )  # fmt: skip
+    return ExportResult(summary, version, len(users), fallback_users, seconds, notes)
 
 
 @contextlib.contextmanager
 def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
     """A rich progress bar with users per second, or a no-op when not shown."""
-    if not show:
+    from recvae.logs import progress_bars
+
+    if not progress_bars(show):
         yield lambda _n: None
         return
     from rich.progress import (

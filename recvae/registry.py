@@ -25,6 +25,7 @@ Writers (promote, rollback, add, prune) are meant to run under the nightly job's
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -46,6 +47,7 @@ from recvae.io import (
 from recvae.provenance import now_iso
 
 _VERSION = re.compile(r"^v(\d{4,})$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,11 @@ class ModelStore:
         promotions["events"].append({"at": now_iso(), **event})
         with atomic_file(self.promotions_file) as tmp:
             tmp.write_text(json.dumps(promotions, indent=2))
+        action, store = event["action"], str(self.root)
+        log.info(
+            "%s %s in %s (previous: %s)", action, event["version"], store, event.get("previous"),
+            extra={**event, "event": action, "store": store},
+        )
 
     def promote(self, name: str, reason: str = "", force: bool = False) -> ItemChange | None:
         """Make `name` the current model (atomic pointer switch), remembering the previous one.
@@ -303,6 +310,11 @@ class ModelStore:
         removed = [name for name in names if name not in protected]
         for name in removed:
             shutil.rmtree(self.versions_dir / name)
+        if removed:
+            log.info(
+                "pruned %d versions from %s: %s", len(removed), self.root, ", ".join(removed),
+                extra={"event": "prune", "store": str(self.root), "removed": removed},
+            )
         return removed
 
 

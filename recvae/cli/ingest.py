@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from recvae.cli.reader_options import reader_options
+from recvae.data.reader import ReaderOptions
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
@@ -14,6 +17,7 @@ def register(app: typer.Typer) -> None:
     app.command("synth")(synth_command)
 
 
+@reader_options()
 def ingest_command(
     sources: Annotated[
         list[str],
@@ -30,22 +34,6 @@ def ingest_command(
             "recvae wrote (or an empty one); anything else there is refused",
         ),
     ],
-    format: Annotated[
-        str, typer.Option(help="auto|csv|parquet|ndjson|duckdb|movielens|lightgcn, e.g. csv")
-    ] = "auto",
-    delimiter: Annotated[
-        str | None, typer.Option(help="CSV field separator (detected if omitted), e.g. ';'")
-    ] = None,
-    header: Annotated[
-        bool | None,
-        typer.Option("--header/--no-header", help="CSV has a header line (detected if omitted)"),
-    ] = None,
-    user_col: Annotated[str | None, typer.Option(help="User id column, e.g. user_id")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item id column, e.g. movie_id")] = None,
-    rating_col: Annotated[str | None, typer.Option(help="Rating column, e.g. rating")] = None,
-    time_col: Annotated[
-        str | None, typer.Option(help="Event time column (unix seconds or date-time), e.g. ts")
-    ] = None,
     min_rating: Annotated[
         float | None,
         typer.Option(help="Keep ratings strictly greater than this, e.g. 3.5 keeps 4 and 5"),
@@ -102,8 +90,13 @@ def ingest_command(
     cache_dir: Annotated[
         Path | None, typer.Option(help="MovieLens download cache, e.g. ~/.cache/recvae")
     ] = None,
+    *,
+    reader: ReaderOptions,
 ) -> None:
     """Read interaction logs, filter them, and write a dataset directory (matrix + vocabularies).
+
+    How each file was read (format, delimiter, header, columns, and why) is printed and recorded
+    in the dataset's manifest.json.
 
     Overwrites: --out when it is a dataset directory written by recvae (it is replaced as a
     whole); a directory or file recvae did not write, or one holding an input, is refused.
@@ -116,13 +109,7 @@ def ingest_command(
     replacing = check_output(out, "dataset", inputs + ([item_vocab] if item_vocab else []))
 
     options = IngestOptions(
-        format=format,
-        delimiter=delimiter,
-        header=header,
-        user_col=user_col,
-        item_col=item_col,
-        rating_col=rating_col,
-        time_col=time_col,
+        **reader.reader_fields(),
         min_rating=min_rating,
         weights=weights,
         dedupe=dedupe,
@@ -157,6 +144,8 @@ def print_summary(manifest: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from recvae.data.ingest import describe_reading
+
     table = Table(title=f"ingest -> {out}", show_header=True)
     table.add_column("step")
     table.add_column("rows", justify="right")
@@ -170,6 +159,8 @@ def print_summary(manifest: dict, out: Path) -> None:
     for key in ("users", "items", "interactions"):
         table.add_row(key if key != "interactions" else "nnz", f"{counts[key]:,}", "")
     console = Console()
+    for line in describe_reading(manifest):
+        console.print(line, highlight=False, markup=False)
     console.print(table)
     bad = manifest["bad_rows"]
     if bad["count"]:

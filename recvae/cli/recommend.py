@@ -7,12 +7,16 @@ from typing import Annotated
 
 import typer
 
+from recvae.cli.reader_options import reader_options
+from recvae.data.reader import ReaderOptions
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command()(recommend)
 
 
+@reader_options(format_flag="--history-format")
 def recommend(
     model: Annotated[
         Path,
@@ -61,12 +65,6 @@ def recommend(
             min=1, help="Users scored at once; memory ~ chunk x items x 4 bytes, e.g. 1000"
         ),
     ] = 1000,
-    user_col: Annotated[
-        str | None, typer.Option(help="User column when --history is a log, e.g. customer_id")
-    ] = None,
-    item_col: Annotated[
-        str | None, typer.Option(help="Item column when --history is a log, e.g. sku")
-    ] = None,
     history_table: Annotated[
         str | None,
         typer.Option(help="Table when --history is a DuckDB database file, e.g. events"),
@@ -86,6 +84,8 @@ def recommend(
             "without the export's columns, a DuckDB table with other columns)",
         ),
     ] = False,
+    *,
+    reader: ReaderOptions,
 ) -> None:
     """Score users from their history, drop seen items, write top-K rows with original ids.
 
@@ -116,7 +116,7 @@ def recommend(
         chunk_size=chunk_size,
         shard=shard,
         num_shards=num_shards,
-        ingest_options=IngestOptions(user_col=user_col, item_col=item_col, table=history_table),
+        ingest_options=IngestOptions(**reader.reader_fields(), table=history_table),
         overwrite=overwrite,
     )
     result = export_top_n(request, show_progress=True)
@@ -128,5 +128,8 @@ def recommend(
         f"to {where} in {result.seconds:.1f}s ({rate:,.0f} users/s)"
     )
     for key, value in result.notes.items():
-        if key in ("allow_items", "deny_items", "popularity_source", "dropped_interactions"):
+        if key == "read_as":
+            for line in value:
+                Console().print(line, highlight=False, markup=False)
+        elif key in ("allow_items", "deny_items", "popularity_source", "dropped_interactions"):
             Console().print(f"  {key}: {value}")
