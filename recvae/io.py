@@ -13,6 +13,8 @@ Three ideas live here, once, for every command and job:
 - Stale temporaries: temporary names carry the writing process's id
   (`.NAME.tmp-<pid>-<random>`), so the next write to the same destination removes what a killed
   (SIGKILL, OOM, power cut) process left behind, and never touches a live writer's files.
+  Liveness is judged on this host (as the job lock does): two hosts writing the same
+  destination on a shared file system are not supported.
 """
 
 from __future__ import annotations
