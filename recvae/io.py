@@ -116,6 +116,16 @@ def is_export_file(path: Path) -> bool:
     return False
 
 
+def is_training_log(path: Path) -> bool:
+    """A JSONL training log recvae wrote: empty, or its first line a record with an "epoch"."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(1 << 16).strip()
+        return not first or "epoch" in json.loads(first)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def is_duckdb_file(path: Path) -> bool:
     """A DuckDB database file (its header carries the magic bytes DUCK at offset 8)."""
     try:
@@ -134,6 +144,7 @@ OUTPUT_KINDS: dict[str, tuple[str, Callable[[Path], bool], bool]] = {
     "bench report": ("a recvae bench report directory", is_bench_report, True),
     "demo": ("a recvae demo directory", is_demo_dir, True),
     "export": ("a recvae recommendations export", is_export_file, False),
+    "training log": ("a recvae training log", is_training_log, False),
     # a log file: recvae cannot prove it wrote one, so an existing file needs overwrite=True
     "synthetic log": ("a file recvae may replace", lambda _path: False, False),
 }

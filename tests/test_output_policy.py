@@ -117,6 +117,14 @@ def test_train_refuses_foreign_directory_before_training(tmp_path):
     refused(runner.invoke(app, args), "it is the input")
 
 
+def test_train_refuses_a_log_path_that_is_not_a_training_log(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--log", str(notes)]
+    refused(runner.invoke(app, [*args, *TRAIN_FAST]), "not a recvae training log")
+    assert notes.read_text() == "my notes\n"
+
+
 def test_train_replaces_its_own_model_and_says_so(tmp_path):
     log = write_log(tmp_path / "log.csv")
     assert runner.invoke(app, ["ingest", str(log), "--out", str(tmp_path / "ds")]).exit_code == 0

@@ -134,6 +134,8 @@ def train_command(
         )
     inputs = [p for p in (dataset_dir, config, checkpoint_dir, log) if p is not None]
     replacing = check_output(out, "model", inputs)
+    if log is not None:
+        check_output(log, "training log")  # it is rewritten on every run
     cls: Any = model_class(model)
     overrides = {
         "epochs": epochs, "seed": seed, "patience": patience, "lr": lr,
