@@ -207,7 +207,7 @@ def test_evaluate_reads_space_separated_files_with_the_reader_options(
     result = runner.invoke(app, [*args, "--delimiter", "space", "--header", "--user-col", "who",
                                  "--item-col", "what"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)  # logs go to stderr
     assert payload["users"] == 2 and payload["heldout_items_unknown_to_model"] == 1
     assert any("delimiter space given" in line for line in payload["read_as"])
 
