@@ -92,28 +92,25 @@ def is_demo_dir(path: Path) -> bool:
 
 
 def is_export_file(path: Path) -> bool:
-    """A recommendations export recvae wrote: Parquet marked in its metadata or with exactly the
-    export's columns, or a CSV whose header is exactly the export's columns.
-
-    DuckDB files hold other tables too; their check is per table, in recvae.export.
+    """A recommendations export recvae wrote, told by content (not by suffix): a Parquet file
+    marked in its metadata or with exactly the export's columns, a CSV whose header is exactly
+    the export's columns, or a DuckDB database (its check is per table, in recvae.export).
     """
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".parquet":
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        if head.startswith(b"PAR1"):
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(path)
             marked = EXPORT_METADATA_KEY.encode() in (schema.metadata or {})
             return marked or tuple(schema.names) == EXPORT_COLUMNS
-        if suffix == ".csv":
-            with open(path, "rb") as handle:
-                first = handle.readline(4096).decode("utf-8", "replace").strip()
-            return tuple(first.split(",")) == EXPORT_COLUMNS
-        if suffix in (".duckdb", ".db"):
-            return is_duckdb_file(path)
+        if head[8:12] == b"DUCK":
+            return True
+        first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+        return tuple(first.split(",")) == EXPORT_COLUMNS
     except Exception:  # an unreadable file is simply not ours
         return False
-    return False
 
 
 def is_training_log(path: Path) -> bool:
@@ -160,7 +157,7 @@ def describe_path(path: Path) -> str:
         shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         return f"a directory recvae did not write, holding {len(names)} entries ({shown})"
     if path.is_file():
-        if is_export_file(path) and path.suffix.lower() not in (".duckdb", ".db"):
+        if is_export_file(path) and not is_duckdb_file(path):
             return OUTPUT_KINDS["export"][0]
         return f"a file recvae cannot tell it wrote ({path.stat().st_size:,} bytes)"
     return "something that is neither a file nor a directory"

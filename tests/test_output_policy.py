@@ -346,3 +346,13 @@ def test_promotion_is_durable_and_cleans_a_killed_switch(tmp_path, monkeypatch):
     assert str(store.root) in synced
     assert not stale.is_symlink()
     assert store.current_name() == "v0001"
+
+
+def test_an_export_is_recognised_by_content_not_suffix(tmp_path, model_and_history):
+    out = tmp_path / "recs.txt"
+    assert recommend(*model_and_history, out, "--format", "csv").exit_code == 0
+    again = recommend(*model_and_history, out, "--format", "csv")  # its own export: replaced
+    assert again.exit_code == 0, again.output
+    parquet = tmp_path / "recs.data"
+    assert recommend(*model_and_history, parquet, "--format", "parquet").exit_code == 0
+    assert recommend(*model_and_history, parquet, "--format", "parquet").exit_code == 0
