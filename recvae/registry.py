@@ -240,7 +240,11 @@ class ModelStore:
             tmp.write_text(json.dumps(promotions, indent=2))
         action, store = event["action"], str(self.root)
         log.info(
-            "%s %s in %s (previous: %s)", action, event["version"], store, event.get("previous"),
+            "%s %s in %s (previous: %s)",
+            action,
+            event["version"],
+            store,
+            event.get("previous"),
             extra={**event, "event": action, "store": store},
         )
 
@@ -312,7 +316,10 @@ class ModelStore:
             shutil.rmtree(self.versions_dir / name)
         if removed:
             log.info(
-                "pruned %d versions from %s: %s", len(removed), self.root, ", ".join(removed),
+                "pruned %d versions from %s: %s",
+                len(removed),
+                self.root,
+                ", ".join(removed),
                 extra={"event": "prune", "store": str(self.root), "removed": removed},
             )
         return removed
