@@ -11,8 +11,8 @@ Three ideas live here, once, for every command and job:
   good version where readers look. The file (or every file of the directory) and the parent
   directory are fsynced, so a power cut after the rename cannot leave an empty file behind.
 - Stale temporaries: temporary names carry the writing process's id
-  (`.NAME.tmp-<pid>-<random>`), so the next write to the same destination removes what a killed
-  (SIGKILL, OOM, power cut) process left behind, and never touches a live writer's files.
+  (`.NAME.tmp-<pid>-<8 hex>`), so the next atomic write in the same directory removes what a
+  killed (SIGKILL, OOM, power cut) process left behind, and never touches a live writer's files.
   Liveness is judged on this host (as the job lock does): two hosts writing the same
   destination on a shared file system are not supported.
 """
@@ -214,8 +214,8 @@ def check_output(
 
 # ---- temporary names and stale temporaries ----------------------------------------------------
 
-# `.NAME.tmp-<pid>-<random>` and `.NAME.old-<pid>`: the pid says which process owns it.
-_TEMP = re.compile(r"^\..+\.(?:tmp|old)-(\d+)(?:-[0-9a-z_]+)?$")
+# `.NAME.tmp-<pid>-<8 hex>` and `.NAME.old-<pid>-<8 hex>`: the pid says which process owns it.
+_TEMP = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")
 
 
 def temp_name(dest: Path, tag: str = "tmp") -> Path:
@@ -245,24 +245,21 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(dest: Path) -> list[Path]:
-    """Remove temporaries beside `dest` (`.NAME.tmp-<pid>-*`, `.NAME.old-<pid>`) of dead processes.
+    """Remove recvae temporaries of dead processes in `dest`'s directory; return what went.
 
-    Called before every atomic write, so a run killed mid-write costs disk only until the next
-    write to the same destination. Temporaries of live processes are left alone.
+    Called before every atomic write. It sweeps the whole directory, not only `dest`'s own
+    temporaries, because some destinations are never written again under the same name (a
+    staged file named after a model version, say): anything named `.NAME.tmp-<pid>-<8 hex>` or
+    `.NAME.old-<pid>-<8 hex>` whose process is gone is garbage of a killed recvae writer.
+    Temporaries of live processes are left alone.
     """
-    dest = Path(dest)
-    parent = dest.parent
+    parent = Path(dest).parent
     if not parent.is_dir():
         return []
-    prefix = f".{dest.name}."
     removed = []
     for entry in parent.iterdir():
-        if not entry.name.startswith(prefix):
-            continue
         match = _TEMP.match(entry.name)
-        if match is None or entry.name[len(prefix) :].split("-")[0] not in ("tmp", "old"):
-            continue
-        if pid_alive(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         _remove(entry)
         removed.append(entry)

@@ -259,16 +259,19 @@ def test_temp_names_carry_the_pid_and_dead_ones_are_removed(tmp_path):
     pid = dead_pid()
     stale_file = tmp_path / f".recs.parquet.tmp-{pid}-ab12cd34"
     stale_file.write_bytes(b"x" * 1000)
-    stale_dir = tmp_path / f".recs.parquet.old-{pid}"
+    stale_dir = tmp_path / f".recs.parquet.old-{pid}-0a1b2c3d"
     stale_dir.mkdir()
     live = tmp_path / f".recs.parquet.tmp-{os.getppid()}-ab12cd34"  # a live process's
     live.write_text("busy")
-    other = tmp_path / f".other.tmp-{pid}-ab12cd34"  # another destination's
+    # another destination's, never written again (a staged file named after a version)
+    other = tmp_path / f"..recs.parquet.publish-v0002.tmp-{pid}-ab12cd34"
     other.write_text("x")
+    users = tmp_path / ".notes.tmp-backup"  # not a recvae temporary name
+    users.write_text("mine")
     with atomic_file(dest) as tmp:
         tmp.write_text("new")
-    assert not stale_file.exists() and not stale_dir.exists()
-    assert live.exists() and other.exists()
+    assert not stale_file.exists() and not stale_dir.exists() and not other.exists()
+    assert live.exists() and users.exists()
     assert dest.read_text() == "new"
     assert remove_stale_temps(dest) == []
 
