@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from recvae.config import read_toml
 from recvae.errors import RecvaeError
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -93,12 +93,7 @@ RENAMED = {
 
 def load_job_config(path: Path) -> JobConfig:
     """Read the TOML config; unknown sections or keys are errors (typos fail before any work)."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise RecvaeError(f"config file {path} does not exist") from error
-    except tomllib.TOMLDecodeError as error:
-        raise RecvaeError(f"config file {path} is not valid TOML: {error}") from error
+    raw = read_toml(path)
     values: dict[str, Any] = {}
     for section, table in raw.items():
         if section not in SECTIONS:

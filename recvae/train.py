@@ -1,9 +1,10 @@
 """The training loop shared by every PyTorch model: epochs, validation, early stopping,
 learning-rate schedule, checkpoints, resume, JSONL log, progress bar and callbacks.
 
-A model hands the loop an `EpochTrainer`: its torch module, its optimizer, a `train_epoch` that
-makes one pass over the training users and returns that epoch's numbers, and a `score` function
-for validation. Everything that is not "how this model learns" lives here, once.
+The loop's settings are one table shared by every model (`LoopConfig`, the `[loop]` of a
+model's config). A model hands the loop an `EpochTrainer`: its torch module, its optimizer, a
+`train_epoch` that makes one pass over the training users and returns that epoch's numbers, and
+a `score` function for validation. Everything that is not "how this model learns" lives here, once.
 
 Resuming gives the same result as an uninterrupted run because everything random is derived from
 (seed, epoch) by the model (see `epoch_seed`), and the checkpoint holds the weights, the
@@ -36,6 +37,7 @@ from recvae.errors import RecvaeError
 from recvae.evaluate import evaluate
 from recvae.io import atomic_dir
 from recvae.metrics import parse_metric
+from recvae.models.configs import LoopConfig
 from recvae.schedules import PlateauState, plateau_update, scheduled_lr
 
 log = logging.getLogger(__name__)
@@ -69,22 +71,6 @@ class EpochTrainer(Protocol):
         ...
 
     def score(self, history: sp.csr_matrix) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """How long to train, what to validate on, and how the learning rate moves."""
-
-    epochs: int = 200
-    patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
-    metric: str = "ndcg@100"
-    validate_every: int = 1
-    lr: float = 1e-3
-    lr_schedule: str = "none"  # none | step | exponential | plateau
-    lr_step_size: int = 50
-    lr_gamma: float = 0.5
-    lr_patience: int = 10
-    eval_batch_size: int = 2000
 
 
 @dataclass
@@ -139,6 +125,39 @@ def check_finite(value: float, epoch: int, step: int) -> None:
         )
 
 
+class BatchUpdates:
+    """One epoch's updates of a torch model: check the loss, step the optimizer, and keep the
+    running means of the loss and its parts (what `train_epoch` reports)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, epoch: int, step: int) -> None:
+        self.optimizer, self.epoch, self.step = optimizer, epoch, step
+        self.totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
+        self.batches = 0
+
+    def update(self, loss: torch.Tensor, nll: torch.Tensor, kl: torch.Tensor) -> float:
+        """One update on `loss` (refused before stepping when it is NaN or infinite); returns
+        the running mean loss of the epoch so far."""
+        value = loss.item()
+        check_finite(value, self.epoch, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.batches += 1
+        self.totals["loss"] += value
+        self.totals["nll"] += nll.item()
+        self.totals["kl"] += kl.item()
+        return self.totals["loss"] / self.batches
+
+    def means(self) -> dict[str, float]:
+        """Mean loss, nll and kl per batch, and the number of updates ("steps")."""
+        numbers: dict[str, float] = {
+            key: value / max(self.batches, 1) for key, value in self.totals.items()
+        }
+        numbers["steps"] = self.batches
+        return numbers
+
+
 def validation_ks(metric: str, n_items: int) -> list[int]:
     """The cut-offs computed at every validation: the stopping metric's plus 20, 50 and 100."""
     _, k = parse_metric(metric)
@@ -149,7 +168,7 @@ def validation_ks(metric: str, n_items: int) -> list[int]:
 
 def run_loop(
     trainer: EpochTrainer,
-    settings: LoopSettings,
+    settings: LoopConfig,
     valid: Holdout | None = None,
     *,
     callback: EpochCallback | None = None,
@@ -239,7 +258,7 @@ def run_loop(
 
 
 def _train_one_epoch(
-    trainer: EpochTrainer, settings: LoopSettings, state: LoopState, display: _Display
+    trainer: EpochTrainer, settings: LoopConfig, state: LoopState, display: _Display
 ) -> dict[str, Any]:
     epoch = state.epoch
     display.start_epoch(epoch, settings.epochs, trainer.examples_per_epoch)
@@ -259,7 +278,7 @@ def _train_one_epoch(
     return record
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, settings: LoopSettings, state: LoopState) -> float:
+def _set_lr(optimizer: torch.optim.Optimizer, settings: LoopConfig, state: LoopState) -> float:
     if state.plateau is not None:
         lr = state.plateau.lr
     else:
@@ -363,7 +382,7 @@ def _rewrite_log(path: Path, history: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
-def _log_epoch(record: dict[str, Any], settings: LoopSettings, shown: bool) -> None:
+def _log_epoch(record: dict[str, Any], settings: LoopConfig, shown: bool) -> None:
     """One INFO record per epoch (event "epoch", the record as `metrics`): JSON logs and MLflow
     read it; human logs skip it when the progress bar already shows the epoch."""
     summary = " ".join(
@@ -405,7 +424,7 @@ class _Display:
         info = " ".join(f"{k} {v:.4g}" for k, v in numbers.items()) + f" | {rate:,.0f} users/s"
         self.progress.update(self.task, completed=self.examples, info=info)
 
-    def finish_epoch(self, record: dict[str, Any], settings: LoopSettings) -> None:
+    def finish_epoch(self, record: dict[str, Any], settings: LoopConfig) -> None:
         if self.progress is None:
             return
         parts = [f"loss {record['loss']:.4g}"]

@@ -33,12 +33,11 @@ FAST: dict[str, dict] = {
     "bpr": {"factors": 4, "iterations": 200, "learning_rate": 0.05, "num_threads": 1},
     "popularity": {},
     "blend": {
-        "members": ["multdae", "ease"],
+        "members": [
+            {"model": "multdae", "epochs": 30, "batch_size": 16, "threads": 1},
+            {"model": "ease", "l2": 1.0},
+        ],
         "weights": [0.5, 0.5],
-        "settings": {
-            "multdae": {"epochs": 30, "batch_size": 16, "threads": 1},
-            "ease": {"l2": 1.0},
-        },
     },
 }
 PERSONALISED = set(FAST) - {"popularity"}
@@ -210,7 +209,7 @@ def test_unknown_ids_are_named(fitted) -> None:
         recvae.EASE().recommend(["u0"])
     with pytest.raises(recvae.RecvaeError, match=r"unknown key.*epoch"):
         recvae.MultVAE(epoch=3)
-    with pytest.raises(recvae.RecvaeError, match=r"ease:.*unexpected keyword"):
+    with pytest.raises(recvae.RecvaeError, match=r"ease: unknown key\(s\) lambda_"):
         recvae.EASE(lambda_=3)
 
 

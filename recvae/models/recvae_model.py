@@ -52,7 +52,7 @@ from recvae.models.torch_sparse import (
     torch_csr,
     transpose_csr,
 )
-from recvae.train import BatchProgress, check_finite, epoch_seed
+from recvae.train import BatchProgress, BatchUpdates, epoch_seed
 
 __all__ = ["RecVAE", "RecVAEConfig"]
 
@@ -215,7 +215,9 @@ class _RecVAETrainer:
         self.examples_per_epoch = self.train.shape[0] * passes
         # One Adam over both parts: Adam keeps per-parameter state and skips parameters without
         # a gradient, so stepping it after an encoder-only pass is the reference's two optimisers.
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=self.config.lr, fused=True)
+        self.optimizer = torch.optim.Adam(
+            self.module.parameters(), lr=self.config.loop.lr, fused=True
+        )
         self.posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
@@ -226,7 +228,7 @@ class _RecVAETrainer:
         resumed run recomputes exactly the same table."""
         if self.posterior is None:
             mus, logvars = [], []
-            chunk = self.config.eval_batch_size
+            chunk = self.config.loop.eval_batch_size
             with torch.no_grad():
                 for start in range(0, self.train.shape[0], chunk):
                     users = np.arange(start, min(start + chunk, self.train.shape[0]))
@@ -243,19 +245,19 @@ class _RecVAETrainer:
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         c = self.config
-        noise = torch.Generator().manual_seed(epoch_seed(c.seed, epoch, NOISE))
+        noise = torch.Generator().manual_seed(epoch_seed(c.loop.seed, epoch, NOISE))
         if c.alternating:
             for index in range(c.n_enc_epochs):
-                step, enc = self._pass(self._order(epoch, index), "encoder", noise, step, on_batch)
+                order = self._order(epoch, index)
+                step, enc = self._pass(order, "encoder", noise, epoch, step, on_batch)
             self.refresh_old_encoder()
-            step, dec = self._pass(
-                self._order(epoch, c.n_enc_epochs), "decoder", noise, step, on_batch
-            )
+            order = self._order(epoch, c.n_enc_epochs)
+            step, dec = self._pass(order, "decoder", noise, epoch, step, on_batch)
             numbers = {"loss": enc["loss"], "nll": enc["nll"], "kl": enc["kl"],
                        "decoder_nll": dec["nll"]}  # fmt: skip
             steps = enc["steps"] * c.n_enc_epochs + dec["steps"]
         else:
-            step, joint = self._pass(self._order(epoch, 0), "joint", noise, step, on_batch)
+            step, joint = self._pass(self._order(epoch, 0), "joint", noise, epoch, step, on_batch)
             self.refresh_old_encoder()
             numbers = {"loss": joint["loss"], "nll": joint["nll"], "kl": joint["kl"]}
             steps = joint["steps"]
@@ -264,7 +266,7 @@ class _RecVAETrainer:
         return numbers
 
     def _order(self, epoch: int, pass_index: int) -> np.ndarray:
-        rng = np.random.default_rng(epoch_seed(self.config.seed, epoch, _PASS + pass_index))
+        rng = np.random.default_rng(epoch_seed(self.config.loop.seed, epoch, _PASS + pass_index))
         return rng.permutation(self.train.shape[0])
 
     def _pass(
@@ -272,6 +274,7 @@ class _RecVAETrainer:
         order: np.ndarray,
         part: str,
         noise: torch.Generator,
+        epoch: int,
         step: int,
         on_batch: BatchProgress,
     ) -> tuple[int, dict[str, float]]:
@@ -283,10 +286,9 @@ class _RecVAETrainer:
             param.requires_grad_(train_decoder)
         need_posterior = part == "decoder" or c.composite_prior
         posterior = self.old_posterior() if need_posterior else None
-        totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
-        batches = 0
-        for start in range(0, len(order), c.batch_size):
-            users = np.sort(order[start : start + c.batch_size])
+        updates = BatchUpdates(self.optimizer, epoch, step)
+        for start in range(0, len(order), c.loop.batch_size):
+            users = np.sort(order[start : start + c.loop.batch_size])
             batch = _Batch(self.train[users], self.norms[users])
             old = (posterior[0][users], posterior[1][users]) if posterior is not None else None
             if part == "decoder":
@@ -294,23 +296,10 @@ class _RecVAETrainer:
                 nll, kl = self._decoder_loss(batch, old, noise)
             else:
                 nll, kl = self._encoder_loss(batch, old, noise)
-            loss = nll + kl
-            value = loss.item()
-            check_finite(value, 0, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            step += 1
-            batches += 1
-            totals["loss"] += value
-            totals["nll"] += nll.item()
-            totals["kl"] += kl.item()
-            on_batch(batch.size, {"loss": totals["loss"] / batches})
+            on_batch(batch.size, {"loss": updates.update(nll + kl, nll, kl)})
         for param in module.decoder_parameters():
             param.requires_grad_(True)
-        numbers = {key: value / max(batches, 1) for key, value in totals.items()}
-        numbers["steps"] = batches
-        return step, numbers
+        return updates.step, updates.means()
 
     def _encoder_loss(
         self,
