@@ -5,9 +5,10 @@ rerun each, and check that nothing was lost or left behind.
 
 On a small synthetic log (`recvae synth` -> `recvae ingest`), for each target it first runs the
 command once uninterrupted (the reference, and its duration D), then N times: start the command,
-SIGKILL its process group after a delay drawn uniformly from (0, D) (redrawn shorter when the
-command finished first, so every kill lands in a live run), rerun the same command to completion,
-and check the invariants:
+SIGKILL its process group after a delay drawn uniformly from (0, D) (train: every other kill
+from the training window, between the reference run's first and last checkpoint; redrawn
+shorter when the command finished first, so every kill lands in a live run), rerun the same
+command to completion, and check the invariants:
 
 - train (`recvae train --checkpoint-dir`): the output model loads; the rerun resumed from the
   killed run's last checkpoint (the epochs before it keep the killed run's own timings in the
@@ -114,16 +115,46 @@ def run_and_kill(
 
 
 def kill_at_random(
-    command: list[str], env: dict[str, str], cwd: Path, log: Path, duration: float, rng: Any
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    duration: float,
+    rng: Any,
+    window: tuple[float, float] | None = None,
 ) -> tuple[float, int]:
-    """Kill a run at a random moment of (0, duration); returns (delay, attempts)."""
-    upper = duration
+    """Kill a run at a random moment of (0, duration), or of `window`; returns (delay, attempts)."""
+    low, upper = window or (0.02 * duration, duration)
     for attempt in range(1, 6):
-        delay = rng.uniform(0.02 * upper, upper)
+        delay = rng.uniform(low, upper)
         if run_and_kill(command, env, cwd, log, delay):
             return delay, attempt
-        upper = delay  # it finished sooner than measured: draw from a shorter window
+        low, upper = min(low, 0.5 * delay), delay  # it ended sooner than measured: draw earlier
     raise RuntimeError(f"could not kill {command[:3]} in a live run after 5 attempts")
+
+
+def run_watching(
+    command: list[str], env: dict[str, str], cwd: Path, log: Path, watched: Path
+) -> tuple[int, float, float | None, float | None]:
+    """Run to completion, noting when `watched` first appeared and when it last changed
+    (seconds from the start): the training window, from the first checkpoint to the last."""
+    started = time.perf_counter()
+    first = last = None
+    seen: float | None = None
+    with open(log, "ab") as out:
+        out.write(f"\n$ {shlex.join(command)}\n".encode())
+        out.flush()
+        child = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=out)
+        while child.poll() is None:
+            try:
+                mtime = watched.stat().st_mtime
+            except OSError:
+                mtime = None
+            if mtime is not None and mtime != seen:
+                seen, last = mtime, time.perf_counter() - started
+                first = last if first is None else first
+            time.sleep(0.05)
+    return child.returncode, time.perf_counter() - started, first, last
 
 
 # ---- checks ---------------------------------------------------------------------------------
@@ -190,6 +221,7 @@ class Harness:
         self.recvae = [str(BIN / "recvae")]
         self.kills: list[Kill] = []
         self.durations: dict[str, float] = {}
+        self.notes: dict[str, Any] = {}
 
     def sh(self, *args: str) -> None:
         code, _ = run([*self.recvae, *args], self.env, self.work, self.log)
@@ -210,19 +242,28 @@ class Harness:
         return [*self.recvae, "train", "ds", "--out", f"train/model-{index}",
                 "--checkpoint-dir", f"train/ckpt-{index}", "--epochs", str(self.args.epochs),
                 "--seed", "0", "--threads", "1", "--batch-size", "100", "--no-progress",
-                "--set", "hidden_dims=[64]", "--set", "latent_dim=16"]  # fmt: skip
+                "--set", "hidden_dims=[64]", "--set", "latent_dim=16",
+                "--set", "metric='ndcg@20'"]  # fmt: skip
 
     def train_target(self, kills: int) -> None:
-        code, seconds = run(self.train_command("ref"), self.env, self.work, self.log)
+        """Odd kills land anywhere in (0, D); even ones inside the training window (between the
+        first and the last checkpoint of the reference run), so resuming is really exercised."""
+        watched = self.work / "train/ckpt-ref/last/state.json"
+        code, seconds, first, last = run_watching(
+            self.train_command("ref"), self.env, self.work, self.log, watched
+        )
         if code != 0:
             raise RuntimeError(f"reference training failed; see {self.log}")
         self.durations["train"] = seconds
+        window = (first, last) if first is not None and last is not None and last > first else None
+        self.notes["train_window_s"] = window
         reference = (self.work / "train/model-ref/weights.safetensors").read_bytes()
         for index in range(kills):
             command = self.train_command(index)
             delay, attempts = kill_at_random(
-                command, self.env, self.work, self.log, seconds, self.rng
-            )
+                command, self.env, self.work, self.log, seconds, self.rng,
+                window if index % 2 == 0 else None,
+            )  # fmt: skip
             kill = Kill("train", index, delay, delay / seconds, attempts)
             ckpt = self.work / f"train/ckpt-{index}"
             history = _checkpoint_history(ckpt / "last")
@@ -257,7 +298,8 @@ class Harness:
 
     def recommend_target(self, kills: int) -> None:
         self.sh("train", "ds", "--out", "rec-model", "--epochs", "2", "--threads", "1",
-                "--no-progress", "--set", "hidden_dims=[64]", "--set", "latent_dim=16")  # fmt: skip
+                "--no-progress", "--set", "hidden_dims=[64]", "--set", "latent_dim=16",
+                "--set", "metric='ndcg@20'")  # fmt: skip
         self.sh("models", "add", "store", "rec-model", "--promote")
         code, seconds = run(self.recommend_command(), self.env, self.work, self.log)
         if code != 0:
@@ -369,7 +411,9 @@ batch_size = 100
 hidden_dims = [64]
 latent_dim = 16
 threads = 1
+metric = "ndcg@20"
 [gate]
+metric = "ndcg@20"
 tolerance = 1.0
 [export]
 k = 50
@@ -427,6 +471,7 @@ def write_report(harness: Harness, args: argparse.Namespace, started: str) -> Pa
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "nightly_command": shlex.join(harness.nightly_command()),
         "uninterrupted_seconds": harness.durations,
+        "notes": harness.notes,
         "kills": len(kills),
         "broken_invariants": sum(len(k.broken) for k in kills),
         "results": [asdict(k) | {"broken": k.broken} for k in kills],
@@ -449,8 +494,10 @@ def render_markdown(payload: dict[str, Any], kills: list[Kill]) -> str:
         f"git {payload['run'].get('git_commit')}, {payload['run'].get('time')}",
         "",
         "Each kill is a SIGKILL of the command's process group after a delay drawn uniformly from",
-        "(0, D), D = the uninterrupted run's duration; then the same command is rerun to the end",
-        "and the invariants below are checked (see benchmarks/crash_harness.py).",
+        "(0, D), D = the uninterrupted run's duration (train: every other kill from the training",
+        f"window {_window(payload['notes'].get('train_window_s'))} s, between the reference run's",
+        "first and last checkpoint); then the same command is rerun to the end and the",
+        "invariants below are checked (see benchmarks/crash_harness.py).",
         "",
         "| target | kills | uninterrupted D (s) | delay range (s) | invariant | held |",
         "|---|---|---|---|---|---|",
@@ -486,6 +533,10 @@ def render_markdown(payload: dict[str, Any], kills: list[Kill]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _window(window: Any) -> str:
+    return f"{window[0]:.1f}-{window[1]:.1f}" if window else "(not measured)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills-per-target", type=int, default=20)
@@ -499,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--items", type=int, default=400)
     parser.add_argument("--interactions", type=int, default=60_000)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a fresh temp dir")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "reports")

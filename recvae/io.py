@@ -11,8 +11,10 @@ Three ideas live here, once, for every command and job:
   good version where readers look. The file (or every file of the directory) and the parent
   directory are fsynced, so a power cut after the rename cannot leave an empty file behind.
 - Stale temporaries: temporary names carry the writing process's id
-  (`.NAME.tmp-<pid>-<random>`), so the next write to the same destination removes what a killed
-  (SIGKILL, OOM, power cut) process left behind, and never touches a live writer's files.
+  (`.NAME.tmp-<pid>-<8 hex>`), so the next atomic write in the same directory removes what a
+  killed (SIGKILL, OOM, power cut) process left behind, and never touches a live writer's files.
+  Liveness is judged on this host (as the job lock does): two hosts writing the same
+  destination on a shared file system are not supported.
 """
 
 from __future__ import annotations
@@ -90,28 +92,35 @@ def is_demo_dir(path: Path) -> bool:
 
 
 def is_export_file(path: Path) -> bool:
-    """A recommendations export recvae wrote: Parquet marked in its metadata or with exactly the
-    export's columns, or a CSV whose header is exactly the export's columns.
-
-    DuckDB files hold other tables too; their check is per table, in recvae.export.
+    """A recommendations export recvae wrote, told by content (not by suffix): a Parquet file
+    marked in its metadata or with exactly the export's columns, a CSV whose header is exactly
+    the export's columns, or a DuckDB database (its check is per table, in recvae.export).
     """
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".parquet":
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        if head.startswith(b"PAR1"):
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(path)
             marked = EXPORT_METADATA_KEY.encode() in (schema.metadata or {})
             return marked or tuple(schema.names) == EXPORT_COLUMNS
-        if suffix == ".csv":
-            with open(path, "rb") as handle:
-                first = handle.readline(4096).decode("utf-8", "replace").strip()
-            return tuple(first.split(",")) == EXPORT_COLUMNS
-        if suffix in (".duckdb", ".db"):
-            return is_duckdb_file(path)
+        if head[8:12] == b"DUCK":
+            return True
+        first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+        return tuple(first.split(",")) == EXPORT_COLUMNS
     except Exception:  # an unreadable file is simply not ours
         return False
-    return False
+
+
+def is_training_log(path: Path) -> bool:
+    """A JSONL training log recvae wrote: empty, or its first line a record with an "epoch"."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(1 << 16).strip()
+        return not first or "epoch" in json.loads(first)
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def is_duckdb_file(path: Path) -> bool:
@@ -132,6 +141,7 @@ OUTPUT_KINDS: dict[str, tuple[str, Callable[[Path], bool], bool]] = {
     "bench report": ("a recvae bench report directory", is_bench_report, True),
     "demo": ("a recvae demo directory", is_demo_dir, True),
     "export": ("a recvae recommendations export", is_export_file, False),
+    "training log": ("a recvae training log", is_training_log, False),
     # a log file: recvae cannot prove it wrote one, so an existing file needs overwrite=True
     "synthetic log": ("a file recvae may replace", lambda _path: False, False),
 }
@@ -147,7 +157,7 @@ def describe_path(path: Path) -> str:
         shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         return f"a directory recvae did not write, holding {len(names)} entries ({shown})"
     if path.is_file():
-        if is_export_file(path) and path.suffix.lower() not in (".duckdb", ".db"):
+        if is_export_file(path) and not is_duckdb_file(path):
             return OUTPUT_KINDS["export"][0]
         return f"a file recvae cannot tell it wrote ({path.stat().st_size:,} bytes)"
     return "something that is neither a file nor a directory"
@@ -204,8 +214,8 @@ def check_output(
 
 # ---- temporary names and stale temporaries ----------------------------------------------------
 
-# `.NAME.tmp-<pid>-<random>` and `.NAME.old-<pid>`: the pid says which process owns it.
-_TEMP = re.compile(r"^\..+\.(?:tmp|old)-(\d+)(?:-[0-9a-z_]+)?$")
+# `.NAME.tmp-<pid>-<8 hex>` and `.NAME.old-<pid>-<8 hex>`: the pid says which process owns it.
+_TEMP = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")
 
 
 def temp_name(dest: Path, tag: str = "tmp") -> Path:
@@ -235,24 +245,21 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(dest: Path) -> list[Path]:
-    """Remove temporaries beside `dest` (`.NAME.tmp-<pid>-*`, `.NAME.old-<pid>`) of dead processes.
+    """Remove recvae temporaries of dead processes in `dest`'s directory; return what went.
 
-    Called before every atomic write, so a run killed mid-write costs disk only until the next
-    write to the same destination. Temporaries of live processes are left alone.
+    Called before every atomic write. It sweeps the whole directory, not only `dest`'s own
+    temporaries, because some destinations are never written again under the same name (a
+    staged file named after a model version, say): anything named `.NAME.tmp-<pid>-<8 hex>` or
+    `.NAME.old-<pid>-<8 hex>` whose process is gone is garbage of a killed recvae writer.
+    Temporaries of live processes are left alone.
     """
-    dest = Path(dest)
-    parent = dest.parent
+    parent = Path(dest).parent
     if not parent.is_dir():
         return []
-    prefix = f".{dest.name}."
     removed = []
     for entry in parent.iterdir():
-        if not entry.name.startswith(prefix):
-            continue
         match = _TEMP.match(entry.name)
-        if match is None or entry.name[len(prefix) :].split("-")[0] not in ("tmp", "old"):
-            continue
-        if pid_alive(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         _remove(entry)
         removed.append(entry)

@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from recvae.errors import RecvaeError
-from recvae.io import atomic_dir, atomic_file, check_output, is_model_store
+from recvae.io import (
+    atomic_dir,
+    atomic_file,
+    check_output,
+    fsync_dir,
+    is_model_store,
+    remove_stale_temps,
+    temp_name,
+)
 from recvae.provenance import now_iso
 
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -218,10 +226,11 @@ class ModelStore:
 
     def _point_current_at(self, name: str) -> None:
         self.path_of(name)
-        tmp = self.root / f".current.tmp-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
+        remove_stale_temps(self.current_link)
+        tmp = temp_name(self.current_link)
         os.symlink(Path("versions") / name, tmp)
         os.replace(tmp, self.current_link)
+        fsync_dir(self.root)  # the switch survives a power cut
 
     def _record(self, stack: list[str], event: dict[str, Any]) -> None:
         promotions = self.promotions()
@@ -231,7 +240,11 @@ class ModelStore:
             tmp.write_text(json.dumps(promotions, indent=2))
         action, store = event["action"], str(self.root)
         log.info(
-            "%s %s in %s (previous: %s)", action, event["version"], store, event.get("previous"),
+            "%s %s in %s (previous: %s)",
+            action,
+            event["version"],
+            store,
+            event.get("previous"),
             extra={**event, "event": action, "store": store},
         )
 
@@ -303,7 +316,10 @@ class ModelStore:
             shutil.rmtree(self.versions_dir / name)
         if removed:
             log.info(
-                "pruned %d versions from %s: %s", len(removed), self.root, ", ".join(removed),
+                "pruned %d versions from %s: %s",
+                len(removed),
+                self.root,
+                ", ".join(removed),
                 extra={"event": "prune", "store": str(self.root), "removed": removed},
             )
         return removed

@@ -117,6 +117,14 @@ def test_train_refuses_foreign_directory_before_training(tmp_path):
     refused(runner.invoke(app, args), "it is the input")
 
 
+def test_train_refuses_a_log_path_that_is_not_a_training_log(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--log", str(notes)]
+    refused(runner.invoke(app, [*args, *TRAIN_FAST]), "not a recvae training log")
+    assert notes.read_text() == "my notes\n"
+
+
 def test_train_replaces_its_own_model_and_says_so(tmp_path):
     log = write_log(tmp_path / "log.csv")
     assert runner.invoke(app, ["ingest", str(log), "--out", str(tmp_path / "ds")]).exit_code == 0
@@ -251,16 +259,19 @@ def test_temp_names_carry_the_pid_and_dead_ones_are_removed(tmp_path):
     pid = dead_pid()
     stale_file = tmp_path / f".recs.parquet.tmp-{pid}-ab12cd34"
     stale_file.write_bytes(b"x" * 1000)
-    stale_dir = tmp_path / f".recs.parquet.old-{pid}"
+    stale_dir = tmp_path / f".recs.parquet.old-{pid}-0a1b2c3d"
     stale_dir.mkdir()
     live = tmp_path / f".recs.parquet.tmp-{os.getppid()}-ab12cd34"  # a live process's
     live.write_text("busy")
-    other = tmp_path / f".other.tmp-{pid}-ab12cd34"  # another destination's
+    # another destination's, never written again (a staged file named after a version)
+    other = tmp_path / f"..recs.parquet.publish-v0002.tmp-{pid}-ab12cd34"
     other.write_text("x")
+    users = tmp_path / ".notes.tmp-backup"  # not a recvae temporary name
+    users.write_text("mine")
     with atomic_file(dest) as tmp:
         tmp.write_text("new")
-    assert not stale_file.exists() and not stale_dir.exists()
-    assert live.exists() and other.exists()
+    assert not stale_file.exists() and not stale_dir.exists() and not other.exists()
+    assert live.exists() and users.exists()
     assert dest.read_text() == "new"
     assert remove_stale_temps(dest) == []
 
@@ -315,3 +326,36 @@ def test_synth_never_replaces_an_existing_file_without_overwrite(tmp_path):
     assert log.read_text() == before
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
     assert log.read_text() != before
+
+
+def test_promotion_is_durable_and_cleans_a_killed_switch(tmp_path, monkeypatch):
+    from recvae.artifact import Artifact, save_artifact
+    from recvae.data.vocab import Vocabulary
+    from recvae.models.popularity import Popularity
+    from recvae.registry import ModelStore
+
+    model = Popularity().fit(sp.csr_matrix(np.ones((2, 3), np.float32)))
+    save_artifact(Artifact(model, Vocabulary(["a", "b", "c"], name="item")), tmp_path / "m")
+    store = ModelStore(tmp_path / "store")
+    store.add(tmp_path / "m")
+    stale = store.root / f".current.tmp-{dead_pid()}-0badc0de"
+    stale.symlink_to("versions/v0001")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
+    store.promote("v0001")
+    assert str(store.root) in synced
+    assert not stale.is_symlink()
+    assert store.current_name() == "v0001"
+
+
+def test_an_export_is_recognised_by_content_not_suffix(tmp_path, model_and_history):
+    out = tmp_path / "recs.txt"
+    assert recommend(*model_and_history, out, "--format", "csv").exit_code == 0
+    again = recommend(*model_and_history, out, "--format", "csv")  # its own export: replaced
+    assert again.exit_code == 0, again.output
+    parquet = tmp_path / "recs.data"
+    assert recommend(*model_and_history, parquet, "--format", "parquet").exit_code == 0
+    assert recommend(*model_and_history, parquet, "--format", "parquet").exit_code == 0

@@ -145,6 +145,8 @@ def train_command(
     use_device(device)
     inputs = [p for p in (dataset_dir, config, checkpoint_dir, log) if p is not None]
     replacing = check_output(out, "model", inputs)
+    if log is not None:
+        check_output(log, "training log")  # it is rewritten on every run
     overrides = {
         "epochs": epochs, "seed": seed, "patience": patience, "lr": lr,
         "batch_size": batch_size, "threads": threads, "device": device,
