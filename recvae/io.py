@@ -71,3 +71,42 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def remove_stale_temps(directory: Path, prefix: str = "", recursive: bool = False) -> list[Path]:
+    """Remove what `atomic_file` / `atomic_dir` of a killed process left in `directory`.
+
+    Matches hidden entries `.{prefix}*.tmp-*` and `.{prefix}*.old-*`. An entry tagged with the
+    PID of a live process other than this one (`.old-PID`) is kept. The caller must hold the
+    lock that keeps other writers out of `directory` (the nightly job's lock for its work
+    directory and store), since an untagged temporary name does not say who is writing it.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed: list[Path] = []
+    entries = directory.rglob(f".{prefix}*") if recursive else directory.glob(f".{prefix}*")
+    for path in sorted(entries, key=lambda p: len(p.parts)):
+        name = path.name
+        marker = ".tmp-" if ".tmp-" in name else ".old-" if ".old-" in name else None
+        if marker is None or not path.exists():
+            continue
+        tag = name.rsplit(marker, 1)[1]
+        if tag.isdigit() and int(tag) != os.getpid() and _pid_alive(int(tag)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -31,6 +31,9 @@ def _register_commands() -> None:
 
     for module in (ingest, split, train, evaluate, recommend, models, bench, tune, demo):
         module.register(app)
+    from recvae.cli import nightly
+
+    nightly.register(app)
 
 
 @app.callback()

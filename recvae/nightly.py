@@ -1,0 +1,418 @@
+"""The nightly job: ingest the latest logs, gate on volume, train, publish, prune, report.
+
+    recvae nightly --config nightly.toml            # run
+    recvae nightly --config nightly.toml --check    # validate config and sources only
+
+Each run, under the job lock (`work_dir/nightly.lock`):
+  1. finishes or abandons a publication a killed run left behind, and removes stale temporary
+     files of dead runs (work directory, store, beside the export);
+  2. ingests the logs (files or a DuckDB table; optionally only the last `window_days` days);
+  3. refuses when users or interactions fell by more than `max_volume_drop` against the data the
+     current model was trained on (volume gate);
+  4. splits: strong generalization, `valid_users` users held out for validation;
+  5. trains the configured model (any registered model), resuming a crashed run's checkpoint and
+     warm-starting from the current model when it is of the same kind (items it knew keep their
+     weights, new items are initialised: see `TorchAutoencoder.fit(warm_start=...)`);
+  6. publishes (recvae.workflow.publish): registers the new version, evaluates it and the
+     current model on the SAME validation users, gates, then promotes and exports as one step;
+  7. prunes old versions, after every run that held the lock (refused and failed runs too);
+  8. writes the run report: `work_dir/runs/<time>-<pid>/report.json` and `.md`, and the same JSON
+     as `work_dir/last-run.json` for a scheduler to alert on.
+
+Exit codes: 0 promoted and exported; 1 failed (current model and published export unchanged);
+2 bad config or sources (nothing started); 3 refused by the quality gate; 4 refused by the
+volume gate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from recvae.errors import RecvaeError
+from recvae.nightly_config import NightlyConfig, check_sources, ingest_options, load_nightly_config
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_REFUSED, EXIT_VOLUME = 0, 1, 2, 3, 4
+STATUS_EXIT = {
+    "promoted": EXIT_OK,
+    "failed": EXIT_FAILED,
+    "refused": EXIT_REFUSED,
+    "refused_volume": EXIT_VOLUME,
+}
+
+
+# ---- run report ----------------------------------------------------------------------------
+
+
+class RunReport:
+    """Status, exit code, timings, gate numbers and outcome of one run, as JSON and Markdown."""
+
+    def __init__(self, config: NightlyConfig) -> None:
+        from recvae.provenance import now_iso, run_info
+
+        self.started = time.perf_counter()
+        self.work_dir = config.work_dir
+        stamp = now_iso().replace(":", "").replace("+0000", "Z")
+        self.dir = config.work_dir / "runs" / f"{stamp}-{os.getpid()}"
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "exit_code": None,
+            "config": str(config.config_path),
+            "model": config.model,
+            "started_at": now_iso(),
+            "run": run_info(),
+            "timings": {},
+        }
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        console.print(f"[bold]{name}[/] ...")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - started
+            self.data["timings"][name] = round(seconds, 3)
+            console.print(f"  {name} took {seconds:.1f}s")
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.data["status"] = status
+        self.data["exit_code"] = STATUS_EXIT[status]
+        if error is not None:
+            self.data["error"] = error
+
+    def write(self) -> Path:
+        from recvae.io import atomic_file
+        from recvae.provenance import now_iso
+
+        self.data["finished_at"] = now_iso()
+        self.data["timings"]["total"] = round(time.perf_counter() - self.started, 3)
+        text = json.dumps(self.data, indent=2, default=str)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.dir / "report.json") as tmp:
+            tmp.write_text(text)
+        with atomic_file(self.dir / "report.md") as tmp:
+            tmp.write_text(markdown_report(self.data))
+        with atomic_file(self.work_dir / "last-run.json") as tmp:
+            tmp.write_text(text)
+        return self.dir
+
+
+def markdown_report(data: dict[str, Any]) -> str:
+    lines = [f"# Nightly run: {data['status']} (exit {data['exit_code']})", ""]
+    if data.get("error"):
+        lines += [f"**Error:** {data['error']}", ""]
+    for gate, title in (("volume_gate", "Volume gate"), ("gate", "Quality gate")):
+        if data.get(gate):
+            lines += [f"**{title}:** {data[gate]['reason']}", ""]
+    for key in (
+        "recovered", "new_version", "current_before", "current_after", "resumed_from_epoch",
+        "warm_start", "pruned", "removed_temporary",
+    ):  # fmt: skip
+        if data.get(key) not in (None, []):
+            lines.append(f"- {key.replace('_', ' ')}: {data[key]}")
+    for key in ("dataset", "export"):
+        if key in data:
+            lines.append(f"- {key}: {data[key]}")
+    new, current = data.get("metrics_new") or {}, data.get("metrics_current") or {}
+    if new or current:
+        lines += ["", "| metric | new | current |", "|---|---|---|"]
+        for key in sorted(set(new) | set(current)):
+            lines.append(f"| {key} | {_fmt(new.get(key))} | {_fmt(current.get(key))} |")
+    lines += ["", "| step | seconds |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.2f} |" for name, seconds in data["timings"].items()]
+    run = data["run"]
+    lines += ["", f"git {run['git_commit']}, {run['time']}, {run['machine']['cpu']}"]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+# ---- the training step (one call: the workflow's model factory and fit) ---------------------
+
+
+def make_model(name: str, settings: dict[str, Any]) -> Any:
+    """An untrained model from its registered name and [train.config] settings."""
+    from recvae.models import model_class
+
+    cls = model_class(name)
+    try:
+        return cls(**settings)
+    except RecvaeError as error:
+        raise RecvaeError(f"config: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise RecvaeError(f"config: {error}") from None
+
+
+def fit_model(
+    config: NightlyConfig,
+    split: Any,
+    checkpoint_dir: Path,
+    warm_start: tuple[Path, Any] | None,
+    on_epoch: Callable[[int, dict[str, Any]], None],
+) -> Any:
+    """Fit the configured model on the split's training users, validating on its validation
+    users. Torch models checkpoint every epoch (a killed run resumes) and may warm start."""
+    from recvae.models.vae import TorchAutoencoder
+
+    model = make_model(config.model, config.model_settings)
+    if not isinstance(model, TorchAutoencoder):
+        return model.fit(split.train, split.valid)
+
+    def callback(epoch: int, record: dict[str, Any]) -> bool:
+        on_epoch(epoch, record)
+        return False
+
+    return model.fit(
+        split.train,
+        split.valid,
+        callback=callback,
+        checkpoint_dir=checkpoint_dir / "train",
+        resume=True,
+        warm_start=warm_start[0] if warm_start is not None else None,
+        log_path=checkpoint_dir / "train.jsonl",
+    )
+
+
+def warm_start_source(
+    config: NightlyConfig, store: Any, items: Any
+) -> tuple[tuple[Path, Any] | None, str]:
+    """(current model's directory, its item vocabulary) when it can seed the new model, and why
+    (or why not) in words."""
+    from recvae.data.vocab import Vocabulary
+    from recvae.models.base import read_model_json
+
+    if not config.warm_start:
+        return None, "off in config"
+    current = store.current_path()
+    if current is None:
+        return None, "no current model"
+    if read_model_json(current).get("model") != config.model:
+        return None, f"current model is not a {config.model}"
+    old_items = Vocabulary.load(current / "items.parquet")
+    if old_items != items:
+        return None, "item vocabulary changed since the current model was trained"
+    return (current, old_items), f"from {current.name}"
+
+
+def prepare_checkpoint(checkpoint_dir: Path, run_key: dict[str, Any]) -> bool:
+    """Keep the checkpoint only if it belongs to the same data and config; True if kept."""
+    key_file = checkpoint_dir / "run.json"
+    if key_file.is_file() and json.loads(key_file.read_text()) == run_key:
+        return True
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    checkpoint_dir.mkdir(parents=True)
+    key_file.write_text(json.dumps(run_key, indent=2, default=str))
+    return False
+
+
+# ---- the job -------------------------------------------------------------------------------
+
+
+def export_target(config: NightlyConfig) -> Any:
+    from recvae.export import infer_format
+    from recvae.workflow.publish import ExportTarget
+
+    return ExportTarget(
+        dest=config.export,
+        fmt=infer_format(config.export, config.export_format),
+        table=config.export_table,
+        k=config.k,
+        chunk_size=config.chunk_size,
+    )
+
+
+def check(config_path: Path) -> NightlyConfig:
+    """Validate the whole config and the sources; raise RecvaeError (one line) on any problem."""
+    config = load_nightly_config(config_path)
+    check_sources(config)
+    return config
+
+
+def run_nightly(config_path: Path) -> int:
+    """Run the job once; return its exit code. A bad config or source raises RecvaeError before
+    anything is written (the CLI turns it into exit code 2)."""
+    config = check(config_path)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    report = RunReport(config)
+    try:
+        status = _locked_run(config, report)
+        report.finish(status)
+    except BaseException as error:
+        report.finish("failed", f"{type(error).__name__}: {error}")
+        report_dir = report.write()
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            raise
+        console.print(f"[bold red]nightly job failed:[/] {escape(str(error))}")
+        console.print(f"current model and published export are unchanged; report: {report_dir}")
+        return EXIT_FAILED
+    report_dir = report.write()
+    console.print(f"run report: {report_dir / 'report.md'}")
+    return STATUS_EXIT[status]
+
+
+def _locked_run(config: NightlyConfig, report: RunReport) -> str:
+    from recvae.lock import JobLock
+    from recvae.registry import ModelStore
+
+    store = ModelStore(config.store)
+    with JobLock(config.work_dir / "nightly.lock"):
+        try:
+            return _run_steps(config, store, report)
+        finally:
+            # Every run that held the lock prunes, whatever its outcome: refused versions
+            # must not pile up.
+            try:
+                report.data["pruned"] = store.prune(config.keep_versions)
+            except (RecvaeError, OSError) as error:
+                report.data["prune_error"] = str(error)
+
+
+def _run_steps(config: NightlyConfig, store: Any, report: RunReport) -> str:
+    from recvae.io import remove_stale_temps
+    from recvae.workflow.publish import publish, recover, volume_gate
+
+    target = export_target(config)
+    with report.step("recover"):
+        report.data["recovered"] = recover(store, target)
+        removed = remove_stale_temps(config.work_dir, recursive=True)
+        removed += remove_stale_temps(config.store) + remove_stale_temps(store.versions_dir)
+        removed += remove_stale_temps(config.export.parent, prefix=f"{config.export.name}.")
+        report.data["removed_temporary"] = [str(path) for path in removed]
+    with report.step("ingest"):
+        dataset = ingest_logs(config)
+        report.data["dataset"] = {
+            "users": dataset.matrix.shape[0],
+            "items": dataset.matrix.shape[1],
+            "interactions": int(dataset.matrix.nnz),
+            "fingerprint": dataset.fingerprint(),
+        }
+    volume = volume_gate(
+        store, dataset.matrix.shape[0], int(dataset.matrix.nnz), config.max_volume_drop
+    )
+    report.data["volume_gate"] = asdict(volume)
+    console.print(f"volume gate: {escape(volume.reason)}")
+    if not volume.accept:
+        console.print("[bold yellow]refused:[/] the data volume fell too far; nothing changed")
+        return "refused_volume"
+    dataset_dir = config.work_dir / "dataset"
+    dataset.save(dataset_dir)
+    with report.step("split"):
+        split = make_split(config, dataset)
+    checkpoint_dir = config.work_dir / "checkpoint"
+    with report.step("train"):
+        model = _train(config, store, dataset, split, checkpoint_dir, report)
+    with report.step("publish"):
+        from recvae.artifact import Artifact
+
+        metadata = {
+            "model": config.model,
+            "data_fingerprint": dataset.fingerprint(),
+            "dataset": report.data["dataset"],
+            "training": {
+                "best_epoch": getattr(model, "best_epoch", None),
+                "stopped": getattr(model, "stopped", None),
+            },
+            "warm_start": report.data["warm_start"],
+            "run": report.data["run"],
+        }
+        result = publish(
+            store,
+            Artifact(model, dataset.items, metadata),
+            split.train,
+            split.valid,
+            dataset_dir,
+            target,
+            metric=config.gate_metric,
+            tolerance=config.tolerance,
+            scratch=config.work_dir / "candidate",
+        )
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    report.data.update(
+        new_version=result.version,
+        current_before=result.previous,
+        current_after=store.current_name(),
+        gate=asdict(result.gate),
+        metrics_new=result.metrics_new,
+        metrics_current=result.metrics_current,
+        current_evaluation=result.current_note,
+        validation_users=result.validation_users,
+    )
+    console.print(f"quality gate: {escape(result.gate.reason)}")
+    if result.status != "promoted":
+        console.print(f"[bold yellow]not promoted:[/] {result.version}; current unchanged")
+        return "refused"
+    report.data["export"] = result.export
+    console.print(f"[bold green]promoted {result.version}[/] and exported to {config.export}")
+    return "promoted"
+
+
+def ingest_logs(config: NightlyConfig) -> Any:
+    """Read the logs into a Dataset (not saved yet: the volume gate looks at it first)."""
+    import datetime as dt
+
+    from recvae.data.ingest import ingest
+
+    since = None
+    if config.window_days is not None:
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(days=config.window_days)
+        since = int(start.timestamp())
+    return ingest(list(config.sources), ingest_options(config, since))
+
+
+def make_split(config: NightlyConfig, dataset: Any) -> Any:
+    from recvae.data.split import strong_generalization
+
+    return strong_generalization(
+        dataset.matrix,
+        n_valid_users=config.valid_users,
+        n_test_users=0,
+        heldout_fraction=config.heldout_fraction,
+        seed=config.seed,
+    )
+
+
+def _train(
+    config: NightlyConfig,
+    store: Any,
+    dataset: Any,
+    split: Any,
+    checkpoint_dir: Path,
+    report: RunReport,
+) -> Any:
+    warm, why = warm_start_source(config, store, dataset.items)
+    report.data["warm_start"] = why
+    run_key = {
+        "fingerprint": dataset.fingerprint(),
+        "model": config.model,
+        "model_settings": config.model_settings,
+        "split": [config.valid_users, config.heldout_fraction, config.seed],
+        "warm_start": str(warm[0]) if warm is not None else None,
+    }
+    prepare_checkpoint(checkpoint_dir, run_key)
+    epochs_seen: list[int] = []
+
+    def on_epoch(epoch: int, record: dict[str, Any]) -> None:
+        epochs_seen.append(epoch)
+        metric = record.get(config.gate_metric)
+        shown = f" {config.gate_metric} {metric:.4f}" if metric is not None else ""
+        print(f"epoch {epoch} done: loss {record['loss']:.4f}{shown}", flush=True)
+
+    model = fit_model(config, split, checkpoint_dir, warm, on_epoch)
+    report.data["resumed_from_epoch"] = (epochs_seen[0] - 1) if epochs_seen else None
+    report.data["epochs_trained_this_run"] = len(epochs_seen)
+    return model
