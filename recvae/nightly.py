@@ -145,17 +145,18 @@ def _fmt(value: Any) -> str:
 # ---- the training step (one call: the workflow's model factory and fit) ---------------------
 
 
-def make_model(name: str, settings: dict[str, Any]) -> Any:
-    """An untrained model from its registered name and [train.config] settings."""
+def make_model(name: str, settings: dict[str, Any], where: str = "[train.config]") -> Any:
+    """An untrained model from its registered name and [train.config] settings, checked."""
+    from recvae.config import config_from_dict
     from recvae.models import model_class
 
-    cls = model_class(name)
+    cls: Any = model_class(name)
     try:
+        if hasattr(cls, "config_class"):
+            return cls(config_from_dict(cls.config_class, settings, source=where))
         return cls(**settings)
-    except RecvaeError as error:
-        raise RecvaeError(f"config: {error}") from None
     except (TypeError, ValueError) as error:
-        raise RecvaeError(f"config: {error}") from None
+        raise RecvaeError(f"{where}: {error}") from None
 
 
 def fit_model(

@@ -247,12 +247,18 @@ def ingest_options(config: NightlyConfig, since: int | None = None) -> Any:
 
 def build_model(config: NightlyConfig) -> Any:
     """An untrained model of [train] model with [train.config]: the same check the fit uses."""
+    from recvae.models import MODEL_CLASSES
     from recvae.nightly import make_model
 
+    if config.model not in MODEL_CLASSES:
+        known = ", ".join(sorted(MODEL_CLASSES))
+        raise RecvaeError(
+            f"{config.config_path}: [train] model = {config.model!r}: expected one of {known}"
+        )
     try:
         return make_model(config.model, config.model_settings)
     except RecvaeError as error:
-        raise RecvaeError(f"{config.config_path}: [train] {error}") from None
+        raise RecvaeError(f"{config.config_path}: {error}") from None
 
 
 def check_sources(config: NightlyConfig) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,11 @@ def gate_ks(metric: str, n_items: int) -> list[int]:
     from recvae.metrics import parse_metric
 
     _, k = parse_metric(metric)
+    if k > n_items:
+        raise RecvaeError(
+            f"the gate metric {metric} needs at least {k} items; the data has {n_items}: "
+            "choose a smaller K"
+        )
     return sorted({k, 20, 50, 100} & set(range(1, n_items + 1)))
 
 
@@ -152,8 +158,6 @@ def publish(
     try:
         version = store.add(candidate).name
     finally:
-        import shutil
-
         shutil.rmtree(candidate, ignore_errors=True)
     previous = store.current_name()
     current_value = current_eval.means[metric] if current_eval is not None else None
