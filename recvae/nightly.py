@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -284,15 +285,16 @@ def _locked_run(config: NightlyConfig, report: RunReport) -> str:
 
 
 def _run_steps(config: NightlyConfig, store: Any, report: RunReport) -> str:
-    from recvae.io import remove_stale_temps
     from recvae.workflow.publish import publish, recover, volume_gate
 
     target = export_target(config)
     with report.step("recover"):
         report.data["recovered"] = recover(store, target)
-        removed = remove_stale_temps(config.work_dir, recursive=True)
-        removed += remove_stale_temps(config.store) + remove_stale_temps(store.versions_dir)
-        removed += remove_stale_temps(config.export.parent, prefix=f"{config.export.name}.")
+        removed = remove_dead_runs_temporaries(config.work_dir, recursive=True)
+        for directory in (config.store, store.versions_dir):
+            removed += remove_dead_runs_temporaries(directory)
+        prefix = f"{config.export.name}."
+        removed += remove_dead_runs_temporaries(config.export.parent, prefix=prefix)
         report.data["removed_temporary"] = [str(path) for path in removed]
     with report.step("ingest"):
         dataset = ingest_logs(config)
@@ -360,6 +362,39 @@ def _run_steps(config: NightlyConfig, store: Any, report: RunReport) -> str:
     report.data["export"] = result.export
     console.print(f"[bold green]promoted {result.version}[/] and exported to {config.export}")
     return "promoted"
+
+
+def remove_dead_runs_temporaries(
+    directory: Path, prefix: str = "", recursive: bool = False
+) -> list[Path]:
+    """Remove the temporary files and directories of killed runs (`atomic_file` / `atomic_dir`
+    leave `.NAME.tmp-*` and `.NAME.old-*` behind when killed) from a directory of this job.
+
+    Runs under the job lock, which keeps other nightly runs out of the work directory and the
+    store; an entry whose name carries the PID of another live process is still spared.
+    """
+    from recvae.lock import pid_alive
+
+    if not directory.is_dir():
+        return []
+    entries = directory.rglob(f".{prefix}*") if recursive else directory.glob(f".{prefix}*")
+    removed: list[Path] = []
+    for path in sorted(entries, key=lambda p: len(p.parts)):
+        match = _TEMP_NAME.search(path.name)
+        if match is None or not os.path.lexists(path):
+            continue
+        pid = int(match.group(1)) if match.group(1) else None
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+_TEMP_NAME = re.compile(r"\.(?:tmp|old)-(?:(\d+)(?:-|$))?")
 
 
 def ingest_logs(config: NightlyConfig) -> Any:
