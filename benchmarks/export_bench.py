@@ -121,10 +121,9 @@ def train_model(
     dataset_dir: Path, train_users: int | None, workdir: Path, seed: int, threads: int
 ) -> Path:
     """A paper-shaped Mult-VAE trained for one epoch, saved as a model artifact."""
-    from recvae.artifact import Artifact, save_artifact
+    from recvae.artifact import Artifact, save_artifact, write_item_popularity
     from recvae.data.dataset import Dataset
     from recvae.models.vae import MultVAE
-    from recvae.scoring import write_item_popularity
 
     dataset = Dataset.load(dataset_dir)
     train = dataset.matrix if train_users is None else dataset.matrix[:train_users]

@@ -17,13 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import scipy.sparse as sp
 
+from recvae.data.split import as_csr
 from recvae.data.vocab import Vocabulary
 from recvae.errors import RecvaeError
 from recvae.io import atomic_dir
 from recvae.models import load_model
 from recvae.models.base import Recommender
+
+POPULARITY_FILE = "popularity.npy"
 
 
 @dataclass
@@ -44,8 +48,6 @@ def save_artifact(artifact: Artifact, dest: Path, train: sp.csr_matrix | None = 
         artifact.items.save(tmp / "items.parquet")
         (tmp / "metadata.json").write_text(json.dumps(artifact.metadata, indent=2, default=str))
         if train is not None:
-            from recvae.scoring import write_item_popularity
-
             write_item_popularity(tmp, train)
 
 
@@ -59,3 +61,17 @@ def load_artifact(path: Path) -> Artifact:
     metadata_file = path / "metadata.json"
     metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
     return Artifact(load_model(path), Vocabulary.load(path / "items.parquet"), metadata)
+
+
+def item_popularity(model_dir: Path) -> np.ndarray | None:
+    """Interaction count per item of the training data, stored beside the model, or None."""
+    path = Path(model_dir) / POPULARITY_FILE
+    if not path.is_file():
+        return None
+    return np.load(path, allow_pickle=False).astype(np.float32)
+
+
+def write_item_popularity(model_dir: Path, train: sp.csr_matrix) -> None:
+    """Store the training matrix's per-item interaction counts (the popularity fallback)."""
+    counts = np.asarray((as_csr(train) > 0).sum(axis=0), dtype=np.float32).ravel()
+    np.save(Path(model_dir) / POPULARITY_FILE, counts, allow_pickle=False)

@@ -202,13 +202,12 @@ def export_top_n(request: ExportRequest, show_progress: bool = False) -> ExportR
 
     import numpy as np
 
-    from recvae.artifact import load_artifact
+    from recvae.artifact import item_popularity, load_artifact
     from recvae.registry import resolve_model_dir
     from recvae.scoring import (
         ScoringOptions,
         empty_frame,
         item_indices,
-        item_popularity,
         load_history,
         read_ids,
         recommend_chunks,

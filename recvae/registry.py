@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recvae.artifact import Artifact, save_artifact
 from recvae.errors import RecvaeError
 from recvae.io import atomic_dir, atomic_file
 from recvae.provenance import now_iso
@@ -142,17 +141,6 @@ class ModelStore:
         with atomic_dir(self.versions_dir / name, overwrite=False) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
             self._stamp(tmp, name, metadata)
-        return self.get(name)
-
-    def add_artifact(self, artifact: Artifact) -> ModelVersion:
-        """Save an in-memory artifact into the store as the next version (not promoted)."""
-        name = self._next_name()
-        with atomic_dir(self.versions_dir / name, overwrite=False) as tmp:
-            save_artifact(artifact, tmp / "model")
-            for path in (tmp / "model").iterdir():
-                path.rename(tmp / path.name)
-            (tmp / "model").rmdir()
-            self._stamp(tmp, name, None)
         return self.get(name)
 
     @staticmethod

@@ -7,7 +7,8 @@ a writer in `recvae.export`.
 
 Users with no usable history (none of their items are known to the model, or they are not in the
 history at all) get the item-popularity ranking instead of a fold-in score, flagged by
-`fallback = True`: a fold-in of an empty history says nothing about the user.
+`fallback = True`: a fold-in of an empty history says nothing about the user. The popularity is
+stored beside the model (recvae.artifact.item_popularity).
 
 Sharding (`shard_users`) splits the users into contiguous, disjoint slices; exporting every shard
 and concatenating the outputs in shard order gives exactly the unsharded export.
@@ -29,7 +30,6 @@ from recvae.errors import RecvaeError
 from recvae.models.base import Recommender
 from recvae.topk import top_k
 
-POPULARITY_FILE = "popularity.npy"
 OUTPUT_COLUMNS = ("user_id", "rank", "item_id", "score", "model_version", "fallback")
 
 
@@ -127,20 +127,6 @@ def select_users(ids: pl.Series, history: sp.csr_matrix, wanted: pl.Series | Non
     padded = sp.vstack([everyone.history, sp.csr_matrix((1, history.shape[1]), dtype=np.float32)])
     rows[rows < 0] = len(ids)
     return UsersToScore(wanted.rename(ids.name), as_csr(as_csr(padded)[rows]))
-
-
-def item_popularity(model_dir: Path) -> np.ndarray | None:
-    """Interaction count per item of the training data, stored beside the model, or None."""
-    path = Path(model_dir) / POPULARITY_FILE
-    if not path.is_file():
-        return None
-    return np.load(path, allow_pickle=False).astype(np.float32)
-
-
-def write_item_popularity(model_dir: Path, train: sp.csr_matrix) -> None:
-    """Store the training matrix's per-item interaction counts (the popularity fallback)."""
-    counts = np.asarray((as_csr(train) > 0).sum(axis=0), dtype=np.float32).ravel()
-    np.save(Path(model_dir) / POPULARITY_FILE, counts, allow_pickle=False)
 
 
 def candidate_mask(n_items: int, options: ScoringOptions) -> np.ndarray | None:

@@ -13,13 +13,12 @@ from typer.testing import CliRunner
 from recvae.bench import report as report_module
 from recvae.bench.config import ModelSpec, load_suite, parse_suite
 from recvae.bench.data import synthetic_dataset
-from recvae.bench.protocols import ProtocolSpec, check_split, make_split
 from recvae.bench.report import write_report
 from recvae.bench.runner import candidate_settings, run_suite
 from recvae.bench.runs import execute_run
 from recvae.cli import app
 from recvae.data.dataset import Dataset
-from recvae.data.split import Holdout, Split
+from recvae.data.split import Holdout, ProtocolSpec, Split, check_split, make_split
 from recvae.data.vocab import Vocabulary
 from recvae.errors import RecvaeError
 from recvae.evaluate import evaluate

@@ -11,16 +11,14 @@ from recvae.data.split import Holdout, weak_generalization
 from recvae.errors import RecvaeError
 from recvae.models import load_model
 from recvae.models import vae as vae_module
-from recvae.models.torch_sparse import torch_csr
+from recvae.models.torch_autoencoder import INIT
+from recvae.models.torch_sparse import MultinomialNLL, SparseInputLinear, torch_csr, transpose_csr
 from recvae.models.vae import (
     AutoencoderModule,
     MultDAE,
     MultDAEConfig,
     MultVAE,
     MultVAEConfig,
-    _MultinomialNLL,
-    _SparseInputLinear,
-    _transpose_csr,
     resolve_anneal_steps,
 )
 
@@ -99,7 +97,7 @@ def test_sparse_first_layer_matches_dense_in_value_and_gradient():
     weight = torch.randn(12, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
     bias = torch.tensor(rng.normal(size=5), dtype=torch.float32, requires_grad=True)
     x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
-    out = _SparseInputLinear.apply(weight, bias, x, _transpose_csr(batch, values))
+    out = SparseInputLinear.apply(weight, bias, x, transpose_csr(batch, values))
     (out * torch.arange(5.0)).sum().backward()
     dense_w, dense_b = (
         weight.detach().clone().requires_grad_(),
@@ -117,7 +115,7 @@ def test_fused_multinomial_loss_matches_log_softmax_in_value_and_gradient():
     logits = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
     rows = torch.from_numpy(np.repeat(np.arange(3), np.diff(batch.indptr)))
     cols = torch.from_numpy(batch.indices.astype(np.int64))
-    loss = _MultinomialNLL.apply(logits, rows, cols, torch.from_numpy(batch.data))
+    loss = MultinomialNLL.apply(logits, rows, cols, torch.from_numpy(batch.data))
     loss.backward()
     reference = logits.detach().clone().requires_grad_()
     expected = -(torch.log_softmax(reference, 1) * torch.from_numpy(batch.toarray())).sum(1).mean()
@@ -155,7 +153,7 @@ def test_one_step_changes_every_parameter_and_scoring_changes_none():
     model = MultVAE(**settings).fit(matrix)
     initial = model._build_module(matrix.shape[1])
     initial.reset_parameters(
-        torch.Generator().manual_seed(vae_module.epoch_seed(0, 0, vae_module._INIT))
+        torch.Generator().manual_seed(vae_module.epoch_seed(0, 0, INIT))
     )
     after = {k: v.clone() for k, v in model.module.state_dict().items()}
     for key, value in initial.state_dict().items():
@@ -225,14 +223,14 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(
     split, tmp_path, monkeypatch
 ):
     calls = {"n": 0}
-    original = vae_module._nll
+    original = vae_module.likelihood_nll
 
     def poisoned(likelihood, logits, batch):
         calls["n"] += 1
         value = original(likelihood, logits, batch)
         return value * float("nan") if calls["n"] > 6 else value  # 5 batches per epoch
 
-    monkeypatch.setattr(vae_module, "_nll", poisoned)
+    monkeypatch.setattr(vae_module, "likelihood_nll", poisoned)
     model = small_vae(epochs=4)
     with pytest.raises(RecvaeError, match=r"nan in epoch 2 at update 6.*checkpoint \(epoch 1\)"):
         model.fit(split.train, split.valid, checkpoint_dir=tmp_path)

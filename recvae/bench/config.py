@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recvae.bench.protocols import ProtocolSpec
+from recvae.data.split import ProtocolSpec
 from recvae.errors import RecvaeError
 from recvae.metrics import parse_metric
 from recvae.models import MODEL_CLASSES, model_class

@@ -32,10 +32,9 @@ import numpy as np
 
 from recvae.bench.config import DatasetSpec, ModelSpec, SuiteConfig
 from recvae.bench.data import load_dataset
-from recvae.bench.protocols import check_split, make_split
 from recvae.bench.runs import RunResult, execute_run, run_isolated
 from recvae.data.dataset import Dataset
-from recvae.data.split import Split
+from recvae.data.split import Split, check_split, make_split
 from recvae.errors import RecvaeError
 from recvae.provenance import run_info
 

@@ -46,8 +46,8 @@ def split(
     """Split a dataset for evaluation and store the split inside its directory (atomically)."""
     from rich.console import Console
 
-    from recvae.bench.protocols import ProtocolSpec, make_split
     from recvae.data.dataset import Dataset
+    from recvae.data.split import ProtocolSpec, make_split
     from recvae.errors import RecvaeError
     from recvae.io import atomic_dir
 

@@ -94,10 +94,10 @@ def train_command(
     from recvae.artifact import Artifact, save_artifact
     from recvae.config import config_to_dict, load_config
     from recvae.data.dataset import Dataset
+    from recvae.data.split import training_split
     from recvae.errors import RecvaeError
     from recvae.models import MODEL_CLASSES, model_class
     from recvae.provenance import run_info
-    from recvae.train import training_split
 
     if model not in ("multvae", "multdae", "recvae"):
         known = ", ".join(sorted(MODEL_CLASSES))

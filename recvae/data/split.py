@@ -8,6 +8,10 @@ Two protocols, one shape:
 
 Either way evaluation sees a `Holdout`: row-aligned `history` and `heldout` matrices plus the
 dataset row of each evaluated user. Models score histories, so both protocols run the same code.
+
+The split policy lives here too, once: `ProtocolSpec` + `make_split` (a dataset and a protocol
+give a `Split`: what `recvae split`, the benchmarks and the nightly job use) and
+`training_split` (what `recvae train` and `recvae tune` validate on when no protocol is named).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -226,3 +231,107 @@ def strong_generalization(
         protocol="strong",
         params=params,
     )
+
+
+# --- split policy: a dataset and a protocol give a Split --------------------------------------
+
+PROTOCOLS = ("strong", "weak", "presplit")
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """How to split: the protocol's name and its options (unused options are ignored)."""
+
+    protocol: str = "presplit"
+    valid_users: int = 0
+    test_users: int = 0
+    heldout_fraction: float = 0.2
+    by_time: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise RecvaeError(
+                f"unknown protocol {self.protocol!r}: expected one of {', '.join(PROTOCOLS)}"
+            )
+        if self.protocol == "strong" and self.valid_users < 1:
+            raise RecvaeError("the strong protocol needs valid_users >= 1 (e.g. 10000 for ML-20M)")
+
+
+def make_split(dataset: Any, spec: ProtocolSpec) -> Split:
+    """Split `dataset` by `spec`; 'presplit' returns the split stored with the dataset."""
+    if spec.protocol == "presplit":
+        if dataset.split is None:
+            raise RecvaeError(
+                "protocol 'presplit' needs a dataset that carries its own split (ingest train and "
+                "valid files together), or choose protocol 'strong' or 'weak'"
+            )
+        return dataset.split
+    if spec.protocol == "strong":
+        return strong_generalization(
+            dataset.matrix,
+            n_valid_users=spec.valid_users,
+            n_test_users=spec.test_users,
+            heldout_fraction=spec.heldout_fraction,
+            seed=spec.seed,
+        )
+    times = None
+    if spec.by_time:
+        if dataset.times is None:
+            raise RecvaeError(
+                "a split by time needs event times, but this dataset has none "
+                "(ingest a log with a timestamp column)"
+            )
+        times = dataset.times
+    return weak_generalization(
+        dataset.matrix, valid_fraction=spec.heldout_fraction, seed=spec.seed, times=times
+    )
+
+
+def check_split(split: Split, n_items: int) -> None:
+    """Refuse a split that cannot be evaluated: no validation part, or items that do not line up."""
+    if split.valid is None:
+        raise RecvaeError("the split has no validation part: nothing to tune or evaluate on")
+    if split.train.shape[1] != n_items:
+        raise RecvaeError(
+            f"the split's train matrix has {split.train.shape[1]} items, the dataset {n_items}"
+        )
+    if split.valid.heldout.nnz == 0:
+        raise RecvaeError("the split's validation part has no held-out items")
+
+
+@dataclass
+class DatasetRun:
+    """What `training_split` chose: the matrix to train on, the holdout to validate on and
+    where it came from (recorded in the model's metadata)."""
+
+    train: sp.csr_matrix
+    valid: Holdout | None
+    validation: dict[str, Any]
+
+
+def training_split(
+    dataset: Any, valid_users: int | None = None, validate: bool = True, seed: int = 0
+) -> DatasetRun:
+    """The matrix to train on and the holdout to validate on, for a `Dataset`.
+
+    A dataset with a split trains on `split.train` and validates on `split.valid`. Without one,
+    a strong-generalisation slice of users is held out (default: 10% of users, at most 10,000;
+    80/20 fold-in of their items) so early stopping and the best-epoch choice have something to
+    measure; `validate=False` trains on every interaction instead.
+    """
+    if not validate:
+        return DatasetRun(dataset.train_matrix, None, {"source": "none"})
+    if dataset.split is not None:
+        if dataset.split.valid is None:
+            raise RecvaeError(
+                "the dataset's split has no validation part; add one with `recvae split` "
+                "or train with --no-validation"
+            )
+        info = {"source": "dataset split", "protocol": dataset.split.protocol}
+        return DatasetRun(dataset.split.train, dataset.split.valid, info)
+    n_users = dataset.matrix.shape[0]
+    count = valid_users if valid_users is not None else max(1, min(10_000, n_users // 10))
+    split = strong_generalization(dataset.matrix, count, 0, heldout_fraction=0.2, seed=seed)
+    info = {"source": "held out by recvae train", "protocol": "strong", "params": split.params}
+    return DatasetRun(split.train, split.valid, info)

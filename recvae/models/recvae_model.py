@@ -22,8 +22,8 @@ What RecVAE adds to Mult-VAE, and the switch that turns each off (reference valu
 The decoder is one linear layer latent -> items. Input dropout `dropout` [0.5] on the
 L2-normalised history, as in Mult-VAE.
 
-Speed: the first layer and the multinomial loss are Mult-VAE's (`_SparseInputLinear`,
-`_MultinomialNLL`). An encoder pass does not compute the decoder's weight gradient (only the
+Speed: the first layer and the multinomial loss are Mult-VAE's (`SparseInputLinear`,
+`MultinomialNLL`). An encoder pass does not compute the decoder's weight gradient (only the
 gradient through the decoder to z), and the decoder pass runs the encoder without autograd: the
 reference computes both and throws the unused half away, so this is the same update, cheaper.
 
@@ -34,7 +34,6 @@ exactly. The old encoder is part of the module, so checkpoints carry it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -44,85 +43,22 @@ import torch
 import torch.nn.functional as F
 
 from recvae.errors import RecvaeError
-from recvae.models.torch_sparse import torch_csr
-from recvae.models.vae import (
-    LRSchedule,
-    TorchAutoencoder,
-    _MultinomialNLL,
-    _normalised_values,
-    _row_norms,
-    _SparseInputLinear,
-    _transpose_csr,
+from recvae.models.configs import RecVAEConfig
+from recvae.models.torch_autoencoder import NOISE, TorchAutoencoder
+from recvae.models.torch_sparse import (
+    MultinomialNLL,
+    SparseInputLinear,
+    normalised_values,
+    row_norms,
+    torch_csr,
+    transpose_csr,
 )
-from recvae.train import (
-    BatchProgress,
-    check_finite,
-    epoch_seed,
-)
+from recvae.train import BatchProgress, check_finite, epoch_seed
 
-_NOISE = 1  # epoch_seed purpose of dropout and latent noise (weights: TorchAutoencoder.fit)
+__all__ = ["RecVAE", "RecVAEConfig"]
+
 _PASS = 10  # user order of pass i of a round: purpose _PASS + i
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-@dataclass(frozen=True)
-class RecVAEConfig:
-    """RecVAE settings: the reference implementation's (run.py), except the two defaults that
-    validation on ml-1m changed (per_user_beta off with beta 0.2, one encoder pass per round)."""
-
-    hidden_dim: int = 600
-    latent_dim: int = 200
-    n_layers: int = 5  # encoder hidden layers
-    dropout: float = 0.5  # on the normalised input during encoder passes
-    # switches (all on = RecVAE; each off = the Mult-VAE choice for that component)
-    composite_prior: bool = True
-    mixture_weights: tuple[float, ...] = (0.15, 0.75, 0.1)  # standard, old posterior, wide
-    wide_logvar: float = 10.0
-    per_user_beta: bool = False  # reference: True
-    gamma: float = 0.005  # per-user KL weight = gamma * number of items in the history
-    beta: float = 0.2  # fixed KL weight when per_user_beta is off
-    alternating: bool = True
-    n_enc_epochs: int = 1  # reference: 3
-    swish: bool = True
-    layer_norm: bool = True
-    layer_norm_eps: float = 0.1
-    dense_skips: bool = True
-    # optimisation and the loop
-    lr: float = 5e-4
-    batch_size: int = 500
-    epochs: int = 50
-    patience: int = 0
-    metric: str = "ndcg@100"
-    validate_every: int = 1
-    lr_schedule: LRSchedule = "none"
-    lr_step_size: int = 50
-    lr_gamma: float = 0.5
-    lr_patience: int = 10
-    seed: int = 0
-    threads: int = 0
-    eval_batch_size: int = 2000
-
-    def __post_init__(self) -> None:
-        checks = [
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.hidden_dim > 0, f"hidden_dim must be positive, got {self.hidden_dim}"),
-            (self.latent_dim > 0, f"latent_dim must be positive, got {self.latent_dim}"),
-            (self.n_layers > 0, f"n_layers must be positive, got {self.n_layers}"),
-            (
-                len(self.mixture_weights) == 3 and all(w > 0 for w in self.mixture_weights),
-                f"mixture_weights must be 3 positive numbers, got {self.mixture_weights}",
-            ),
-            (self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}"),
-            (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
-            (self.n_enc_epochs > 0, f"n_enc_epochs must be positive, got {self.n_enc_epochs}"),
-            (self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
-            (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
-            (self.validate_every > 0, f"validate_every must be positive: {self.validate_every}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
 
 
 # --- the module ---------------------------------------------------------------------------------
@@ -169,7 +105,7 @@ class RecVAEEncoder(torch.nn.Module):
         pre = (
             torch.addmm(bias, x, first)
             if xt is None
-            else _SparseInputLinear.apply(first, bias, x, xt)
+            else SparseInputLinear.apply(first, bias, x, xt)
         )
         outputs: list[torch.Tensor] = []
         for index in range(len(self.norms)):
@@ -245,7 +181,7 @@ class _Batch:
     def __init__(self, batch: sp.csr_matrix, norms: np.ndarray) -> None:
         self.size = batch.shape[0]
         self.csr = batch
-        self.values = torch.from_numpy(_normalised_values(batch, norms))
+        self.values = torch.from_numpy(normalised_values(batch, norms))
         self.rows = torch.from_numpy(np.repeat(np.arange(batch.shape[0]), np.diff(batch.indptr)))
         self.cols = torch.from_numpy(batch.indices.astype(np.int64))
         self.raw = torch.from_numpy(batch.data)
@@ -253,10 +189,10 @@ class _Batch:
 
     def input(self, values: torch.Tensor, with_transpose: bool):
         x = torch_csr(self.csr.indptr, self.csr.indices, values, self.csr.shape)
-        return x, (_transpose_csr(self.csr, values) if with_transpose else None)
+        return x, (transpose_csr(self.csr, values) if with_transpose else None)
 
     def nll(self, logits: torch.Tensor) -> torch.Tensor:
-        return _MultinomialNLL.apply(logits, self.rows, self.cols, self.raw)
+        return MultinomialNLL.apply(logits, self.rows, self.cols, self.raw)
 
 
 class _RecVAETrainer:
@@ -275,7 +211,7 @@ class _RecVAETrainer:
         self.module = model.module
         active = np.flatnonzero(np.diff(train.indptr) > 0)
         self.train = train[active]
-        self.norms = _row_norms(self.train)
+        self.norms = row_norms(self.train)
         passes = self.config.n_enc_epochs + 1 if self.config.alternating else 1
         self.examples_per_epoch = self.train.shape[0] * passes
         # One Adam over both parts: Adam keeps per-parameter state and skips parameters without
@@ -308,7 +244,7 @@ class _RecVAETrainer:
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         c = self.config
-        noise = torch.Generator().manual_seed(epoch_seed(c.seed, epoch, _NOISE))
+        noise = torch.Generator().manual_seed(epoch_seed(c.seed, epoch, NOISE))
         if c.alternating:
             for index in range(c.n_enc_epochs):
                 step, enc = self._pass(self._order(epoch, index), "encoder", noise, step, on_batch)

@@ -155,7 +155,8 @@ def run_study(
     import optuna
 
     from recvae.data.dataset import Dataset
-    from recvae.train import training_split, validation_ks
+    from recvae.data.split import training_split
+    from recvae.train import validation_ks
 
     say = on_message or (lambda _: None)
     if options.trials < 1:

@@ -1,0 +1,244 @@
+"""The base class every PyTorch autoencoder here shares (Mult-VAE, Mult-DAE, RecVAE).
+
+Fit through the shared training loop (recvae.train), batched fold-in scoring, safetensors
+save/load, warm start and the training history. A model says what differs through a few hooks
+(see `TorchAutoencoder`); what is the same is written here once.
+
+Randomness: one seed; the initial weights come from a generator seeded by (seed, INIT), each
+epoch's randomness from generators the model seeds by (seed, epoch, purpose). No global RNG is
+touched, and a resumed run replays exactly the epochs an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from recvae.config import config_from_dict, config_to_dict
+from recvae.data.split import Holdout, as_csr
+from recvae.errors import RecvaeError
+from recvae.models.base import check_history, read_model_json, write_model_json
+from recvae.models.torch_sparse import normalised_values, row_norms, torch_csr
+from recvae.train import EpochCallback, LoopSettings, epoch_seed, run_loop
+
+# `epoch_seed` purposes: separate streams for the user order, the dropout/latent noise and the
+# initial weights.
+SHUFFLE, NOISE, INIT = 0, 1, 2
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Use `threads` torch threads inside the block (0 = all cores) and restore the old value."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class TorchAutoencoder:
+    """What every PyTorch autoencoder here shares (Mult-VAE, Mult-DAE, RecVAE): fit through the
+    shared loop, batched fold-in scoring, safetensors save/load, warm start and the history.
+
+    A subclass says what differs through four hooks: `_build_module`, `_make_trainer`,
+    `_logits_into` (one scoring batch) and, when some weights are training state only,
+    `_tensors_to_save` / `_load_weights`.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        base = config if config is not None else self.config_class()
+        if overrides:
+            base = config_from_dict(self.config_class, {**config_to_dict(base), **overrides})
+        self.config = base
+        self.module: Any = None  # the torch module, built by `_build_module` in fit or load
+        self.n_items = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_epoch = 0
+        self.best_metrics: dict[str, Any] = {}
+        self.stopped = ""
+
+    # -- training --
+
+    def fit(
+        self,
+        train: sp.csr_matrix,
+        valid: Holdout | None = None,
+        *,
+        callback: EpochCallback | None = None,
+        checkpoint_dir: Path | str | None = None,
+        resume: bool = True,
+        warm_start: TorchAutoencoder | Path | str | None = None,
+        log_path: Path | str | None = None,
+        progress: bool = False,
+    ) -> Self:
+        """Train on `train` (users x items CSR), validating on `valid` after every epoch.
+
+        callback(epoch, record) runs after each epoch (1-based epoch, the JSONL record); return
+        True to stop, or raise (e.g. optuna.TrialPruned) to abort. checkpoint_dir keeps `best`
+        and `last` checkpoints and, with resume, continues from `last`. warm_start starts from
+        another model's weights (same items and architecture). The best validated epoch's
+        weights are kept; `history` holds every epoch's record.
+        """
+        train = check_history(train, train.shape[1], self.name)
+        train = as_csr(train)
+        if valid is not None and valid.n_items != train.shape[1]:
+            raise RecvaeError(
+                f"{self.name}: validation has {valid.n_items} items, train has {train.shape[1]}"
+            )
+        if train.nnz == 0:
+            raise RecvaeError(f"{self.name}: the training matrix has no interactions")
+        config = self.config
+        with torch_threads(config.threads):
+            self.n_items = train.shape[1]
+            self.module = self._build_module(self.n_items)
+            self.module.reset_parameters(
+                torch.Generator().manual_seed(epoch_seed(config.seed, 0, INIT))
+            )
+            if warm_start is not None:
+                self._warm_start(warm_start)
+            trainer = self._make_trainer(train)
+            result = run_loop(
+                trainer,
+                self._loop_settings(),
+                valid,
+                callback=callback,
+                checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+                resume=resume,
+                log_path=Path(log_path) if log_path is not None else None,
+                progress=progress,
+                extra_state=self._run_key(train),
+            )
+        self.module.eval()
+        self.history, self.best_epoch = result.history, result.best_epoch
+        self.best_metrics, self.stopped = result.best_metrics, result.stopped
+        return self
+
+    def _run_key(self, train: sp.csr_matrix) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: model, data and the settings that shape
+        the weights (the epoch budget, patience and thread count may change between runs)."""
+        free = {"epochs", "patience", "threads", "eval_batch_size"}
+        config = {k: v for k, v in config_to_dict(self.config).items() if k not in free}
+        return {
+            "model": self.name,
+            "config": config,
+            "n_items": self.n_items,
+            "nnz": int(train.nnz),
+        }
+
+    def _loop_settings(self) -> LoopSettings:
+        c = self.config
+        return LoopSettings(
+            epochs=c.epochs, patience=c.patience, metric=c.metric, validate_every=c.validate_every,
+            lr=c.lr, lr_schedule=c.lr_schedule, lr_step_size=c.lr_step_size,
+            lr_gamma=c.lr_gamma, lr_patience=c.lr_patience, eval_batch_size=c.eval_batch_size,
+        )  # fmt: skip
+
+    def _build_module(self, n_items: int) -> Any:
+        raise NotImplementedError
+
+    def _make_trainer(self, train: sp.csr_matrix) -> Any:
+        """The model's `EpochTrainer` (see recvae.train): one epoch of its own updates."""
+        raise NotImplementedError
+
+    def _logits_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Write the logits of one normalised CSR input batch `x` into `out` (inference)."""
+        raise NotImplementedError
+
+    def _tensors_to_save(self) -> dict[str, torch.Tensor]:
+        assert self.module is not None
+        return {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+
+    def _load_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        self.module.load_state_dict(tensors)
+
+    def _warm_start(self, source: TorchAutoencoder | Path | str) -> None:
+        other = type(self).load(Path(source)) if isinstance(source, Path | str) else source
+        if other.module is None:
+            raise RecvaeError(f"{self.name}: the warm-start model has not been trained")
+        if other.n_items != self.n_items:
+            raise RecvaeError(
+                f"{self.name}: cannot warm start from a model over {other.n_items} items when "
+                f"training on {self.n_items}; the item vocabularies must match"
+            )
+        mine, theirs = self.module.state_dict(), other.module.state_dict()
+        shapes = {k: tuple(v.shape) for k, v in mine.items()}
+        if shapes != {k: tuple(v.shape) for k, v in theirs.items()}:
+            raise RecvaeError(
+                f"{self.name}: the warm-start model has a different architecture "
+                "(hidden_dims / latent_dim); it cannot seed these weights"
+            )
+        self.module.load_state_dict(theirs)
+
+    @property
+    def best_beta(self) -> float | None:
+        """The KL weight of the best validated epoch (the paper's way of choosing beta)."""
+        return self.best_metrics.get("beta")
+
+    # -- scoring --
+
+    def score(self, history: sp.csr_matrix) -> np.ndarray:
+        """Logits over all items for each history row (fold-in); unmasked, float32."""
+        if self.module is None:
+            raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
+        history = check_history(history, self.n_items, self.name)
+        with torch_threads(self.config.threads):
+            return self._score_batch(history)
+
+    def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
+        assert self.module is not None
+        out = np.empty(history.shape, dtype=np.float32)
+        step = self.config.eval_batch_size
+        norms = row_norms(history)
+        with torch.inference_mode():
+            for start in range(0, history.shape[0], step):
+                batch = as_csr(history[start : start + step])
+                values = torch.from_numpy(normalised_values(batch, norms[start : start + step]))
+                x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
+                self._logits_into(x, torch.from_numpy(out[start : start + batch.shape[0]]))
+        return out
+
+    # -- persistence --
+
+    def save(self, path: Path) -> None:
+        if self.module is None:
+            raise RecvaeError(f"{self.name}: nothing to save, the model has not been trained")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self._tensors_to_save(), str(path / WEIGHTS_FILE))
+        write_model_json(
+            path, self.name, config_to_dict(self.config), n_items=self.n_items,
+            best_epoch=self.best_epoch, best_metrics=self.best_metrics, stopped=self.stopped,
+            history=self.history,
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        meta = read_model_json(path)
+        if meta.get("model") != cls.name:
+            raise RecvaeError(f"{path} holds a {meta.get('model')!r} model, not {cls.name!r}")
+        model = cls(
+            config_from_dict(cls.config_class, meta["config"], source=str(path / "model.json"))
+        )
+        model.n_items = int(meta["n_items"])
+        model.module = model._build_module(model.n_items)
+        model._load_weights(load_file(str(path / WEIGHTS_FILE)), path)
+        model.module.eval()
+        model.history = meta.get("history", [])
+        model.best_epoch = int(meta.get("best_epoch", 0))
+        model.best_metrics = meta.get("best_metrics", {})
+        model.stopped = meta.get("stopped", "")
+        return model
