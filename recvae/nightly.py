@@ -169,7 +169,7 @@ def fit_model(
 ) -> Any:
     """Fit the configured model on the split's training users, validating on its validation
     users. Torch models checkpoint every epoch (a killed run resumes) and may warm start."""
-    from recvae.models.vae import TorchAutoencoder
+    from recvae.models.torch_autoencoder import TorchAutoencoder
 
     model = make_model(config.model, config.model_settings)
     if not isinstance(model, TorchAutoencoder):
@@ -411,15 +411,18 @@ def ingest_logs(config: NightlyConfig) -> Any:
 
 
 def make_split(config: NightlyConfig, dataset: Any) -> Any:
-    from recvae.data.split import strong_generalization
+    """Strong generalization: `valid_users` users held out, their items split into fold-in and
+    held-out parts; the gate compares new and current model on these users."""
+    from recvae.data.split import ProtocolSpec
+    from recvae.data.split import make_split as split_dataset
 
-    return strong_generalization(
-        dataset.matrix,
-        n_valid_users=config.valid_users,
-        n_test_users=0,
+    spec = ProtocolSpec(
+        "strong",
+        valid_users=config.valid_users,
         heldout_fraction=config.heldout_fraction,
         seed=config.seed,
     )
+    return split_dataset(dataset, spec)
 
 
 def _train(
