@@ -164,11 +164,12 @@ def fit_model(
     config: NightlyConfig,
     split: Any,
     checkpoint_dir: Path,
-    warm_start: tuple[Path, Any] | None,
+    warm_start: Any,
     on_epoch: Callable[[int, dict[str, Any]], None],
 ) -> Any:
     """Fit the configured model on the split's training users, validating on its validation
-    users. Torch models checkpoint every epoch (a killed run resumes) and may warm start."""
+    users. Torch models checkpoint every epoch (a killed run resumes) and start from
+    `warm_start` (a `WarmStart`) when given."""
     from recvae.models.torch_autoencoder import TorchAutoencoder
 
     model = make_model(config.model, config.model_settings)
@@ -185,30 +186,36 @@ def fit_model(
         callback=callback,
         checkpoint_dir=checkpoint_dir / "train",
         resume=True,
-        warm_start=warm_start[0] if warm_start is not None else None,
+        warm_start=warm_start,
         log_path=checkpoint_dir / "train.jsonl",
     )
 
 
-def warm_start_source(
-    config: NightlyConfig, store: Any, items: Any
-) -> tuple[tuple[Path, Any] | None, str]:
-    """(current model's directory, its item vocabulary) when it can seed the new model, and why
-    (or why not) in words."""
+def warm_start_source(config: NightlyConfig, store: Any, items: Any) -> tuple[Any, str]:
+    """A `WarmStart` from the current model when it can seed the new one (items matched by id,
+    so new items do not prevent it), and why (or why not) in words."""
     from recvae.data.vocab import Vocabulary
+    from recvae.models import model_class
     from recvae.models.base import read_model_json
+    from recvae.models.torch_autoencoder import TorchAutoencoder
+    from recvae.models.warm_start import WarmStart
 
     if not config.warm_start:
         return None, "off in config"
+    if not issubclass(model_class(config.model), TorchAutoencoder):
+        return None, f"{config.model} is not trained by epochs; nothing to start from"
     current = store.current_path()
     if current is None:
         return None, "no current model"
     if read_model_json(current).get("model") != config.model:
         return None, f"current model is not a {config.model}"
     old_items = Vocabulary.load(current / "items.parquet")
-    if old_items != items:
-        return None, "item vocabulary changed since the current model was trained"
-    return (current, old_items), f"from {current.name}"
+    spec = WarmStart.by_item_ids(current, old_items, items)
+    counts = spec.describe()
+    dropped = len(old_items) - counts["known_items"]
+    why = f"from {current.name}: {counts['known_items']} items copied by id"
+    why += f", {counts['new_items']} new items initialised, {dropped} items gone"
+    return spec, why
 
 
 def prepare_checkpoint(checkpoint_dir: Path, run_key: dict[str, Any]) -> bool:
@@ -433,14 +440,15 @@ def _train(
     checkpoint_dir: Path,
     report: RunReport,
 ) -> Any:
+    from recvae.models.warm_start import WarmStartError
+
     warm, why = warm_start_source(config, store, dataset.items)
-    report.data["warm_start"] = why
     run_key = {
         "fingerprint": dataset.fingerprint(),
         "model": config.model,
         "model_settings": config.model_settings,
         "split": [config.valid_users, config.heldout_fraction, config.seed],
-        "warm_start": str(warm[0]) if warm is not None else None,
+        "warm_start": str(warm.source) if warm is not None else None,
     }
     prepare_checkpoint(checkpoint_dir, run_key)
     epochs_seen: list[int] = []
@@ -451,7 +459,14 @@ def _train(
         shown = f" {config.gate_metric} {metric:.4f}" if metric is not None else ""
         print(f"epoch {epoch} done: loss {record['loss']:.4f}{shown}", flush=True)
 
-    model = fit_model(config, split, checkpoint_dir, warm, on_epoch)
+    report.data["warm_start"] = why
+    try:
+        model = fit_model(config, split, checkpoint_dir, warm, on_epoch)
+    except WarmStartError as error:  # raised before the first epoch: start cold instead
+        why = f"cold: the current model cannot seed this one ({error})"
+        prepare_checkpoint(checkpoint_dir, {**run_key, "warm_start": None})
+        model = fit_model(config, split, checkpoint_dir, None, on_epoch)
+        report.data["warm_start"] = why
     report.data["resumed_from_epoch"] = (epochs_seen[0] - 1) if epochs_seen else None
     report.data["epochs_trained_this_run"] = len(epochs_seen)
     return model

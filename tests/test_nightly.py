@@ -25,8 +25,11 @@ EXPORT_JOB = ROOT / "jobs" / "export_topn.py"
 runner = CliRunner()
 
 
-def synth_log(path: Path, n_users: int = 400, n_items: int = 120, seed: int = 0) -> None:
-    """Users in 4 taste groups over Zipf-popular items, so a model has something to learn."""
+def synth_log(
+    path: Path, n_users: int = 400, n_items: int = 120, seed: int = 0, new_items: int = 0
+) -> None:
+    """Users in 4 taste groups over Zipf-popular items, so a model has something to learn.
+    With `new_items`, items n_items.. are added, each taken by 3 in 4 users of taste group 0."""
     rng = np.random.default_rng(seed)
     groups = rng.integers(0, 4, n_users)
     popularity = 1 / np.arange(1, n_items + 1) ** 0.7
@@ -36,6 +39,9 @@ def synth_log(path: Path, n_users: int = 400, n_items: int = 120, seed: int = 0)
         taste[groups[user] :: 4] *= 6
         items = rng.choice(n_items, size=rng.integers(8, 25), replace=False, p=taste / taste.sum())
         rows += [(f"u{user}", int(item), 1_700_000_000 + user) for item in items]
+        if groups[user] == 0 and user % 4 != 1:
+            new = range(n_items, n_items + new_items)
+            rows += [(f"u{user}", item, 1_700_000_001 + user) for item in new]
     schema = ["user_id", "item_id", "timestamp"]
     pl.DataFrame(rows, schema=schema, orient="row").write_parquet(path)
 
@@ -147,7 +153,7 @@ def check_quality_gate_refuses_changes_nothing_and_prunes(tmp: Path, before: byt
         assert "not promoted" in done.output
         report = last_report(tmp)
         assert report["status"] == "refused" and report["exit_code"] == 3
-        assert report["warm_start"] == "from v0001"
+        assert report["warm_start"].startswith("from v0001: 120 items copied by id, 0 new")
         # The current model was evaluated on the same validation users as the new one.
         assert report["metrics_current"]["ndcg@100"] > 0
         assert current(tmp) == "v0001"
@@ -280,6 +286,23 @@ def test_ease_trains_gates_and_publishes_to_duckdb(tmp_path):
             assert versions.fetchall() == [(version,)]
     # The second run compared EASE with the current EASE on the same validation users.
     assert last_report(tmp_path)["metrics_current"] == last_report(tmp_path)["metrics_new"]
+
+
+def test_warm_start_survives_new_items_and_they_reach_recommendations(tmp_path):
+    synth_log(tmp_path / "log.parquet")
+    synth_log(tmp_path / "grown.parquet", new_items=3)  # items 120, 121, 122 appear
+    assert nightly(write_config(tmp_path, epochs=5)).exit_code == 0
+    done = nightly(write_config(tmp_path, epochs=30, tolerance=1.0, log="grown.parquet"))
+    assert done.exit_code == 0, done.output
+    report = last_report(tmp_path)
+    assert report["warm_start"] == (
+        "from v0001: 120 items copied by id, 3 new items initialised, 0 items gone"
+    )
+    recs = pl.read_parquet(tmp_path / "out" / "recs.parquet")
+    items = recs["item_id"].cast(pl.Int64)
+    recommended = set(items.filter(items >= 120))
+    assert recommended == {120, 121, 122}
+    assert set(recs["model_version"]) == {"v0002"}
 
 
 def test_live_lock_refuses_a_second_run(tmp_path):
