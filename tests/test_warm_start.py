@@ -98,5 +98,6 @@ def test_fit_with_a_grown_catalogue_trains_from_the_copied_weights():
     old = trained(MultVAE, n_items=4)
     rng = np.random.default_rng(1)
     matrix = sp.csr_matrix((rng.random((40, 5)) < 0.4).astype(np.float32))
-    model = MultVAE(**SMALL, hidden_dims=[4]).fit(matrix, warm_start=WarmStart(old, np.arange(5) - 1))
+    rows = np.array([-1, 0, 1, 2, 3])  # a new first item, then the four known ones
+    model = MultVAE(**SMALL, hidden_dims=[4]).fit(matrix, warm_start=WarmStart(old, rows))
     assert model.n_items == 5 and model.score(matrix[:2]).shape == (2, 5)
