@@ -371,3 +371,18 @@ def test_unreadable_source_is_refused_by_check(tmp_path):
     (tmp_path / "log.parquet").chmod(0)
     done = nightly(write_config(tmp_path), "--check")
     assert done.exit_code == 2 and "cannot be read" in done.output
+
+
+def test_the_packaged_example_is_the_jobs_example_and_valid(tmp_path):
+    from recvae.nightly_config import load_nightly_config
+
+    packaged = (ROOT / "recvae" / "nightly_example.toml").read_text()
+    assert (ROOT / "jobs" / "examples" / "nightly.toml").read_text() == packaged
+    result = runner.invoke(app, ["nightly", "--example"])
+    assert result.exit_code == 0 and result.output == packaged
+    (tmp_path / "nightly.toml").write_text(packaged)
+    config = load_nightly_config(tmp_path / "nightly.toml")  # every value passes the checks
+    assert config.model == "multvae" and config.max_volume_drop == 0.5
+    assert config.store == tmp_path / "var" / "models"
+    done = nightly(tmp_path / "nightly.toml", "--check")  # only the sources are missing
+    assert done.exit_code == 2 and "[data] sources:" in done.output

@@ -15,17 +15,21 @@ def register(app: typer.Typer) -> None:
 
 def nightly_command(
     config: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--config", help="The job's TOML file, e.g. /etc/recvae/nightly.toml (see the docs)"
         ),
-    ],
+    ] = None,
     check: Annotated[
         bool,
         typer.Option(
             "--check",
             help="Only validate the whole config and the sources, then exit (0 when fine, 2 not)",
         ),
+    ] = False,
+    example: Annotated[
+        bool,
+        typer.Option("--example", help="Print an example config with every key, then exit"),
     ] = False,
 ) -> None:
     """Run the nightly job once: ingest the logs, refuse a collapsed data volume, train (warm
@@ -38,9 +42,17 @@ def nightly_command(
 
     Example: recvae nightly --config nightly.toml --check && recvae nightly --config nightly.toml
     """
+    from importlib.resources import files
+
+    from recvae.errors import RecvaeError
     from recvae.nightly import check as check_config
     from recvae.nightly import run_nightly
 
+    if example:
+        typer.echo(files("recvae").joinpath("nightly_example.toml").read_text(), nl=False)
+        return
+    if config is None:
+        raise RecvaeError("recvae nightly needs --config FILE (or --example to print one)")
     if check:
         checked = check_config(config)
         typer.echo(
