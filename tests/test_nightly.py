@@ -305,6 +305,33 @@ def test_warm_start_survives_new_items_and_they_reach_recommendations(tmp_path):
     assert set(recs["model_version"]) == {"v0002"}
 
 
+BLEND = """
+[train]
+model = "blend"
+[train.config]
+members = ["multdae", "ease"]
+weights = [0.7, 0.3]
+[train.config.settings.multdae]
+epochs = 3
+hidden_dims = [32]
+latent_dim = 8
+threads = 1
+[train.config.settings.ease]
+l2 = 50.0
+"""
+
+
+def test_a_blend_trains_and_publishes_through_the_same_job(tmp_path):
+    synth_log(tmp_path / "log.parquet")
+    done = nightly(write_config(tmp_path, train=BLEND))
+    assert done.exit_code == 0, done.output
+    report = last_report(tmp_path)
+    assert report["model"] == "blend" and report["metrics_new"]["ndcg@100"] > 0
+    assert export_versions(tmp_path) == {"v0001"} and current(tmp_path) == "v0001"
+    model_json = json.loads((tmp_path / "store" / "current" / "model.json").read_text())
+    assert model_json["model"] == "blend"
+
+
 def test_live_lock_refuses_a_second_run(tmp_path):
     synth_log(tmp_path / "log.parquet")
     config = write_config(tmp_path)
