@@ -291,7 +291,7 @@ def test_ease_trains_gates_and_publishes_to_duckdb(tmp_path):
 def test_warm_start_survives_new_items_and_they_reach_recommendations(tmp_path):
     synth_log(tmp_path / "log.parquet")
     synth_log(tmp_path / "grown.parquet", new_items=3)  # items 120, 121, 122 appear
-    assert nightly(write_config(tmp_path, epochs=5)).exit_code == 0
+    assert nightly(write_config(tmp_path, epochs=30)).exit_code == 0
     done = nightly(write_config(tmp_path, epochs=30, tolerance=1.0, log="grown.parquet"))
     assert done.exit_code == 0, done.output
     report = last_report(tmp_path)

@@ -101,3 +101,28 @@ def test_fit_with_a_grown_catalogue_trains_from_the_copied_weights():
     rows = np.array([-1, 0, 1, 2, 3])  # a new first item, then the four known ones
     model = MultVAE(**SMALL, hidden_dims=[4]).fit(matrix, warm_start=WarmStart(old, rows))
     assert model.n_items == 5 and model.score(matrix[:2]).shape == (2, 5)
+
+
+def test_a_new_item_starts_from_the_items_its_users_also_took():
+    old = trained(MultVAE, n_items=4)
+    theirs = old.module.state_dict()
+    # Today: c, new item x, a, new item y (nobody took y). Cosine of x with c: 2 / sqrt(2 * 2)
+    # = 1, with a: 1 / sqrt(2 * 2) = 0.5, so x starts at 2/3 of c plus 1/3 of a.
+    rows = np.array([2, -1, 0, -1])
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 1, 0]], dtype=np.float32))
+    model, fresh = seeded_fresh(old, n_items=4)
+    model._warm_start(WarmStart(old, rows), train)
+    mine = model.module.state_dict()
+    expected_row = (2 * theirs["encoder.0"][2] + theirs["encoder.0"][0]) / 3
+    assert torch.allclose(mine["encoder.0"][1], expected_row)
+    expected_column = (2 * theirs["decoder.2"][:, 2] + theirs["decoder.2"][:, 0]) / 3
+    assert torch.allclose(mine["decoder.2"][:, 1], expected_column)
+    expected_bias = (2 * theirs["decoder.3"][2] + theirs["decoder.3"][0]) / 3
+    assert torch.allclose(mine["decoder.3"][1], expected_bias)
+    # y: the fresh seeded init, and the mean output bias of the two known items
+    assert torch.equal(mine["encoder.0"][3], fresh["encoder.0"][3])
+    assert torch.equal(mine["decoder.2"][:, 3], fresh["decoder.2"][:, 3])
+    assert torch.allclose(
+        mine["decoder.3"][3], (theirs["decoder.3"][2] + theirs["decoder.3"][0]) / 2
+    )
+    assert torch.equal(mine["encoder.0"][0], theirs["encoder.0"][2])  # known items: copied

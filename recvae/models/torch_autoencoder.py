@@ -109,7 +109,7 @@ class TorchAutoencoder:
                 torch.Generator().manual_seed(epoch_seed(config.seed, 0, INIT))
             )
             if warm_start is not None:
-                self._warm_start(warm_start)
+                self._warm_start(warm_start, train)
             trainer = self._make_trainer(train)
             result = run_loop(
                 trainer,
@@ -165,11 +165,17 @@ class TorchAutoencoder:
     def _load_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
         self.module.load_state_dict(tensors)
 
-    def _warm_start(self, source: Any) -> None:
+    def _warm_start(self, source: Any, train: sp.csr_matrix | None = None) -> None:
         """Seed the freshly initialised module with a trained model's weights (a `WarmStart`,
         a model, or its directory). With a `WarmStart` carrying item rows, items are matched
-        by id and new items keep their initialisation (see recvae.models.warm_start)."""
-        from recvae.models.warm_start import WarmStart, WarmStartError, load_source, warm_state
+        by id; new items start from their neighbours in `train` (recvae.models.warm_start)."""
+        from recvae.models.warm_start import (
+            WarmStart,
+            WarmStartError,
+            load_source,
+            new_item_neighbours,
+            warm_state,
+        )
 
         spec = source if isinstance(source, WarmStart) else WarmStart(source)
         other = load_source(spec.source, type(self))
@@ -183,8 +189,13 @@ class TorchAutoencoder:
             rows = np.arange(self.n_items)
         elif len(rows) != self.n_items:
             raise WarmStartError(f"{self.name}: {len(rows)} item rows for {self.n_items} items")
+        neighbours = None if train is None else new_item_neighbours(train, rows, other.n_items)
         state = warm_state(
-            self.module.state_dict(), other.module.state_dict(), self.module.item_axes(), rows
+            self.module.state_dict(),
+            other.module.state_dict(),
+            self.module.item_axes(),
+            rows,
+            neighbours,
         )
         self.module.load_state_dict(state)
 
