@@ -3,19 +3,24 @@
 Readers never see a half-written export:
 - Parquet and CSV are streamed into a temporary file beside the destination, fsynced, and renamed
   over it (`os.replace`) only after the last chunk, so the previous export stays in place until
-  the new one is complete.
+  the new one is complete. The parent directory is fsynced after the rename.
 - DuckDB: the rows go into a staging table `<table>__recvae_tmp` inside the destination database;
   when complete, one transaction drops the old table and renames the staging table to it. Other
   tables in the file are left alone, and a reader sees either the old or the new table. A staging
   table left by a crash is dropped by the next export.
 
 Rows are consumed chunk by chunk (see `recvae.scoring.recommend_chunks`), so memory stays bounded.
+
+What an export may replace (recvae.io.check_output, kind "export"): a Parquet file recvae wrote
+(marked in its key-value metadata under "recvae", or with exactly the export's columns), a CSV
+whose header is exactly the export's columns, or in a DuckDB file a table with exactly the
+export's columns. Anything else is refused unless `overwrite=True` (`--overwrite`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,11 +30,18 @@ import polars as pl
 import pyarrow as pa
 
 from recvae.errors import RecvaeError
-from recvae.io import atomic_file
+from recvae.io import (
+    EXPORT_COLUMNS,
+    EXPORT_METADATA_KEY,
+    atomic_file,
+    check_output,
+    is_duckdb_file,
+)
 
 FORMATS = ("parquet", "csv", "duckdb")
 _SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".duckdb": "duckdb", ".db": "duckdb"}
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,16 +75,23 @@ def write_export(
     schema: pl.Schema,
     fmt: str | None = None,
     table: str = "recommendations",
+    overwrite: bool = False,
+    marker: dict | None = None,
 ) -> ExportSummary:
-    """Stream `frames` (all with `schema`) to `dest` atomically; return where and how many rows."""
+    """Stream `frames` (all with `schema`) to `dest` atomically; return where and how many rows.
+
+    `marker` (e.g. {"model_version": "v0003"}) is stored in a Parquet file's key-value metadata
+    under "recvae", which is also what lets the next export replace the file. `overwrite` lets a
+    DuckDB export replace a table whose columns are not the export's.
+    """
     dest = Path(dest)
     fmt = infer_format(dest, fmt)
     if fmt == "parquet":
-        rows = _write_parquet(frames, dest, schema)
+        rows = _write_parquet(frames, dest, schema, marker or {})
     elif fmt == "csv":
         rows = _write_csv(frames, dest, schema)
     else:
-        rows = _write_duckdb(frames, dest, schema, table)
+        rows = _write_duckdb(frames, dest, schema, table, overwrite)
     return ExportSummary(dest, fmt, rows, table if fmt == "duckdb" else None)
 
 
@@ -86,17 +105,23 @@ def _as_arrow(frame: pl.DataFrame, schema: pl.Schema, arrow_schema: pa.Schema) -
     return frame.to_arrow().cast(arrow_schema)
 
 
-def _write_parquet(frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema) -> int:
+def _write_parquet(
+    frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema, marker: dict
+) -> int:
+    import json
+
     import pyarrow.parquet as pq
 
     arrow_schema = _arrow_schema(schema)
+    metadata = {EXPORT_METADATA_KEY: json.dumps({"kind": "recommendations", **marker})}
     rows = 0
-    with atomic_file(dest) as tmp:
-        with pq.ParquetWriter(tmp, arrow_schema, compression="zstd") as writer:
-            for frame in frames:
-                writer.write_table(_as_arrow(frame, schema, arrow_schema))
-                rows += frame.height
-        _fsync(tmp)
+    with (
+        atomic_file(dest) as tmp,
+        pq.ParquetWriter(tmp, arrow_schema.with_metadata(metadata), compression="zstd") as writer,
+    ):
+        for frame in frames:
+            writer.write_table(_as_arrow(frame, schema, arrow_schema))
+            rows += frame.height
     return rows
 
 
@@ -107,12 +132,12 @@ def _write_csv(frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema) ->
         for frame in frames:
             frame.cast(dict(schema)).write_csv(handle, include_header=False)
             rows += frame.height
-        handle.flush()
-        os.fsync(handle.fileno())
     return rows
 
 
-def _write_duckdb(frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema, table: str) -> int:
+def _write_duckdb(
+    frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema, table: str, overwrite: bool
+) -> int:
     import duckdb
 
     if not _TABLE_NAME.match(table):
@@ -129,6 +154,7 @@ def _write_duckdb(frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema,
     except duckdb.Error as error:
         raise RecvaeError(f"cannot open DuckDB database {dest}: {error}") from error
     try:
+        _check_table_replaceable(con, dest, table, overwrite)
         con.execute(f'DROP TABLE IF EXISTS "{staging}"')
         con.register("recvae_chunk", pa.Table.from_batches([], schema=arrow_schema))
         con.execute(f'CREATE TABLE "{staging}" AS SELECT * FROM recvae_chunk')
@@ -152,6 +178,21 @@ def _write_duckdb(frames: Iterable[pl.DataFrame], dest: Path, schema: pl.Schema,
     return rows
 
 
+def _check_table_replaceable(con: object, dest: Path, table: str, overwrite: bool) -> None:
+    """Refuse to drop a table that is not a recvae export unless `overwrite`."""
+    rows = con.execute(  # type: ignore[attr-defined]
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+        "AND table_schema = 'main' ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    columns = tuple(row[0] for row in rows)
+    if columns and columns != EXPORT_COLUMNS and not overwrite:
+        raise RecvaeError(
+            f"refusing to replace table {table} in {dest}: its columns ({', '.join(columns)}) are "
+            "not a recvae recommendations export; choose another --table or pass --overwrite"
+        )
+
+
 def _drop_staging(con: object, staging: str) -> None:
     """Best effort: roll back an open transaction and remove the half-filled staging table."""
     import duckdb
@@ -159,11 +200,6 @@ def _drop_staging(con: object, staging: str) -> None:
     for statement in ("ROLLBACK", f'DROP TABLE IF EXISTS "{staging}"'):
         with contextlib.suppress(duckdb.Error):
             con.execute(statement)  # type: ignore[attr-defined]
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 @dataclass(frozen=True)
@@ -184,6 +220,7 @@ class ExportRequest:
     shard: int = 0
     num_shards: int = 1
     ingest_options: object | None = None
+    overwrite: bool = False  # replace a file at `dest` that recvae cannot tell it wrote
 
 
 @dataclass(frozen=True)
@@ -215,7 +252,17 @@ def export_top_n(request: ExportRequest, show_progress: bool = False) -> ExportR
         shard_users,
     )
 
-    infer_format(request.dest, request.fmt)  # fail on a bad destination before any work
+    # fail on a bad destination before any work
+    fmt = infer_format(request.dest, request.fmt)
+    inputs = [request.model, request.history, request.users_file, request.allow_items_file]
+    inputs.append(request.deny_items_file)
+    check_output(
+        request.dest, "export", [p for p in inputs if p is not None], overwrite=request.overwrite
+    )
+    if fmt == "duckdb" and Path(request.dest).is_file() and not is_duckdb_file(request.dest):
+        raise RecvaeError(
+            f"refusing to write the export to {request.dest}: it is not a DuckDB database"
+        )
     model_dir, version = resolve_model_dir(request.model)
     artifact = load_artifact(model_dir)
     items = artifact.items
@@ -249,16 +296,28 @@ def export_top_n(request: ExportRequest, show_progress: bool = False) -> ExportR
         frames = recommend_chunks(
             artifact.model, users, items, options, version, popularity, on_chunk=advance
         )
-        summary = write_export(frames, request.dest, schema, request.fmt, request.table)
-    return ExportResult(
-        summary, version, len(users), fallback_users, time.perf_counter() - start, notes
-    )
+        summary = write_export(
+            frames, request.dest, schema, request.fmt, request.table, request.overwrite,
+            marker={"model_version": version, "shard": request.shard,
+                    "num_shards": request.num_shards},
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+    log.info(
+        "exported %d rows for %d users (%d popularity fallback) with model %s to %s in %.1fs",
+        summary.rows, len(users), fallback_users, version, summary.path, seconds,
+        extra={"event": "export", "rows": summary.rows, "users": len(users),
+               "fallback_users": fallback_users, "model_version": version,
+               "path": str(summary.path), "seconds": round(seconds, 2)},
+    )  # fmt: skip
+    return ExportResult(summary, version, len(users), fallback_users, seconds, notes)
 
 
 @contextlib.contextmanager
 def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
     """A rich progress bar with users per second, or a no-op when not shown."""
-    if not show:
+    from recvae.logs import progress_bars
+
+    if not progress_bars(show):
         yield lambda _n: None
         return
     from rich.progress import (

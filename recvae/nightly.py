@@ -27,6 +27,7 @@ volume gate.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,11 +40,26 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from recvae.errors import RecvaeError
 from recvae.nightly_config import NightlyConfig, check_sources, ingest_options, load_nightly_config
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+log = logging.getLogger(__name__)
+
+
+def say(text: str, event: str, **fields: Any) -> None:
+    """A status line: rich text on stderr for people, or one JSON log record (event
+    `nightly.EVENT`) when `recvae --log-format json` asked for machine-readable output."""
+    from recvae.logs import current_format
+
+    if current_format() == "json":
+        plain = Text.from_markup(text).plain
+        log.info(plain, extra={"event": f"nightly.{event}", **fields})
+    else:
+        console.print(text)
+
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_REFUSED, EXIT_VOLUME = 0, 1, 2, 3, 4
 STATUS_EXIT = {
@@ -79,20 +95,25 @@ class RunReport:
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
-        console.print(f"[bold]{name}[/] ...")
+        say(f"[bold]{name}[/] ...", "step_start", step=name)
         started = time.perf_counter()
         try:
             yield
         finally:
             seconds = time.perf_counter() - started
             self.data["timings"][name] = round(seconds, 3)
-            console.print(f"  {name} took {seconds:.1f}s")
+            say(f"  {name} took {seconds:.1f}s", "step", step=name, seconds=round(seconds, 3))
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.data["status"] = status
         self.data["exit_code"] = STATUS_EXIT[status]
         if error is not None:
             self.data["error"] = error
+
+    def announce(self, report_dir: Path) -> None:
+        """Say where the report is (a `report` event: an MLflow run attaches the file)."""
+        path = report_dir / "report.json"
+        log.info("run report %s", path, extra={"event": "report", "path": str(path)})
 
     def write(self) -> Path:
         from recvae.io import atomic_file
@@ -266,11 +287,16 @@ def run_nightly(config_path: Path) -> int:
         report_dir = report.write()
         if isinstance(error, KeyboardInterrupt | SystemExit):
             raise
-        console.print(f"[bold red]nightly job failed:[/] {escape(str(error))}")
-        console.print(f"current model and published export are unchanged; report: {report_dir}")
+        say(
+            f"[bold red]nightly job failed:[/] {escape(str(error))}\n"
+            f"current model and published export are unchanged; report: {report_dir}",
+            "nightly_failed",
+            error=str(error),
+        )
+        report.announce(report_dir)
         return EXIT_FAILED
     report_dir = report.write()
-    console.print(f"run report: {report_dir / 'report.md'}")
+    report.announce(report_dir)
     return STATUS_EXIT[status]
 
 
@@ -315,9 +341,9 @@ def _run_steps(config: NightlyConfig, store: Any, report: RunReport) -> str:
         store, dataset.matrix.shape[0], int(dataset.matrix.nnz), config.max_volume_drop
     )
     report.data["volume_gate"] = asdict(volume)
-    console.print(f"volume gate: {escape(volume.reason)}")
+    say(f"volume gate: {escape(volume.reason)}", "volume_gate", accept=volume.accept)
     if not volume.accept:
-        console.print("[bold yellow]refused:[/] the data volume fell too far; nothing changed")
+        say("[bold yellow]refused:[/] the data volume fell too far; nothing changed", "refused")
         return "refused_volume"
     dataset_dir = config.work_dir / "dataset"
     dataset.save(dataset_dir)
@@ -362,12 +388,16 @@ def _run_steps(config: NightlyConfig, store: Any, report: RunReport) -> str:
         current_evaluation=result.current_note,
         validation_users=result.validation_users,
     )
-    console.print(f"quality gate: {escape(result.gate.reason)}")
+    say(f"quality gate: {escape(result.gate.reason)}", "gate", promote=result.gate.promote)
     if result.status != "promoted":
-        console.print(f"[bold yellow]not promoted:[/] {result.version}; current unchanged")
+        say(f"[bold yellow]not promoted:[/] {result.version}; current unchanged", "refused")
         return "refused"
     report.data["export"] = result.export
-    console.print(f"[bold green]promoted {result.version}[/] and exported to {config.export}")
+    say(
+        f"[bold green]promoted {result.version}[/] and exported to {config.export}",
+        "promoted",
+        version=result.version,
+    )
     return "promoted"
 
 

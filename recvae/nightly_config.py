@@ -279,6 +279,14 @@ def check_sources(config: NightlyConfig) -> None:
             raise RecvaeError(
                 f"{where}: [data] sources: {source} cannot be read ({error.strerror})"
             ) from None
+    from recvae.io import check_output
+
+    try:
+        check_output(config.store, "model store", config.sources)
+        if config.export.suffix.lower() not in (".duckdb", ".db"):
+            check_output(config.export, "export", config.sources)
+    except RecvaeError as error:
+        raise RecvaeError(f"{where}: [paths]: {error}") from None
     for key, target in (
         ("store", config.store),
         ("work_dir", config.work_dir),

@@ -12,8 +12,11 @@ model, never nothing. Versions are written with `atomic_dir`, so a half-copied m
 appears under `versions/`.
 
 Promotion history is a stack: `promote` pushes, `rollback` pops back to the version that was in
-production before. `prune(keep)` removes old versions but never the current one or the one a
-rollback would return to.
+production before. `promote` refuses a version that does not know some of the current model's
+items (the next export would drop every history interaction on them and send users to the
+popularity fallback) unless `force=True` (`--force`); new items only are reported, not refused.
+`prune(keep)` removes old versions but never the current one or the one a rollback would return
+to. Reading commands (`list`, `prune`, `promote`) refuse a path that is not a store.
 
 Writers (promote, rollback, add, prune) are meant to run under the nightly job's lock
 (recvae.lock); readers need no lock.
@@ -22,6 +25,7 @@ Writers (promote, rollback, add, prune) are meant to run under the nightly job's
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -31,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from recvae.errors import RecvaeError
-from recvae.io import atomic_dir, atomic_file
+from recvae.io import atomic_dir, atomic_file, check_output, is_model_store
 from recvae.provenance import now_iso
 
 _VERSION = re.compile(r"^v(\d{4,})$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,28 @@ class ModelVersion:
     path: Path
     metadata: dict[str, Any]
     is_current: bool
+
+
+@dataclass(frozen=True)
+class ItemChange:
+    """How a version's item vocabulary differs from the current model's."""
+
+    version: str
+    current: str
+    added: int  # items the version knows and the current model does not
+    removed: int  # items of the current model the version does not know
+    examples: tuple[str, ...]  # a few removed (else added) item ids
+
+    def describe(self) -> str:
+        parts = []
+        if self.removed:
+            parts.append(
+                f"does not know {self.removed:,} items of the current model {self.current}"
+            )
+        if self.added:
+            parts.append(f"knows {self.added:,} items the current model {self.current} does not")
+        example = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
+        return f"{self.version} {' and '.join(parts)}{example}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,18 @@ class ModelStore:
         self.promotions_file = self.root / "promotions.json"
 
     # ---- reading -------------------------------------------------------------------------
+    def require_store(self) -> None:
+        """Refuse a path that does not exist or is not a model store (a mistyped path, say)."""
+        if not self.root.exists():
+            raise RecvaeError(f"model store {self.root} does not exist")
+        if not self.root.is_dir():
+            raise RecvaeError(f"{self.root} is a file, not a model store")
+        if not is_model_store(self.root) and any(self.root.iterdir()):
+            raise RecvaeError(
+                f"{self.root} is not a model store (no versions/ and no current); "
+                "create one with `recvae models add STORE MODEL_DIR`"
+            )
+
     def version_names(self) -> list[str]:
         """Existing versions, oldest first."""
         if not self.versions_dir.is_dir():
@@ -113,12 +152,36 @@ class ModelStore:
 
     def get(self, name: str) -> ModelVersion:
         path = self.path_of(name)
-        metadata_file = path / "metadata.json"
-        metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
-        return ModelVersion(name, path, metadata, name == self.current_name())
+        return ModelVersion(
+            name, path, _read_json_object(path / "metadata.json"), name == self.current_name()
+        )
 
     def list(self) -> list[ModelVersion]:
+        self.require_store()
         return [self.get(name) for name in self.version_names()]
+
+    def item_change(self, name: str) -> ItemChange | None:
+        """How `name`'s items differ from the current model's; None when they are the same set."""
+        import polars as pl
+
+        from recvae.data.vocab import Vocabulary
+
+        current = self.current_name()
+        if current is None or current == name:
+            return None
+        try:
+            new = Vocabulary.load(self.path_of(name) / "items.parquet").ids.cast(pl.String)
+            old = Vocabulary.load(self.path_of(current) / "items.parquet").ids.cast(pl.String)
+        except Exception as error:  # a damaged vocabulary: say so rather than guess
+            raise RecvaeError(
+                f"cannot compare the items of {name} and {current}: {error}"
+            ) from error
+        removed = old.filter(~old.is_in(new.implode()))
+        added = new.filter(~new.is_in(old.implode()))
+        if removed.is_empty() and added.is_empty():
+            return None
+        examples = tuple((removed if not removed.is_empty() else added).head(3).to_list())
+        return ItemChange(name, current, len(added), len(removed), examples)
 
     def promotions(self) -> dict[str, Any]:
         """{"stack": [versions in production order], "events": [...]}."""
@@ -137,6 +200,7 @@ class ModelStore:
         source = Path(source)
         if not (source / "items.parquet").is_file():
             raise RecvaeError(f"{source} is not a recvae model directory (no items.parquet)")
+        check_output(self.root, "model store")
         name = self._next_name()
         with atomic_dir(self.versions_dir / name, overwrite=False) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
@@ -165,15 +229,34 @@ class ModelStore:
         promotions["events"].append({"at": now_iso(), **event})
         with atomic_file(self.promotions_file) as tmp:
             tmp.write_text(json.dumps(promotions, indent=2))
+        action, store = event["action"], str(self.root)
+        log.info(
+            "%s %s in %s (previous: %s)", action, event["version"], store, event.get("previous"),
+            extra={**event, "event": action, "store": store},
+        )
 
-    def promote(self, name: str, reason: str = "") -> None:
-        """Make `name` the current model (atomic pointer switch), remembering the previous one."""
+    def promote(self, name: str, reason: str = "", force: bool = False) -> ItemChange | None:
+        """Make `name` the current model (atomic pointer switch), remembering the previous one.
+
+        Refuses (RecvaeError) when `name` does not know some of the current model's items,
+        unless `force`. Returns how the items changed (None: same items) so callers can say so.
+        """
+        self.require_store()
+        change = self.item_change(name)
+        if change is not None and change.removed and not force:
+            raise RecvaeError(
+                f"refusing to promote: {change.describe()}; the next export would drop every "
+                "history interaction on them and send users to the popularity fallback. "
+                "Pass --force to promote anyway"
+            )
         previous = self.current_name()
         self._point_current_at(name)
         stack = [v for v in self.promotions()["stack"] if v != name] + [name]
-        self._record(
-            stack, {"action": "promote", "version": name, "previous": previous, "reason": reason}
-        )
+        event = {"action": "promote", "version": name, "previous": previous, "reason": reason}
+        if change is not None:
+            event["items"] = {"added": change.added, "removed": change.removed, "forced": force}
+        self._record(stack, event)
+        return change
 
     def rollback(self) -> str:
         """Switch `current` back to the version in production before it; return that version."""
@@ -208,6 +291,7 @@ class ModelStore:
         """Delete all but the newest `keep` versions, sparing current and the rollback target."""
         if keep < 1:
             raise RecvaeError(f"keep must be at least 1, got {keep}")
+        self.require_store()
         names = self.version_names()
         protected = set(names[-keep:])
         stack = self.promotions()["stack"]
@@ -217,7 +301,23 @@ class ModelStore:
         removed = [name for name in names if name not in protected]
         for name in removed:
             shutil.rmtree(self.versions_dir / name)
+        if removed:
+            log.info(
+                "pruned %d versions from %s: %s", len(removed), self.root, ", ".join(removed),
+                extra={"event": "prune", "store": str(self.root), "removed": removed},
+            )
         return removed
+
+
+def _read_json_object(file: Path) -> dict[str, Any]:
+    """A JSON object from `file`; {} when absent, and {"unreadable": reason} when damaged."""
+    if not file.is_file():
+        return {}
+    try:
+        value = json.loads(file.read_text())
+    except (UnicodeDecodeError, ValueError) as error:
+        return {"unreadable": f"{file.name}: {error}"}
+    return value if isinstance(value, dict) else {"unreadable": f"{file.name}: not an object"}
 
 
 def resolve_model_dir(path: Path) -> tuple[Path, str]:

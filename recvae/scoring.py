@@ -92,12 +92,13 @@ def align_items(matrix: sp.csr_matrix, source: Vocabulary, target: Vocabulary) -
     matrix = as_csr(matrix)
     if source == target:
         return matrix
-    column_map = target.index_of(source.ids)
+    known = target.lookup(source.ids)
+    column_map = np.zeros(len(source), dtype=np.int64)
+    column_map[known.found] = known.indices
     coo = matrix.tocoo()
-    new_cols = column_map[coo.col]
-    keep = new_cols >= 0
+    keep = known.found[coo.col]
     aligned = sp.csr_matrix(
-        (coo.data[keep], (coo.row[keep], new_cols[keep])),
+        (coo.data[keep], (coo.row[keep], column_map[coo.col[keep]])),
         shape=(matrix.shape[0], len(target)),
         dtype=np.float32,
     )
@@ -122,10 +123,11 @@ def select_users(ids: pl.Series, history: sp.csr_matrix, wanted: pl.Series | Non
                 f"type {ids.dtype}: {error}"
             ) from error
     wanted = wanted.unique(maintain_order=True)
-    rows = Vocabulary(ids, name="user").index_of(wanted)
+    known = Vocabulary(ids, name="user").lookup(wanted)
     # Unknown users point at an extra empty row: they have no history we can use.
     padded = sp.vstack([everyone.history, sp.csr_matrix((1, history.shape[1]), dtype=np.float32)])
-    rows[rows < 0] = len(ids)
+    rows = np.full(len(wanted), len(ids), dtype=np.int64)
+    rows[known.found] = known.indices
     return UsersToScore(wanted.rename(ids.name), as_csr(as_csr(padded)[rows]))
 
 
@@ -262,8 +264,8 @@ def read_ids(path: Path, what: str) -> pl.Series:
 
 def item_indices(ids: pl.Series, items: Vocabulary) -> tuple[np.ndarray, int]:
     """Dense indices of the known ids among `ids`, and how many were unknown to the model."""
-    indices = items.index_of(ids)
-    return indices[indices >= 0], int((indices < 0).sum())
+    known = items.lookup(ids)
+    return known.indices, len(known.unknown)
 
 
 def load_history(
@@ -284,7 +286,7 @@ def load_history(
         dropped = int(dataset.matrix.nnz - history.nnz)
         notes = {"history": str(source), "kind": "dataset", "dropped_interactions": dropped}
         return dataset.users.ids, history, notes
-    from recvae.data.ingest import ingest
+    from recvae.data.ingest import describe_reading, ingest
 
     # Ingest with the log's own items, then align: a user whose every item is unknown to the
     # model keeps an (empty) row and gets the popularity fallback instead of vanishing.
@@ -292,6 +294,7 @@ def load_history(
     history = align_items(dataset.matrix, dataset.items, items)
     dropped = int(dataset.matrix.nnz - history.nnz)
     notes = {"history": str(source), "kind": "log", "dropped_interactions": dropped}
+    notes["read_as"] = describe_reading(dataset.manifest)
     return dataset.users.ids, history, notes
 
 
@@ -305,13 +308,13 @@ def scorer_over_items(
     """
     if model_items == target_items:
         return model.score
-    columns = model_items.index_of(target_items.ids)
-    known = np.flatnonzero(columns >= 0)
+    lookup = model_items.lookup(target_items.ids)
+    known = np.flatnonzero(lookup.found)
 
     def score(history: sp.csr_matrix) -> np.ndarray:
         scores = model.score(align_items(history, target_items, model_items))
         out = np.full((history.shape[0], len(target_items)), -np.inf, dtype=np.float32)
-        out[:, known] = scores[:, columns[known]]
+        out[:, known] = scores[:, lookup.indices]
         return out
 
     return score

@@ -17,6 +17,7 @@ optimizer's moments and step counts, and the loop's counters, all as safetensors
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ from recvae.evaluate import evaluate
 from recvae.io import atomic_dir
 from recvae.metrics import parse_metric
 from recvae.schedules import PlateauState, plateau_update, scheduled_lr
+
+log = logging.getLogger(__name__)
 
 # Called after every epoch with the 1-based epoch number and that epoch's record (loss, kl,
 # beta, lr, validation metrics, timings). Return True to stop training after this epoch; raise
@@ -221,6 +224,7 @@ def run_loop(
             if log_path is not None:
                 _append_log(log_path, record)
             display.finish_epoch(record, settings)
+            _log_epoch(record, settings, shown=display.progress is not None)
             if callback is not None and callback(epoch + 1, dict(record)):
                 stopped = "callback"
                 break
@@ -359,6 +363,20 @@ def _rewrite_log(path: Path, history: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
+def _log_epoch(record: dict[str, Any], settings: LoopSettings, shown: bool) -> None:
+    """One INFO record per epoch (event "epoch", the record as `metrics`): JSON logs and MLflow
+    read it; human logs skip it when the progress bar already shows the epoch."""
+    summary = " ".join(
+        f"{key} {record[key]:.4g}" for key in ("loss", "kl", "beta", settings.metric)
+        if isinstance(record.get(key), int | float)
+    )  # fmt: skip
+    log.info(
+        "epoch %d/%d %s", record["epoch"], settings.epochs, summary,
+        extra={"event": "epoch", "epoch": record["epoch"], "metrics": record,
+               "_on_progress_bar": shown},
+    )  # fmt: skip
+
+
 def _append_log(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -404,7 +422,9 @@ class _Display:
 
 @contextmanager
 def _progress_display(enabled: bool) -> Iterator[_Display]:
-    if not enabled:
+    from recvae.logs import progress_bars
+
+    if not progress_bars(enabled):
         yield _Display(None)
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -91,7 +91,7 @@ def test_train_on_split_then_evaluate_the_split(tmp_path):
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)  # logs go to stderr
     expected = evaluate(artifact.model, Dataset.load(tmp_path / "ds").split.valid, ks=[5, 10])
     assert payload["ndcg@5"] == pytest.approx(expected["ndcg@5"])
     assert payload["users"] == expected.users
@@ -142,7 +142,7 @@ def test_train_without_split_holds_out_users_and_evaluate_reads_lightgcn_files(t
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)  # logs go to stderr
     assert payload["users"] == 3
     assert payload["users_without_history"] == 1
     assert payload["heldout_items_unknown_to_model"] == 1

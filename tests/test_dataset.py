@@ -11,15 +11,27 @@ from recvae.errors import RecvaeError
 from recvae.io import atomic_dir
 
 
-def test_vocabulary_maps_unknown_ids_to_minus_one():
+def test_vocabulary_refuses_unknown_ids_instead_of_minus_one():
+    # Regression (#12 item 8): index_of used to return -1, and matrix[-1] is the last row.
     vocab = Vocabulary(["b", "a", "c"], name="item_id")
-    assert vocab.index_of(["a", "zz", "c", "b"]).tolist() == [1, -1, 2, 0]
+    assert vocab.index_of(["a", "c", "b"]).tolist() == [1, 2, 0]
+    with pytest.raises(RecvaeError, match=r"1 item_id id\(s\) not in the item_id vocabulary.*'zz'"):
+        vocab.index_of(["a", "zz", "c", "b"])
     assert vocab.original(np.array([2, 0])).to_list() == ["c", "b"]
+
+
+def test_vocabulary_lookup_returns_known_indices_and_a_mask():
+    vocab = Vocabulary(["b", "a", "c"], name="item_id")
+    known = vocab.lookup(["a", "zz", "c", "b"])
+    assert known.found.tolist() == [True, False, True, True]
+    assert known.indices.tolist() == [1, 2, 0]  # no sentinel: only the known ids
+    assert known.unknown.to_list() == ["zz"]
 
 
 def test_vocabulary_with_integer_ids_accepts_string_queries():
     vocab = Vocabulary(np.array([10, 20, 30]), name="item_id")
-    assert vocab.index_of([30, 11]).tolist() == [2, -1]
+    assert vocab.lookup([30, 11]).indices.tolist() == [2]
+    assert vocab.lookup([30, 11]).unknown.to_list() == [11]
     assert vocab.index_of(["20"]).tolist() == [1]
 
 

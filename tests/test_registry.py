@@ -11,10 +11,17 @@ from recvae.lock import JobLock
 from recvae.registry import ModelStore, quality_gate, resolve_model_dir
 
 
-def model_dir(tmp_path, name, metric):
+def model_dir(tmp_path, name, metric, items=("a", "b")):
+    """A real (popularity) model directory: `models add` loads what it adds."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from recvae.models.popularity import Popularity
+
     path = tmp_path / "built" / name
     path.mkdir(parents=True)
-    pl.DataFrame({"item": ["a", "b"]}).write_parquet(path / "items.parquet")
+    Popularity().fit(sp.csr_matrix(np.ones((2, len(items)), dtype=np.float32))).save(path)
+    pl.DataFrame({"item": list(items)}).write_parquet(path / "items.parquet")
     (path / "metadata.json").write_text(json.dumps({"metrics": {"ndcg@100": metric}}))
     return path
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from recvae.bench.runner import ModelSummary, SuiteResults
 from recvae.bench.runs import RunResult
-from recvae.io import atomic_dir
+from recvae.io import atomic_dir, check_output
 
 TABLE_METRICS = ("recall@20", "recall@50", "recall_lightgcn@20", "ndcg@20", "ndcg@100")
 
@@ -32,6 +32,7 @@ def report_dir(results: SuiteResults, out: Path) -> Path:
 def write_report(results: SuiteResults, out: Path) -> Path:
     """Write report.md, results.json and the plots; return the report directory."""
     dest = report_dir(results, out)
+    check_output(dest, "bench report")  # today's report of this suite, never someone's files
     with atomic_dir(dest) as tmp:
         (tmp / "results.json").write_text(json.dumps(results.as_dict(), indent=2, default=str))
         plots = write_plots(results, tmp)

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from recvae.cli.bounds import CPU_COUNT
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
@@ -40,21 +42,37 @@ def demo(
     workdir: Annotated[
         Path, typer.Option(help="Directory for the log, dataset, models and export, e.g. demo-run")
     ] = Path("demo-run"),
-    users: Annotated[int, typer.Option(help="Synthetic users, e.g. 6000")] = 6000,
-    items: Annotated[int, typer.Option(help="Synthetic items, e.g. 2000")] = 2000,
-    interactions: Annotated[int, typer.Option(help="Synthetic events, e.g. 300000")] = 300_000,
-    epochs: Annotated[int, typer.Option(help="Mult-VAE epochs, e.g. 30")] = 30,
+    users: Annotated[int, typer.Option(min=1, help="Synthetic users, e.g. 6000")] = 6000,
+    items: Annotated[int, typer.Option(min=1, help="Synthetic items, e.g. 2000")] = 2000,
+    interactions: Annotated[
+        int, typer.Option(min=1, help="Synthetic events, e.g. 300000")
+    ] = 300_000,
+    epochs: Annotated[int, typer.Option(min=1, help="Mult-VAE epochs, e.g. 30")] = 30,
     heldout_users: Annotated[
-        int, typer.Option(help="Users held out for validation, and as many for test, e.g. 600")
+        int,
+        typer.Option(min=1, help="Users held out for validation, and as many for test, e.g. 600"),
     ] = 600,
-    k: Annotated[int, typer.Option(help="Recommendations per user in the export, e.g. 20")] = 20,
+    k: Annotated[
+        int, typer.Option(min=1, help="Recommendations per user in the export, e.g. 20")
+    ] = 20,
     seed: Annotated[int, typer.Option(help="Seed for the log, the split and the models")] = 0,
     threads: Annotated[
         int,
-        typer.Option(help="CPU threads for Mult-VAE; 0 = all cores (1 is fastest on a busy box)"),
+        typer.Option(
+            min=0,
+            max=CPU_COUNT,
+            help="CPU threads for Mult-VAE; 0 = all cores (1 is fastest on a busy box)",
+        ),
     ] = 1,
 ) -> None:
-    """Run the whole pipeline on a synthetic log and print what each step produced."""
+    """Run the whole pipeline on a synthetic log and print what each step produced.
+
+    Overwrites: WORKDIR when it is new, empty, or holds only what the demo writes (logs/,
+    dataset/, models/, recommendations.parquet, summary.json, ...); anything else is refused.
+    """
+    from recvae.io import check_output
+
+    check_output(workdir, "demo")
     settings = DemoSettings(users, items, interactions, epochs, heldout_users, k, seed, threads)
     run_demo(Path(workdir), settings)
 

@@ -12,11 +12,15 @@ count as misses), so a model is never flattered by dropping what it cannot find.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from recvae.cli.reader_options import reader_options
+from recvae.data.reader import ReaderOptions
 
 if TYPE_CHECKING:
     from recvae.data.split import Holdout
@@ -30,45 +34,55 @@ def register(app: typer.Typer) -> None:
 
 def holdout_from_logs(
     model_items: Vocabulary, history: list[Path], heldout: Path, options: Any
-) -> tuple[Holdout, Vocabulary, dict[str, int]]:
-    """Evaluation users from log files: (holdout, its item vocabulary, counts for the report).
+) -> tuple[Holdout, Vocabulary, dict[str, int], list[str]]:
+    """Evaluation users from log files: (holdout, its item vocabulary, counts, how files were read).
 
     The item space is the model's items plus held-out items it does not know (scored -inf by
     `scorer_over_items`, so they count as misses). History items the model does not know are
-    dropped: a model cannot fold in what it never saw.
+    dropped: a model cannot fold in what it never saw. The history and held-out files are
+    detected together, so a test.txt beside a LightGCN train.txt is read as LightGCN rows too.
     """
     import numpy as np
     import polars as pl
     import scipy.sparse as sp
 
-    from recvae.data.ingest import ingest
+    from recvae.data.ingest import describe_reading, ingest
+    from recvae.data.sources import detect_sources
     from recvae.data.split import Holdout
     from recvae.data.vocab import Vocabulary
     from recvae.scoring import align_items
 
+    options.validate()
+    found = detect_sources([*history, heldout], options)
+    lightgcn = options.format == "auto" and all(d.format == "lightgcn" for d in found)
+    options = dataclasses.replace(options, format="lightgcn") if lightgcn else options
     history_ds = ingest(history, options)
     heldout_ds = ingest([heldout], options)
+    reading = describe_reading(history_ds.manifest) + describe_reading(heldout_ds.manifest)
     known = model_items.ids
-    extra = heldout_ds.items.ids.filter(model_items.index_of(heldout_ds.items.ids) < 0)
+    extra = model_items.lookup(heldout_ds.items.ids).unknown
     if extra.dtype != known.dtype:
         known, extra = known.cast(pl.String), extra.cast(pl.String)
     target = Vocabulary(pl.concat([known, extra.rename(known.name)]), name=model_items.name)
     history_matrix = align_items(history_ds.matrix, history_ds.items, target)
     heldout_matrix = align_items(heldout_ds.matrix, heldout_ds.items, target)
-    rows = history_ds.users.index_of(heldout_ds.users.ids)
+    known = history_ds.users.lookup(heldout_ds.users.ids)
     # users with held-out items but no history get an empty row (scored from nothing)
+    rows = np.full(len(heldout_ds.users), history_matrix.shape[0], dtype=np.int64)
+    rows[known.found] = known.indices
     padded = sp.vstack([history_matrix, sp.csr_matrix((1, len(target)), dtype=np.float32)])
-    history_rows = sp.csr_matrix(padded[np.where(rows >= 0, rows, history_matrix.shape[0])])
+    history_rows = sp.csr_matrix(padded[rows])
     counts = {
-        "users_without_history": int((rows < 0).sum()),
+        "users_without_history": len(known.unknown),
         "heldout_items_unknown_to_model": len(extra),
         "heldout_interactions_unknown_to_model": int(heldout_matrix[:, len(model_items) :].nnz),
         "history_interactions_dropped": int(history_ds.matrix.nnz - history_matrix.nnz),
     }
     users = np.arange(heldout_matrix.shape[0], dtype=np.int64)
-    return Holdout(history_rows, heldout_matrix, users), target, counts
+    return Holdout(history_rows, heldout_matrix, users), target, counts, reading
 
 
+@reader_options()
 def evaluate_command(
     model_dir: Annotated[Path, typer.Argument(help="Model directory from `recvae train`")],
     history: Annotated[
@@ -80,10 +94,6 @@ def evaluate_command(
     heldout: Annotated[
         Path | None, typer.Option(help="Held-out interactions to find, e.g. --heldout test.txt")
     ] = None,
-    format: Annotated[
-        str,
-        typer.Option(help="Log format: auto|csv|parquet|ndjson|movielens|lightgcn, e.g. lightgcn"),
-    ] = "auto",
     dataset: Annotated[
         Path | None,
         typer.Option(help="Evaluate a dataset directory's stored split instead, e.g. data/ml"),
@@ -92,10 +102,12 @@ def evaluate_command(
         str, typer.Option(help="Which split part with --dataset: valid or test")
     ] = "test",
     k: Annotated[str, typer.Option(help="Cut-offs, comma separated, e.g. 20,50,100")] = "20,50,100",
-    batch_size: Annotated[int, typer.Option(help="Users scored at once, e.g. 1000")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Users scored at once, e.g. 1000")] = 1000,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table")
     ] = False,
+    *,
+    reader: ReaderOptions,
 ) -> None:
     """Fold in each user's history, rank every unseen item, and score the held-out items."""
     from rich.console import Console
@@ -114,10 +126,13 @@ def evaluate_command(
         raise RecvaeError(
             f"--k expects comma-separated integers, e.g. 20,50,100; got {k!r}"
         ) from error
+    if not ks or min(ks) < 1:
+        raise RecvaeError(f"--k expects cut-offs of at least 1, e.g. 20,50,100; got {k!r}")
     if dataset is not None and (history or heldout):
         raise RecvaeError("give either --dataset or --history/--heldout, not both")
     artifact = load_artifact(model_dir)
     notes: dict[str, Any] = {}
+    reading: list[str] = []
     if dataset is not None:
         data = Dataset.load(dataset)
         if data.split is None or part not in ("valid", "test") or getattr(data.split, part) is None:
@@ -127,8 +142,8 @@ def evaluate_command(
             )
         holdout, target = getattr(data.split, part), data.items
     elif history and heldout is not None:
-        holdout, target, notes = holdout_from_logs(
-            artifact.items, list(history), heldout, IngestOptions(format=format)
+        holdout, target, notes, reading = holdout_from_logs(
+            artifact.items, list(history), heldout, IngestOptions(**reader.reader_fields())
         )
     else:
         raise RecvaeError("give --history FILE and --heldout FILE, or --dataset DIR")
@@ -137,6 +152,8 @@ def evaluate_command(
     if as_json:
         payload = {**result.means, "users": result.users, **notes}
         payload["stderr"] = result.stderrs
+        if reading:
+            payload["read_as"] = reading
         typer.echo(json.dumps(payload))
         return
     table = Table(title=f"{model_dir}: {result.users:,} users")
@@ -146,6 +163,8 @@ def evaluate_command(
     for key, value in result.means.items():
         table.add_row(key, f"{value:.4f}", f"{result.stderrs[key]:.4f}")
     console = Console()
+    for line in reading:
+        console.print(line, highlight=False, markup=False)
     console.print(table)
     for key, value in notes.items():
         console.print(f"  {key}: {value:,}")

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from recvae.cli.reader_options import reader_options
+from recvae.data.reader import ReaderOptions
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
@@ -14,6 +17,7 @@ def register(app: typer.Typer) -> None:
     app.command("synth")(synth_command)
 
 
+@reader_options()
 def ingest_command(
     sources: Annotated[
         list[str],
@@ -22,23 +26,14 @@ def ingest_command(
             "LightGCN .txt; .gz accepted), or a MovieLens name, e.g. ml-1m or train.txt valid.txt"
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write, e.g. data/ml1m")],
-    format: Annotated[
-        str, typer.Option(help="auto|csv|parquet|ndjson|duckdb|movielens|lightgcn, e.g. csv")
-    ] = "auto",
-    delimiter: Annotated[
-        str | None, typer.Option(help="CSV field separator (detected if omitted), e.g. ';'")
-    ] = None,
-    header: Annotated[
-        bool | None,
-        typer.Option("--header/--no-header", help="CSV has a header line (detected if omitted)"),
-    ] = None,
-    user_col: Annotated[str | None, typer.Option(help="User id column, e.g. user_id")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item id column, e.g. movie_id")] = None,
-    rating_col: Annotated[str | None, typer.Option(help="Rating column, e.g. rating")] = None,
-    time_col: Annotated[
-        str | None, typer.Option(help="Event time column (unix seconds or date-time), e.g. ts")
-    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Dataset directory to write, e.g. data/ml1m. Replaces only a dataset directory "
+            "recvae wrote (or an empty one); anything else there is refused",
+        ),
+    ],
     min_rating: Annotated[
         float | None,
         typer.Option(help="Keep ratings strictly greater than this, e.g. 3.5 keeps 4 and 5"),
@@ -60,14 +55,16 @@ def ingest_command(
         str | None, typer.Option(help="Keep events before this time, e.g. 2024-07-01")
     ] = None,
     min_user_count: Annotated[
-        int, typer.Option(help="Keep users with at least this many interactions, e.g. 5")
+        int, typer.Option(min=0, help="Keep users with at least this many interactions, e.g. 5")
     ] = 0,
     min_item_count: Annotated[
-        int, typer.Option(help="Keep items with at least this many interactions, e.g. 5")
+        int, typer.Option(min=0, help="Keep items with at least this many interactions, e.g. 5")
     ] = 0,
     k_core: Annotated[
         int,
-        typer.Option(help="Repeat user and item count filters (at least K) until stable, e.g. 10"),
+        typer.Option(
+            min=0, help="Repeat user and item count filters (at least K) until stable, e.g. 10"
+        ),
     ] = 0,
     on_bad_rows: Annotated[
         str, typer.Option(help="error: stop at a bad row; skip: drop and count them")
@@ -93,19 +90,26 @@ def ingest_command(
     cache_dir: Annotated[
         Path | None, typer.Option(help="MovieLens download cache, e.g. ~/.cache/recvae")
     ] = None,
+    *,
+    reader: ReaderOptions,
 ) -> None:
-    """Read interaction logs, filter them, and write a dataset directory (matrix + vocabularies)."""
+    """Read interaction logs, filter them, and write a dataset directory (matrix + vocabularies).
+
+    How each file was read (format, delimiter, header, columns, and why) is printed and recorded
+    in the dataset's manifest.json.
+
+    Overwrites: --out when it is a dataset directory written by recvae (it is replaced as a
+    whole); a directory or file recvae did not write, or one holding an input, is refused.
+    """
     from recvae.data.ingest import IngestOptions, ingest
     from recvae.data.vocab import Vocabulary
+    from recvae.io import check_output
+
+    inputs = [Path(s) for s in sources if Path(s).exists()]
+    replacing = check_output(out, "dataset", inputs + ([item_vocab] if item_vocab else []))
 
     options = IngestOptions(
-        format=format,
-        delimiter=delimiter,
-        header=header,
-        user_col=user_col,
-        item_col=item_col,
-        rating_col=rating_col,
-        time_col=time_col,
+        **reader.reader_fields(),
         min_rating=min_rating,
         weights=weights,
         dedupe=dedupe,
@@ -130,6 +134,8 @@ def ingest_command(
         vocab = Vocabulary.load(path)
     dataset = ingest(sources, options, item_vocab=vocab)
     dataset.save(out)
+    if replacing:
+        typer.echo(f"replaced the existing dataset in {out}", err=True)
     print_summary(dataset.manifest, out)
 
 
@@ -137,6 +143,8 @@ def print_summary(manifest: dict, out: Path) -> None:
     """Rows after each step, then users, items and nnz; bad rows and unknown items if any."""
     from rich.console import Console
     from rich.table import Table
+
+    from recvae.data.ingest import describe_reading
 
     table = Table(title=f"ingest -> {out}", show_header=True)
     table.add_column("step")
@@ -151,6 +159,8 @@ def print_summary(manifest: dict, out: Path) -> None:
     for key in ("users", "items", "interactions"):
         table.add_row(key if key != "interactions" else "nnz", f"{counts[key]:,}", "")
     console = Console()
+    for line in describe_reading(manifest):
+        console.print(line, highlight=False, markup=False)
     console.print(table)
     bad = manifest["bad_rows"]
     if bad["count"]:
@@ -169,18 +179,27 @@ def synth_command(
     out: Annotated[
         Path, typer.Option("--out", help="File to write: .csv, .parquet or .duckdb, e.g. log.csv")
     ],
-    users: Annotated[int, typer.Option(help="Number of users, e.g. 10000")] = 10_000,
-    items: Annotated[int, typer.Option(help="Number of items, e.g. 2000")] = 2_000,
-    interactions: Annotated[int, typer.Option(help="Number of rows, e.g. 500000")] = 500_000,
+    users: Annotated[int, typer.Option(min=1, help="Number of users, e.g. 10000")] = 10_000,
+    items: Annotated[int, typer.Option(min=1, help="Number of items, e.g. 2000")] = 2_000,
+    interactions: Annotated[int, typer.Option(min=1, help="Number of rows, e.g. 500000")] = 500_000,
     seed: Annotated[int, typer.Option(help="Random seed, e.g. 0")] = 0,
     table: Annotated[str, typer.Option(help="Table name for a .duckdb output, e.g. events")] = (
         "events"
     ),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out when a file is already there")
+    ] = False,
 ) -> None:
-    """Write a synthetic interaction log with popularity skew and latent taste structure."""
+    """Write a synthetic interaction log with popularity skew and latent taste structure.
+
+    Overwrites: nothing unless --overwrite (a file at --out may be someone's real log).
+    """
     from rich.progress import Progress
 
     from recvae.data.synth import SynthConfig, write_synthetic_log
+    from recvae.io import check_output
+
+    check_output(out, "synthetic log", overwrite=overwrite)
 
     config = SynthConfig(n_users=users, n_items=items, n_interactions=interactions, seed=seed)
     with Progress(transient=True) as progress:

@@ -1,4 +1,10 @@
-"""`recvae models list|show|add|promote|rollback|prune`: look after a model store."""
+"""`recvae models list|show|add|promote|rollback|prune`: look after a model store.
+
+Every subcommand but `add` refuses (one line, exit 2) a STORE that does not exist or is not a
+store. `add` creates the store when the path is new or empty, and refuses any other directory.
+Promoting a version that does not know some of the current model's items is refused without
+--force; one that only adds items is promoted with a warning.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,36 @@ models_app = typer.Typer(
 )
 
 Store = Annotated[Path, typer.Argument(help="Model store directory, e.g. models/")]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Promote even when the version does not know some of the current model's items "
+        "(the export then drops history on them)",
+    ),
+]
+
+
+def _model_name(model_dir: Path) -> str:
+    """The model name in model.json, or '?' when absent or damaged (listing must not fail)."""
+    from recvae.errors import RecvaeError
+    from recvae.models.base import read_model_json
+
+    try:
+        return read_model_json(model_dir)["model"]
+    except RecvaeError:
+        return "?"
+
+
+def _promote(store: Any, version: str, reason: str, force: bool) -> None:
+    from rich.console import Console
+
+    change = store.promote(version, reason=reason, force=force)
+    typer.echo(f"current -> {version}")
+    if change is not None:
+        Console(stderr=True).print(
+            f"[yellow]warning:[/] {change.describe()}", highlight=False, soft_wrap=True
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -45,10 +81,7 @@ def list_versions(store: Store) -> None:
     model_store = ModelStore(store)
     table = Table("", "version", "model", "registered", "metrics")
     for version in model_store.list():
-        model_json = version.path / "model.json"
-        model = (
-            json.loads(model_json.read_text()).get("model", "?") if model_json.is_file() else "?"
-        )
+        model = _model_name(version.path)
         table.add_row(
             "*" if version.is_current else "",
             version.name,
@@ -70,19 +103,24 @@ def show(
 ) -> None:
     """Print a version's metadata (metrics, data fingerprint, git commit) and model config."""
     from recvae.errors import RecvaeError
+    from recvae.models.base import read_model_json
     from recvae.registry import ModelStore
 
     model_store = ModelStore(store)
+    model_store.require_store()
     name = version or model_store.current_name()
     if name is None:
         raise RecvaeError(f"model store {store} has no current model; name a version")
     entry = model_store.get(name)
-    model_json = entry.path / "model.json"
+    try:
+        model = read_model_json(entry.path)
+    except RecvaeError as error:
+        model = {"unreadable": str(error)}
     payload = {
         "version": entry.name,
         "current": entry.is_current,
         "path": str(entry.path),
-        "model": json.loads(model_json.read_text()) if model_json.is_file() else None,
+        "model": model,
         "metadata": entry.metadata,
     }
     typer.echo(json.dumps(payload, indent=2, default=str))
@@ -95,28 +133,39 @@ def add(
     promote_it: Annotated[
         bool, typer.Option("--promote", help="Also make it the current model")
     ] = False,
+    force: Force = False,
 ) -> None:
-    """Copy a trained model directory into the store as the next version."""
+    """Copy a trained model directory into the store as the next version.
+
+    The model is loaded first: a damaged one is refused with one line, nothing is added.
+    Writes: STORE/versions/vNNNN (a new version; nothing existing is replaced).
+    """
+    from recvae.artifact import load_artifact
+    from recvae.io import check_output
     from recvae.registry import ModelStore
 
+    check_output(store, "model store")
+    load_artifact(model_dir)
     model_store = ModelStore(store)
     version = model_store.add(model_dir)
     typer.echo(f"added {version.name}")
     if promote_it:
-        model_store.promote(version.name, reason="added with --promote")
-        typer.echo(f"current -> {version.name}")
+        _promote(model_store, version.name, "added with --promote", force)
 
 
 @models_app.command()
 def promote(
     store: Store,
     version: Annotated[str, typer.Argument(help="Version to put in production, e.g. v0003")],
+    force: Force = False,
 ) -> None:
-    """Point `current` at a version (an atomic switch)."""
+    """Point `current` at a version (an atomic switch).
+
+    Refused without --force when the version does not know some of the current model's items.
+    """
     from recvae.registry import ModelStore
 
-    ModelStore(store).promote(version, reason="promoted by hand")
-    typer.echo(f"current -> {version}")
+    _promote(ModelStore(store), version, "promoted by hand", force)
 
 
 @models_app.command()
@@ -124,14 +173,16 @@ def rollback(store: Store) -> None:
     """Point `current` back at the version in production before it."""
     from recvae.registry import ModelStore
 
-    target = ModelStore(store).rollback()
+    model_store = ModelStore(store)
+    model_store.require_store()
+    target = model_store.rollback()
     typer.echo(f"current -> {target}")
 
 
 @models_app.command()
 def prune(
     store: Store,
-    keep: Annotated[int, typer.Option(help="Newest versions to keep, e.g. 5")] = 5,
+    keep: Annotated[int, typer.Option(min=1, help="Newest versions to keep, e.g. 5")] = 5,
 ) -> None:
     """Delete old versions, keeping the newest N, the current one and the rollback target."""
     from recvae.registry import ModelStore

@@ -7,12 +7,16 @@ from typing import Annotated
 
 import typer
 
+from recvae.cli.reader_options import reader_options
+from recvae.data.reader import ReaderOptions
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command()(recommend)
 
 
+@reader_options(format_flag="--history-format")
 def recommend(
     model: Annotated[
         Path,
@@ -26,9 +30,13 @@ def recommend(
         ),
     ],
     out: Annotated[
-        Path, typer.Option(help="Output file: .parquet, .csv or .duckdb, e.g. recs.parquet")
+        Path,
+        typer.Option(
+            help="Output file: .parquet, .csv or .duckdb, e.g. recs.parquet. Replaces only an "
+            "export recvae wrote unless --overwrite"
+        ),
     ],
-    k: Annotated[int, typer.Option(help="Items per user, e.g. 100")] = 100,
+    k: Annotated[int, typer.Option(min=1, help="Items per user, e.g. 100")] = 100,
     format: Annotated[
         str | None,
         typer.Option("--format", help="parquet, csv or duckdb (default: from --out suffix)"),
@@ -52,27 +60,42 @@ def recommend(
         bool, typer.Option(help="Also recommend items users already interacted with")
     ] = False,
     chunk_size: Annotated[
-        int, typer.Option(help="Users scored at once; memory ~ chunk x items x 4 bytes, e.g. 1000")
+        int,
+        typer.Option(
+            min=1, help="Users scored at once; memory ~ chunk x items x 4 bytes, e.g. 1000"
+        ),
     ] = 1000,
-    user_col: Annotated[
-        str | None, typer.Option(help="User column when --history is a log, e.g. customer_id")
-    ] = None,
-    item_col: Annotated[
-        str | None, typer.Option(help="Item column when --history is a log, e.g. sku")
-    ] = None,
     history_table: Annotated[
         str | None,
         typer.Option(help="Table when --history is a DuckDB database file, e.g. events"),
     ] = None,
-    shard: Annotated[int, typer.Option(help="Which slice of users to score, 0-based, e.g. 0")] = 0,
+    shard: Annotated[
+        int, typer.Option(min=0, help="Which slice of users to score, 0-based, e.g. 0")
+    ] = 0,
     num_shards: Annotated[
-        int, typer.Option(help="Number of disjoint user slices to split the export into, e.g. 4")
+        int,
+        typer.Option(min=1, help="Number of disjoint user slices to split the export into, e.g. 4"),
     ] = 1,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace --out even when recvae cannot tell it wrote it (a CSV or Parquet file "
+            "without the export's columns, a DuckDB table with other columns)",
+        ),
+    ] = False,
+    *,
+    reader: ReaderOptions,
 ) -> None:
     """Score users from their history, drop seen items, write top-K rows with original ids.
 
     Rows: user_id, rank, item_id, score, model_version, fallback (True: the user had no usable
     history and got the popularity ranking). The output appears only once complete.
+
+    Overwrites: --out when it is an export recvae wrote (Parquet marked in its metadata or with
+    the export's columns, a CSV with the export's header, or --table in a DuckDB file with the
+    export's columns; other tables are left alone). Anything else needs --overwrite; an input
+    is never overwritten.
     """
     from rich.console import Console
 
@@ -93,7 +116,8 @@ def recommend(
         chunk_size=chunk_size,
         shard=shard,
         num_shards=num_shards,
-        ingest_options=IngestOptions(user_col=user_col, item_col=item_col, table=history_table),
+        ingest_options=IngestOptions(**reader.reader_fields(), table=history_table),
+        overwrite=overwrite,
     )
     result = export_top_n(request, show_progress=True)
     where = f"{out} (table {result.summary.table})" if result.summary.table else str(out)
@@ -104,5 +128,8 @@ def recommend(
         f"to {where} in {result.seconds:.1f}s ({rate:,.0f} users/s)"
     )
     for key, value in result.notes.items():
-        if key in ("allow_items", "deny_items", "popularity_source", "dropped_interactions"):
+        if key == "read_as":
+            for line in value:
+                Console().print(line, highlight=False, markup=False)
+        elif key in ("allow_items", "deny_items", "popularity_source", "dropped_interactions"):
             Console().print(f"  {key}: {value}")

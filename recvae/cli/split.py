@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from recvae.cli.bounds import strictly_between
+
 
 def split(
     dataset_dir: Annotated[
@@ -20,16 +22,17 @@ def split(
         ),
     ] = "strong",
     valid_users: Annotated[
-        int, typer.Option(help="strong only: validation users, e.g. --valid-users 10000")
+        int, typer.Option(min=0, help="strong only: validation users, e.g. --valid-users 10000")
     ] = 0,
     test_users: Annotated[
-        int, typer.Option(help="strong only: test users, e.g. --test-users 10000")
+        int, typer.Option(min=0, help="strong only: test users, e.g. --test-users 10000")
     ] = 0,
     heldout_fraction: Annotated[
         float,
         typer.Option(
+            callback=strictly_between(0, 1),
             help="Share of each evaluated user's items held out (strong) or of every user's "
-            "items (weak), e.g. --heldout-fraction 0.2"
+            "items (weak), e.g. --heldout-fraction 0.2",
         ),
     ] = 0.2,
     by_time: Annotated[
@@ -43,7 +46,11 @@ def split(
         bool, typer.Option("--overwrite", help="Replace a split the dataset already has")
     ] = False,
 ) -> None:
-    """Split a dataset for evaluation and store the split inside its directory (atomically)."""
+    """Split a dataset for evaluation and store the split inside its directory (atomically).
+
+    Overwrites: only DATASET_DIR/split, and only with --overwrite when a split is already there;
+    the interactions and vocabularies are never touched.
+    """
     from rich.console import Console
 
     from recvae.data.dataset import Dataset

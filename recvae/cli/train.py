@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from recvae.cli.bounds import CPU_COUNT, strictly_between
 
 
 def register(app: typer.Typer) -> None:
@@ -36,22 +39,40 @@ def train_command(
     dataset_dir: Annotated[
         Path, typer.Argument(help="Dataset directory from `recvae ingest`, e.g. data/ml-1m")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Model directory to write, e.g. models/vae")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Model directory to write, e.g. models/vae. Replaces only a model directory "
+            "recvae wrote (or an empty one); anything else there is refused",
+        ),
+    ],
     model: Annotated[
         str, typer.Option(help="multvae, multdae or recvae, e.g. --model recvae")
     ] = "multvae",
     config: Annotated[
         Path | None, typer.Option(help="TOML file of model settings, e.g. multvae.toml")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs, e.g. 100")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs, e.g. 100")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for everything random, e.g. 0")] = None,
     patience: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs without improvement, e.g. 20")
+        int | None,
+        typer.Option(
+            min=0, help="Stop after this many epochs without improvement (0: never), e.g. 20"
+        ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate, e.g. 0.001")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Users per update, e.g. 500")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(callback=strictly_between(0, math.inf), help="Adam learning rate, e.g. 0.001"),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Users per update, e.g. 500")
+    ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Torch threads, 0 = all cores, e.g. 2")
+        int | None,
+        typer.Option(
+            min=0, max=CPU_COUNT, help=f"Torch threads, 0 = all cores (at most {CPU_COUNT}), e.g. 2"
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -62,8 +83,9 @@ def train_command(
     valid_users: Annotated[
         int | None,
         typer.Option(
+            min=1,
             help="Without a split in the dataset: users held out for validation (default 10%, "
-            "at most 10,000), e.g. 5000"
+            "at most 10,000), e.g. 5000",
         ),
     ] = None,
     validation: Annotated[
@@ -88,6 +110,10 @@ def train_command(
     Validation (early stopping, best epoch) uses the dataset's validation part, or a slice of
     users held out and recorded in the model's metadata. The model directory holds the weights,
     config, item vocabulary and metadata (metrics, data fingerprint, seed, versions).
+
+    Overwrites: --out when it is a model directory written by recvae (replaced as a whole once
+    training succeeds); a directory or file recvae did not write, or one holding an input
+    (the dataset, --config, --checkpoint-dir, --log), is refused before training starts.
     """
     from rich.console import Console
 
@@ -96,6 +122,7 @@ def train_command(
     from recvae.data.dataset import Dataset
     from recvae.data.split import training_split
     from recvae.errors import RecvaeError
+    from recvae.io import check_output
     from recvae.models import MODEL_CLASSES, model_class
     from recvae.provenance import run_info
 
@@ -105,6 +132,8 @@ def train_command(
             f"recvae train trains multvae or multdae or recvae, got {model!r} "
             f"(registered models: {known})"
         )
+    inputs = [p for p in (dataset_dir, config, checkpoint_dir, log) if p is not None]
+    replacing = check_output(out, "model", inputs)
     cls: Any = model_class(model)
     overrides = {
         "epochs": epochs, "seed": seed, "patience": patience, "lr": lr,
@@ -148,6 +177,8 @@ def train_command(
         "run": run_info(),
     }
     save_artifact(Artifact(trained, dataset.items, metadata), out, train=run.train)
+    if replacing:
+        console.print(f"replaced the existing model in {out}")
     best = trained.best_metrics
     summary = ", ".join(
         f"{key} {best[key]:.4f}" for key in ("ndcg@20", "recall@20", "ndcg@100") if key in best

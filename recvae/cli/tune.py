@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from recvae.cli.bounds import strictly_between
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +23,11 @@ def tune_command(
     ],
     out: Annotated[
         Path,
-        typer.Option("--out", help="Study directory (created; reused to resume), e.g. studies/vae"),
+        typer.Option(
+            "--out",
+            help="Study directory (created; reused to resume), e.g. studies/vae. Must be new, "
+            "empty, or a study recvae wrote",
+        ),
     ],
     model: Annotated[
         str, typer.Option(help="multvae, multdae, recvae, als, bpr or ease, e.g. --model als")
@@ -28,12 +35,16 @@ def tune_command(
     trials: Annotated[
         int,
         typer.Option(
-            help="Total trials the study should hold (resumed studies count theirs), e.g. 30"
+            min=1,
+            help="Total trials the study should hold (resumed studies count theirs), e.g. 30",
         ),
     ] = 20,
     timeout: Annotated[
         float | None,
-        typer.Option(help="Stop starting new trials after this many seconds, e.g. 3600"),
+        typer.Option(
+            callback=strictly_between(0, math.inf),
+            help="Stop starting new trials after this many seconds, e.g. 3600",
+        ),
     ] = None,
     sampler: Annotated[
         str, typer.Option(help="tpe (Bayesian), random or grid, e.g. --sampler random")
@@ -46,7 +57,9 @@ def tune_command(
     ] = "median",
     prune_warmup: Annotated[
         int,
-        typer.Option(help="Epochs every Mult-VAE/DAE trial runs before it may be pruned, e.g. 5"),
+        typer.Option(
+            min=0, help="Epochs every Mult-VAE/DAE trial runs before it may be pruned, e.g. 5"
+        ),
     ] = 10,
     metric: Annotated[
         str, typer.Option(help="Validation metric to maximise, e.g. ndcg@100 or recall@20")
@@ -68,16 +81,21 @@ def tune_command(
 
     STUDY_DIR gets best.toml (for `recvae train --config`), report.md with plots, trials.csv /
     trials.json and the Optuna study (study.journal). Running the same command again resumes the
-    study; --trials is the total it should reach.
+    study; --trials is the total it should reach. Exits with code 1 when no trial completed.
+
+    Overwrites: those output files inside STUDY_DIR (each replaced atomically); a directory
+    recvae did not write, or one holding the dataset or --space, is refused.
     """
     import logging
 
     import optuna
     from rich.console import Console
 
+    from recvae.io import check_output
     from recvae.tuning.report import best_trial, write_outputs
     from recvae.tuning.study import StudyOptions, run_study
 
+    check_output(out, "study", [p for p in (dataset_dir, space) if p is not None])
     console = Console(stderr=True)
     optuna.logging.set_verbosity(logging.WARNING)
     command = shlex.join(
@@ -114,7 +132,7 @@ def tune_command(
     best = best_trial(run.study)
     if best is None:
         console.print(f"no trial completed; report in {out / 'report.md'}")
-        return
+        raise typer.Exit(1)
     console.print(
         f"best trial {best.number}: valid {run.metric} {best.value:.4f}"
         + (

@@ -18,8 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import shutil
-import tempfile
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,34 +32,36 @@ import scipy.sparse as sp
 from recvae.data import filters
 from recvae.data.dataset import Dataset
 from recvae.data.fingerprint import file_fingerprint
+from recvae.data.reader import ReaderOptions
 from recvae.data.sources import (
-    FORMATS,
+    IdTypes,
     Source,
+    detect_source,
     first_line,
     id_type_of,
+    lightgcn_siblings,
     resolve_source,
     rows_sql,
 )
 from recvae.data.split import Holdout, Split
 from recvae.data.vocab import Vocabulary
 from recvae.errors import RecvaeError
+from recvae.io import owned_temp_dir
 
 WEIGHTS = ("binary", "rating", "count")
 SPLIT_ROLES = ("train", "valid", "test")
 BAD_ROW_POLICIES = ("error", "skip")
+log = logging.getLogger(__name__)
 
 
 @dataclass
-class IngestOptions:
-    """Every ingest option; the defaults read a log as-is into a binary matrix."""
+class IngestOptions(ReaderOptions):
+    """Every ingest option; the defaults read a log as-is into a binary matrix.
 
-    format: str = "auto"  # auto|csv|parquet|ndjson|duckdb|movielens|lightgcn
-    delimiter: str | None = None  # CSV field separator; detected when None
-    header: bool | None = None  # CSV has a header line; detected when None
-    user_col: str | None = None
-    item_col: str | None = None
-    rating_col: str | None = None
-    time_col: str | None = None
+    The reader fields (format, delimiter, header, user/item/rating/time columns) come from
+    ReaderOptions, shared with `recvae evaluate` and `recvae recommend`.
+    """
+
     min_rating: float | None = None  # keep ratings strictly greater (the paper: > 3.5)
     weights: str = "binary"  # binary: 1.0 per interaction | rating | count of events
     dedupe: str = "auto"  # auto (last with a time column, else max) | last | first | max
@@ -74,14 +75,10 @@ class IngestOptions:
     query: str | None = None  # SQL query against a DuckDB database source
     split_sources: Sequence[str] | None = None  # role of each source: train, valid, test
     cache_dir: Path | None = None  # where MovieLens downloads go (default ~/.cache/recvae)
-    max_examples: int = 5  # bad rows quoted in errors and the manifest
 
     def validate(self) -> None:
+        super().validate()
         checks = [
-            (
-                self.format in FORMATS,
-                f"unknown format '{self.format}'; expected one of {', '.join(FORMATS)}",
-            ),
             (self.weights in WEIGHTS, f"weights must be one of {', '.join(WEIGHTS)}"),
             (self.dedupe in filters.DEDUPE_RULES, f"dedupe must be one of {filters.DEDUPE_RULES}"),
             (self.on_bad_rows in BAD_ROW_POLICIES, "on_bad_rows must be 'error' or 'skip'"),
@@ -170,14 +167,19 @@ def ingest(
     roles = assign_roles(sources, options.split_sources)
     since = parse_time_bound(options.since, "--since")
     until = parse_time_bound(options.until, "--until")
-    spill = Path(tempfile.mkdtemp(prefix="recvae-ingest-"))
-    con = duckdb.connect(config={"temp_directory": str(spill)})
-    con.execute("SET enable_progress_bar = false")
-    try:
-        return _ingest(con, sources, roles, options, item_vocab, since, until)
-    finally:
-        con.close()
-        shutil.rmtree(spill, ignore_errors=True)
+    # DuckDB's spill directory: removed afterwards, and a killed run's is removed by the next
+    with owned_temp_dir("recvae-ingest-") as spill:
+        con = duckdb.connect(config={"temp_directory": str(spill)})
+        con.execute("SET enable_progress_bar = false")
+        try:
+            dataset = _ingest(con, sources, roles, options, item_vocab, since, until)
+        finally:
+            con.close()
+    n_users, n_items = dataset.matrix.shape
+    log.info("ingested %d users x %d items, %d interactions", n_users, n_items, dataset.matrix.nnz,
+             extra={"event": "ingest", "users": n_users, "items": n_items,
+                    "interactions": int(dataset.matrix.nnz)})  # fmt: skip
+    return dataset
 
 
 def _ingest(
@@ -189,36 +191,21 @@ def _ingest(
     since: int | None,
     until: int | None,
 ) -> Dataset:
-    explicit = {
-        "user": options.user_col,
-        "item": options.item_col,
-        "rating": options.rating_col,
-        "time": options.time_col,
-    }
-    sources: list[Source] = []
-    for index, (raw, role) in enumerate(zip(raw_sources, roles, strict=True)):
-        path, fmt = locate(raw, options)
-        sources.append(
-            resolve_source(
-                con,
-                path,
-                fmt,
-                role,
-                explicit,
-                options.delimiter,
-                options.header,
-                options.table,
-                options.query,
-                index,
-            )
-        )
+    located = [locate(raw, options) for raw in raw_sources]
+    paths = [path for path, _ in located]
+    detected = [detect_source(path, fmt, options) for path, fmt in located]
+    lightgcn_siblings(paths, detected, options.format)  # (detect_sources without MovieLens names)
+    sources: list[Source] = [
+        resolve_source(con, path, found, role, options, options.table, options.query, index)
+        for index, (path, found, role) in enumerate(zip(paths, detected, roles, strict=True))
+    ]
     use_rating, use_time = _usable_columns(sources, options, since, until)
-    id_type = "BIGINT" if all(id_type_of(s) == "BIGINT" for s in sources) else "VARCHAR"
+    id_types = id_type_of(sources)
     rule = options.dedupe if options.dedupe != "auto" else ("last" if use_time else "max")
 
     conditions: list[tuple[str, str, dict]] = [("bad_rows", "bad IS NULL", {})]
     if item_vocab is not None:
-        _register_item_vocab(con, item_vocab, id_type)
+        _register_item_vocab(con, item_vocab, id_types.item)
         condition = "item IN (SELECT item FROM recvae_item_vocab)"
         conditions.append(("known_items", condition, {"vocabulary_items": len(item_vocab)}))
     if since is not None or until is not None:
@@ -229,7 +216,7 @@ def _ingest(
 
     started = time.perf_counter()
     passed = _read_pass(
-        con, sources, id_type, use_rating, use_time, conditions, rule, need_rating,
+        con, sources, id_types, use_rating, use_time, conditions, rule, need_rating,
         known_stage=_stage_of(conditions, "known_items"),
     )  # fmt: skip
     timings = {"read_filter_dedupe": round(time.perf_counter() - started, 3)}
@@ -315,7 +302,7 @@ class ReadPass:
 def _read_pass(
     con: duckdb.DuckDBPyConnection,
     sources: list[Source],
-    id_type: str,
+    id_types: IdTypes,
     use_rating: bool,
     use_time: bool,
     conditions: list[tuple[str, str, dict]],
@@ -335,7 +322,8 @@ def _read_pass(
     """
     pick = filters.rating_pick(rule, need_rating)
     con.execute(
-        f"CREATE TEMP TABLE recvae_partial (user {id_type}, item {id_type}, role UTINYINT, "
+        f"CREATE TEMP TABLE recvae_partial (user {id_types.user}, item {id_types.item}, "
+        "role UTINYINT, "
         f"src USMALLINT, stage UTINYINT, pick {_pick_type(rule, need_rating)}, "
         "time BIGINT, events BIGINT)"
     )
@@ -346,7 +334,7 @@ def _read_pass(
     for index, source in enumerate(sources):
         rejects = f"recvae_rejects_{index}"
         role = SPLIT_ROLES.index(source.role) if source.role else 0
-        select = rows_sql(source, id_type, use_rating, use_time, rejects)
+        select = rows_sql(source, id_types, use_rating, use_time, rejects)
         with _in_database(con, source):
             con.execute(
                 f"INSERT INTO temp.recvae_partial SELECT CASE WHEN stage = 0 THEN user END, "
@@ -374,7 +362,7 @@ def _read_pass(
     if bad_rows:
         for index, record in enumerate(records):
             record["bad_rows"] = events[1][index]
-        examples += _bad_row_examples(con, sources, events[1], id_type, use_rating, use_time)
+        examples += _bad_row_examples(con, sources, events[1], id_types, use_rating, use_time)
     parse_total = sum(record["parse_rejects"] for record in records)
     unknown = _unknown_items(con, known_stage) if known_stage else None
 
@@ -423,7 +411,7 @@ def _bad_row_examples(
     con: duckdb.DuckDBPyConnection,
     sources: list[Source],
     bad_per_source: list[int],
-    id_type: str,
+    id_types: IdTypes,
     use_rating: bool,
     use_time: bool,
 ) -> list[dict]:
@@ -432,7 +420,8 @@ def _bad_row_examples(
     for index, source in enumerate(sources):
         if not bad_per_source[index] or len(examples) >= 5:
             continue
-        select = rows_sql(source, id_type, use_rating, use_time, f"recvae_rejects_again_{index}")
+        rejects = f"recvae_rejects_again_{index}"
+        select = rows_sql(source, id_types, use_rating, use_time, rejects, numbered=True)
         with _in_database(con, source):
             rows = con.execute(
                 "SELECT bad, CAST(user AS VARCHAR), CAST(item AS VARCHAR) "
@@ -672,6 +661,41 @@ def _presplit(parts: dict[str, sp.csr_matrix], roles: list) -> Split:
     )
 
 
+def read_as(source: Source) -> dict[str, object]:
+    """How a source was read and why: format, delimiter, header, its columns, the evidence."""
+    found = source.detected
+    return {
+        "format": source.format,
+        "delimiter": source.csv.get("delimiter"),
+        "header": source.csv.get("header") if source.csv else None,
+        "columns": list(source.csv.get("names") or source.types),
+        "reason": found.reason if found else "",
+    }
+
+
+def describe_reading(manifest: dict) -> list[str]:
+    """One line per source saying how it was read, for the console (from a dataset manifest)."""
+    from recvae.data.dialect import show_delimiter
+
+    lines = []
+    for source in manifest.get("sources", []):
+        how = source.get("read_as") or {}
+        roles = ", ".join(f"{r}={c}" for r, c in source["columns"].items() if c)
+        if how.get("format") in ("csv", "movielens"):
+            shape = (
+                f"a table, delimiter {show_delimiter(how['delimiter'])}, "
+                f"{'header' if how['header'] else 'no header'}"
+            )
+        elif how.get("format") == "lightgcn":
+            shape, roles = "LightGCN rows (user item item ...)", ""
+        else:
+            shape = how.get("format", source["format"])
+        name = Path(source["path"]).name
+        text = f"read {name} as {shape}" + (f"; columns {roles}" if roles else "")
+        lines.append(text + (f" ({how['reason']})" if how.get("reason") else ""))
+    return lines
+
+
 def _manifest(
     sources: list[Source],
     records: list[dict],
@@ -696,6 +720,7 @@ def _manifest(
                 "path": str(source.path.resolve()),
                 "format": source.format,
                 "role": source.role,
+                "read_as": read_as(source),
                 "columns": source.columns.as_dict(),
                 "fingerprint": file_fingerprint(source.path),
                 **record,

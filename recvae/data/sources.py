@@ -12,43 +12,22 @@ query in a database file), movielens (ratings.dat with '::', u.data, ratings.csv
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
+from recvae.data.dialect import Detected, detect_text
+from recvae.data.reader import (
+    FORMATS,
+    ROLE_NAMES,
+    ROLE_OPTIONS,
+    ROLES,
+    ReaderOptions,
+    normalise_name,
+)
 from recvae.errors import RecvaeError
 
-FORMATS = ("auto", "csv", "parquet", "ndjson", "duckdb", "movielens", "lightgcn")
-ROLES = ("user", "item", "rating", "time")
-ROLE_OPTIONS = {
-    "user": "--user-col",
-    "item": "--item-col",
-    "rating": "--rating-col",
-    "time": "--time-col",
-}
-
-# Normalised names (lower case, alphanumerics only, RecBole ':type' suffix removed) that detection
-# accepts for each role, best first.
-ROLE_NAMES = {
-    "user": ("userid", "user", "uid", "users", "customerid", "customer", "visitorid", "memberid"),
-    "item": (
-        "itemid",
-        "item",
-        "iid",
-        "items",
-        "movieid",
-        "movie",
-        "productid",
-        "product",
-        "trackid",
-        "articleid",
-        "sku",
-    ),
-    "rating": ("rating", "ratings", "score", "stars", "preference", "weight", "value"),
-    "time": ("timestamp", "time", "ts", "datetime", "eventtime", "unixtime", "date", "createdat"),
-}
 MOVIELENS_NAMES = ["user_id", "item_id", "rating", "timestamp"]
 
 INTEGER_TYPES = {
@@ -115,6 +94,7 @@ class Source:
     relation: str = ""  # table function or attached table/query the rows come from
     attach_alias: str | None = None
     use_database: str | None = None  # a --query runs with its database file as the default
+    detected: Detected | None = None  # how the format (and a text dialect) was decided, and why
 
     @property
     def label(self) -> str:
@@ -125,10 +105,10 @@ def strip_compression(path: Path) -> Path:
     return path.with_suffix("") if path.suffix.lower() in {".gz", ".gzip", ".zst"} else path
 
 
-def detect_format(path: Path, requested: str, presplit: bool = False) -> str:
-    """The reader for `path`: the requested one, or one chosen from the file name and contents.
+def format_from_name(path: Path, requested: str) -> str:
+    """The reader for `path`: the requested one, or one chosen from the file name.
 
-    `presplit` (the sources carry split roles) tips an all-integer .txt file to LightGCN."""
+    A .txt file is `csv` here; `detect_source` then looks inside it for LightGCN rows."""
     if requested not in FORMATS:
         raise RecvaeError(f"unknown format '{requested}'; expected one of {', '.join(FORMATS)}")
     if requested != "auto":
@@ -143,8 +123,6 @@ def detect_format(path: Path, requested: str, presplit: bool = False) -> str:
         return "ndjson"
     if suffix in {".duckdb", ".ddb", ".db"}:
         return "duckdb"
-    if suffix == ".txt" and looks_like_lightgcn(path, presplit):
-        return "lightgcn"
     if suffix in {".csv", ".tsv", ".txt", ".dat", ".data"}:
         return "csv"
     raise RecvaeError(
@@ -154,31 +132,74 @@ def detect_format(path: Path, requested: str, presplit: bool = False) -> str:
     )
 
 
-def looks_like_lightgcn(path: Path, presplit: bool = False) -> bool:
-    """True when the first lines are integers separated by spaces, in rows of varying length.
+def detect_source(path: Path, requested: str, reader: ReaderOptions) -> Detected:
+    """How to read `path`: its format and, for text, delimiter and header, each with its reason.
 
-    Lines of exactly two integers also qualify: read either way they mean the same pairs. In a
-    pre-split log (train/valid files) any all-integer, space-separated file does.
+    Only a .txt file in `auto` format can turn out to be LightGCN rows, and only on evidence
+    (see recvae.data.dialect); anything else textual is a table.
     """
-    import gzip
+    if not path.exists():
+        raise RecvaeError(f"{path}: no such file")
+    if path.is_dir():
+        raise RecvaeError(f"{path}: is a directory; expected a log file")
+    if path.stat().st_size == 0:
+        raise RecvaeError(f"{path}: the file is empty; expected an interaction log")
+    fmt = format_from_name(path, requested)
+    source = "given by --format" if requested != "auto" else "from the file name"
+    if fmt == "lightgcn":
+        return Detected("lightgcn", reason=f"LightGCN rows {source}")
+    if fmt not in {"csv", "movielens"}:
+        return Detected(fmt, reason=f"{fmt} {source}")
+    plain = strip_compression(path).name.lower()
+    if fmt == "movielens" and not plain.endswith(".csv"):
+        if plain == "ratings.dat" or plain.endswith(".dat"):
+            return Detected(fmt, "::", False, "MovieLens ratings.dat: '::', no header")
+        if plain == "u.data":
+            return Detected(fmt, "\t", False, "MovieLens u.data: tab, no header")
+        raise RecvaeError(
+            f"{path}: not a MovieLens ratings file; expected ratings.dat, u.data or "
+            "ratings.csv (optionally .gz)"
+        )
+    delimiter, header = reader.delimiter, reader.header
+    if delimiter is None and strip_compression(path).suffix.lower() == ".tsv":
+        delimiter = "\t"
+    if fmt == "movielens" and header is None:
+        header = True
+    given = [name for name in reader.columns.values() if name]
+    lightgcn_allowed = requested == "auto" and strip_compression(path).suffix.lower() == ".txt"
+    detected = detect_text(path, str(path), delimiter, header, given, lightgcn_allowed)
+    detected.format = "lightgcn" if detected.format == "lightgcn" else fmt
+    return detected
 
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    lengths = []
-    with opener(path, "rt", errors="replace") as handle:
-        for _, line in zip(range(50), handle, strict=False):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if not all(token.isdigit() for token in tokens) or "\t" in line.strip():
-                return False
-            lengths.append(len(tokens))
-    if not lengths:
-        return False
-    return presplit or len(set(lengths)) > 1 or lengths[0] > 4 or lengths[0] == 2
+
+def detect_sources(paths: list[Path], reader: ReaderOptions) -> list[Detected]:
+    """`detect_source` for files read as one log (or side by side), with the sibling rule."""
+    detected = [detect_source(path, reader.format, reader) for path in paths]
+    lightgcn_siblings(paths, detected, reader.format)
+    return detected
 
 
-def normalise_name(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.split(":")[0].lower())
+def lightgcn_siblings(paths: list[Path], detected: list[Detected], requested: str) -> None:
+    """Read all-integer .txt siblings of a LightGCN file (train.txt, valid.txt) as LightGCN too.
+
+    A valid.txt whose users all happen to hold two items has lines of three integers, which alone
+    read as a table (user, item, weight); beside a train.txt that is LightGCN by evidence, the
+    same lines are LightGCN rows. The reason says so. Changes `detected` in place.
+    """
+    if requested != "auto":
+        return
+    evidence = next(
+        (p for p, d in zip(paths, detected, strict=True) if d.format == "lightgcn"), None
+    )
+    if evidence is None:
+        return
+    for path, found in zip(paths, detected, strict=True):
+        suffix = strip_compression(path).suffix.lower()
+        if found.format == "csv" and found.integer_rows and suffix == ".txt":
+            found.format, found.delimiter, found.header = "lightgcn", None, None
+            found.reason = (
+                f"LightGCN rows like {evidence.name} (its field counts vary), read the same way"
+            )
 
 
 def choose_columns(
@@ -239,34 +260,28 @@ def first_line(error: Exception) -> str:
 def resolve_source(
     con: duckdb.DuckDBPyConnection,
     path: Path,
-    format_: str,
+    detected: Detected,
     role: str | None,
-    explicit_columns: dict[str, str | None],
-    delimiter: str | None = None,
-    header: bool | None = None,
+    reader: ReaderOptions,
     table: str | None = None,
     query: str | None = None,
     index: int = 0,
 ) -> Source:
-    """Open `path` far enough to know its columns and types; nothing is read in full yet."""
-    if not path.exists():
-        raise RecvaeError(f"{path}: no such file")
-    if path.is_dir():
-        raise RecvaeError(f"{path}: is a directory; expected a log file")
-    if path.stat().st_size == 0:
-        raise RecvaeError(f"{path}: the file is empty; expected an interaction log")
-    fmt = detect_format(path, format_, presplit=role is not None)
+    """Open `path` (as `detect_source` found it) far enough to know its columns and types."""
+    fmt = detected.format
+    explicit_columns = reader.columns
     if (table or query) and fmt != "duckdb":
         raise RecvaeError(f"{path}: --table/--query only apply to DuckDB database files")
     if fmt in {"csv", "movielens"}:
-        return _resolve_csv(con, path, fmt, role, explicit_columns, delimiter, header)
+        return _resolve_csv(con, path, detected, role, explicit_columns)
     if fmt == "lightgcn":
         relation = (
             f"read_csv({sql_literal(path)}, columns={{'line': 'VARCHAR'}}, header=false, "
             "delim='\\x1f', quote='', escape='', auto_detect=false)"
         )
         columns = ColumnChoice(user="user", item="item")
-        return Source(path, fmt, role, columns, {"user": "BIGINT", "item": "BIGINT"}, {}, relation)
+        types = {"user": "BIGINT", "item": "BIGINT"}
+        return Source(path, fmt, role, columns, types, {}, relation, detected=detected)
     if fmt == "parquet":
         relation = f"read_parquet({sql_literal(path)}, file_row_number=true)"
     elif fmt == "ndjson":
@@ -288,17 +303,42 @@ def resolve_source(
         finally:
             con.execute("USE memory")
         columns = choose_columns(list(types), explicit_columns, str(path), positional=False)
-        return Source(path, fmt, role, columns, types, {}, relation, alias, use)
+        return Source(path, fmt, role, columns, types, {}, relation, alias, use, detected)
     types = describe(con, relation, str(path))
     types.pop("file_row_number", None)
     columns = choose_columns(list(types), explicit_columns, str(path), positional=False)
-    return Source(path, fmt, role, columns, types, {}, relation)
+    return Source(path, fmt, role, columns, types, {}, relation, detected=detected)
+
+
+def read_only_select(query: str, label: str) -> str:
+    """`query` if it is exactly one SELECT (or WITH ... SELECT), else one line saying why not.
+
+    DuckDB's own parser splits and types the statements, so `) ; COPY (...) TO 'file'` is two
+    statements and refused before anything runs, as are COPY, ATTACH, INSERT, PRAGMA, SET, CALL.
+    """
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as error:
+        raise RecvaeError(f"{label}: the --query does not parse: {first_line(error)}") from error
+    if len(statements) != 1:
+        raise RecvaeError(
+            f"{label}: the --query must be exactly one SELECT statement; it holds "
+            f"{len(statements)} statements"
+        )
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise RecvaeError(
+            f"{label}: the --query must be one read-only SELECT (or WITH ... SELECT); "
+            f"got a {kind.name} statement"
+        )
+    return statements[0].query.strip().rstrip(";")
 
 
 def _duckdb_relation(
     con: duckdb.DuckDBPyConnection, path: Path, alias: str, table: str | None, query: str | None
 ) -> str:
     if query:
+        query = read_only_select(query, str(path))
         con.execute(f"USE {alias}")
         try:
             con.execute(f"DESCRIBE ({query})")
@@ -334,35 +374,23 @@ def _duckdb_relation(
 def _resolve_csv(
     con: duckdb.DuckDBPyConnection,
     path: Path,
-    fmt: str,
+    detected: Detected,
     role: str | None,
     explicit_columns: dict[str, str | None],
-    delimiter: str | None,
-    header: bool | None,
 ) -> Source:
+    """Column names and types of a text log whose delimiter and header are already decided."""
+    fmt = detected.format
     plain = strip_compression(path).name.lower()
-    names_override = None
-    if fmt == "movielens":
-        if plain == "ratings.dat" or plain.endswith(".dat"):
-            delimiter, header, names_override = "::", False, MOVIELENS_NAMES
-        elif plain == "u.data":
-            delimiter, header, names_override = "\t", False, MOVIELENS_NAMES
-        elif plain.endswith(".csv"):
-            header = True if header is None else header
-        else:
-            raise RecvaeError(
-                f"{path}: not a MovieLens ratings file; expected ratings.dat, u.data or "
-                "ratings.csv (optionally .gz)"
-            )
-    if delimiter is None and strip_compression(path).suffix.lower() == ".tsv":
-        delimiter = "\t"
+    names_override = MOVIELENS_NAMES if fmt == "movielens" and not plain.endswith(".csv") else None
     # ignore_errors lets the sniffer see past a ragged or mistyped row in its sample; those rows
     # are then caught, with their line numbers, by the typed read.
-    args = [sql_literal(path), "ignore_errors=true"]
-    if delimiter is not None:
-        args.append(f"delim={sql_literal(delimiter)}")
-    if header is not None:
-        args.append(f"header={str(header).lower()}")
+    args = [
+        sql_literal(path),
+        "ignore_errors=true",
+        f"delim={sql_literal(detected.delimiter or ',')}",
+        f"header={str(bool(detected.header)).lower()}",
+        "skip=0",
+    ]
     try:
         sniffed = con.execute(
             f"SELECT Delimiter, HasHeader, SkipRows, Columns FROM sniff_csv({', '.join(args)})"
@@ -383,11 +411,11 @@ def _resolve_csv(
     positional = not has_header and names_override is None
     columns = choose_columns(names, explicit_columns, str(path), positional=positional)
     dialect = {"delimiter": delim, "header": bool(has_header), "skip": int(skip), "names": names}
-    return Source(path, fmt, role, columns, types, dialect)
+    return Source(path, fmt, role, columns, types, dialect, detected=detected)
 
 
-def csv_relation(source: Source, id_type: str, rejects: str) -> str:
-    """read_csv with explicit types: ids as `id_type`, rating DOUBLE, time DOUBLE or TIMESTAMP.
+def csv_relation(source: Source, id_types: IdTypes, rejects: str) -> str:
+    """read_csv with explicit types: ids as `id_types`, rating DOUBLE, time DOUBLE or TIMESTAMP.
 
     Rows whose fields do not parse as those types, or that have too many or too few fields, go
     to DuckDB's rejects table (`rejects`) with their line number instead of failing the read.
@@ -398,7 +426,7 @@ def csv_relation(source: Source, id_type: str, rejects: str) -> str:
     for name in source.csv["names"]:
         role = role_of.get(name)
         if role in ("user", "item"):
-            declared[name] = id_type
+            declared[name] = getattr(id_types, role)
         elif role == "rating":
             declared[name] = "DOUBLE"
         elif role == "time":
@@ -416,31 +444,73 @@ def csv_relation(source: Source, id_type: str, rejects: str) -> str:
     )
 
 
-def id_type_of(source: Source) -> str:
-    """BIGINT when the source's user and item columns are integers, else VARCHAR."""
-    if source.format == "lightgcn":
-        return "BIGINT"
-    kinds = [source.types.get(getattr(source.columns, r), "VARCHAR") for r in ("user", "item")]
-    return "BIGINT" if all(is_integer_type(kind) for kind in kinds) else "VARCHAR"
+SIGNED_FITS_BIGINT = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+                      "UINTEGER"}  # fmt: skip
+UNSIGNED = {"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 
 
-def rows_sql(source: Source, id_type: str, use_rating: bool, use_time: bool, rejects: str) -> str:
+@dataclass(frozen=True)
+class IdTypes:
+    """The DuckDB type each id role is read as, the same for every source of one log."""
+
+    user: str
+    item: str
+
+
+def id_type_of(sources: list[Source]) -> IdTypes:
+    """The types user ids and item ids are read as, each decided over every source.
+
+    BIGINT when every column of that role is an integer type that fits it; UBIGINT when every
+    one is an unsigned integer and some are UBIGINT (uint64 hashes, e.g. a Parquet UInt64
+    column); text otherwise, which keeps any id as written (a CSV's ids of 2^63 and above sniff
+    as HUGEINT and become text).
+    """
+
+    def common(role: str) -> str:
+        kinds = [
+            "BIGINT" if s.format == "lightgcn" else s.types.get(getattr(s.columns, role), "VARCHAR")
+            for s in sources
+        ]
+        if all(kind in SIGNED_FITS_BIGINT for kind in kinds):
+            return "BIGINT"
+        if all(kind in UNSIGNED for kind in kinds):
+            return "UBIGINT"
+        return "VARCHAR"
+
+    return IdTypes(user=common("user"), item=common("item"))
+
+
+def rows_sql(
+    source: Source,
+    id_types: IdTypes,
+    use_rating: bool,
+    use_time: bool,
+    rejects: str,
+    numbered: bool = False,
+) -> str:
     """SELECT user, item, rating, time, bad: the source's rows in the standard shape.
 
     `bad` is NULL for a usable row and otherwise says what is wrong with it (and where, when the
-    format gives row numbers), e.g. 'row 17: empty user id (column user_id)'.
+    format gives row numbers), e.g. 'row 17: empty user id (column user_id)'. A text log's rows
+    are numbered only when `numbered` (quoting bad rows): the numbering costs a window over the
+    whole file, which the main pass does not pay.
     """
     if source.format == "lightgcn":
         return _lightgcn_sql(source)
     if source.format in {"csv", "movielens"}:
-        relation = csv_relation(source, id_type, rejects)
+        relation = csv_relation(source, id_types, rejects)
     else:
         relation = source.relation
-    where = "'row ' || (file_row_number + 1) || ': '" if source.format == "parquet" else "''"
+    where = "''"
+    if source.format == "parquet":
+        where = "'row ' || (file_row_number + 1) || ': '"
+    elif numbered and source.format in {"csv", "movielens"}:
+        relation = f"(SELECT *, row_number() OVER () AS recvae_row FROM {relation})"
+        where = "'data row ' || recvae_row || ': '"
     cols = source.columns
     exprs = {
-        "user": f"CAST({sql_ident(cols.user)} AS {id_type})",
-        "item": f"CAST({sql_ident(cols.item)} AS {id_type})",
+        "user": f"CAST({sql_ident(cols.user)} AS {id_types.user})",
+        "item": f"CAST({sql_ident(cols.item)} AS {id_types.item})",
         "rating": _rating_expr(source) if use_rating else "CAST(NULL AS DOUBLE)",
         "time": _time_expr(source) if use_time else "CAST(NULL AS BIGINT)",
     }
@@ -455,7 +525,10 @@ def rows_sql(source: Source, id_type: str, use_rating: bool, use_time: bool, rej
             f"WHEN rating IS NULL AND raw_rating IS NULL THEN {where} || "
             f"'empty rating (column {_q(cols.rating)})' "
             f"WHEN rating IS NULL THEN {where} || 'rating ''' || CAST(raw_rating AS VARCHAR) || "
-            f"''' is not a number (column {_q(cols.rating)})'"
+            f"''' is not a number (column {_q(cols.rating)})' "
+            f"WHEN NOT isfinite(rating) THEN {where} || 'rating ' || CAST(rating AS VARCHAR) || "
+            f"' is not a finite number (column {_q(cols.rating)}); NaN and infinite ratings are "
+            "refused'"
         )
     if use_time:
         raw.append(f"{sql_ident(cols.time)} AS raw_time")
@@ -466,6 +539,7 @@ def rows_sql(source: Source, id_type: str, use_rating: bool, use_time: bool, rej
             f"''' is neither unix seconds nor a date-time (column {_q(cols.time)})'"
         )
     extra = ", file_row_number" if source.format == "parquet" else ""
+    extra += ", recvae_row" if "recvae_row" in relation else ""
     inner = ", ".join([f"{expr} AS {role}" for role, expr in exprs.items()] + raw) + extra
     return (
         f"SELECT user, item, rating, time, CASE {' '.join(checks)} END AS bad "
@@ -490,8 +564,10 @@ def _time_expr(source: Source) -> str:
     kind = source.types.get(source.columns.time, "VARCHAR")
     if is_time_type(kind):
         return f"CAST(epoch({column}) AS BIGINT)"
-    if is_numeric_type(kind):
+    if is_integer_type(kind):
         return f"CAST({column} AS BIGINT)"
+    if is_numeric_type(kind):  # NaN or inf seconds: not a time (a bad row, not a crash)
+        return f"TRY_CAST({column} AS BIGINT)"
     return (
         f"coalesce(TRY_CAST(TRY_CAST({column} AS DOUBLE) AS BIGINT), "
         f"CAST(epoch(TRY_CAST({column} AS TIMESTAMP)) AS BIGINT))"

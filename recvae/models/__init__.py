@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 
 from recvae.errors import RecvaeError
-from recvae.models.base import Recommender, read_model_json
+from recvae.models.base import DAMAGED, Recommender, read_model_json
 
 # name -> "module:Class"
 MODEL_CLASSES: dict[str, str] = {
@@ -31,5 +31,25 @@ def model_class(name: str) -> type[Recommender]:
 
 
 def load_model(path: Path) -> Recommender:
-    """Load any saved model from its directory (reads model.json to find the class)."""
-    return model_class(read_model_json(path)["model"]).load(Path(path))
+    """Load any saved model from its directory (reads model.json to find the class).
+
+    Each model's `load` checks its own files (recvae.models.base helpers); what still slips
+    through (a config that does not fit the class, say) becomes one RecvaeError line here too.
+    """
+    path = Path(path)
+    name = read_model_json(path)["model"]
+    if name not in MODEL_CLASSES:
+        known = ", ".join(sorted(MODEL_CLASSES))
+        raise RecvaeError(
+            f"{path / 'model.json'} names an unknown model {name!r} (known: {known}); {DAMAGED}"
+        )
+    cls = model_class(name)
+    try:
+        return cls.load(path)
+    except RecvaeError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as error:
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise RecvaeError(
+            f"cannot load the {name} model in {path}: {type(error).__name__}: {first}; {DAMAGED}"
+        ) from error

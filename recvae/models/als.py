@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, read_model_json, write_model_json
+from recvae.models.base import check_history, load_array, read_model_json, write_model_json
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,13 @@ class ALS:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        model = cls(**read_model_json(path)["config"])
+        model = cls(**read_model_json(path, expect=cls.name).get("config", {}))
+        factors = load_array(path / "item_factors.npy", ndim=2).astype(np.float32, copy=False)
+        if factors.shape[1] != model.config.factors:
+            raise RecvaeError(
+                f"{path / 'item_factors.npy'} has {factors.shape[1]} factors but model.json says "
+                f"{model.config.factors}; they come from different models"
+            )
         model._model = model._implicit_model()
-        model._model.item_factors = np.load(path / "item_factors.npy", allow_pickle=False)
+        model._model.item_factors = factors
         return model

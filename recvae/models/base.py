@@ -6,11 +6,16 @@ the same way, by fold-in. Masking of seen items, top-K and metrics live outside 
 
 A saved model is a directory holding `model.json` ({"model": name, "config": {...}}) and the
 model's own files (safetensors or .npy arrays); nothing is ever unpickled when loading.
+
+Loading a damaged directory (an empty or foreign model.json, a missing, truncated or random
+weights file, shapes that do not match model.json) stops with one RecvaeError line naming the
+file and what is wrong, never a traceback: the helpers below read every file a model loads.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -46,11 +51,104 @@ def write_model_json(path: Path, name: str, config: dict[str, Any], **extra: Any
     (path / "model.json").write_text(json.dumps(payload, indent=2, default=str))
 
 
-def read_model_json(path: Path) -> dict[str, Any]:
+DAMAGED = "the model directory is damaged or incomplete: retrain the model or restore a copy"
+
+
+def read_model_json(path: Path, expect: str | None = None) -> dict[str, Any]:
+    """model.json as a dict that names a model (and, with `expect`, that very model)."""
     file = Path(path) / "model.json"
     if not file.is_file():
         raise RecvaeError(f"{path} is not a saved recvae model (no model.json)")
-    return json.loads(file.read_text())
+    try:
+        meta = json.loads(file.read_text())
+    except (UnicodeDecodeError, ValueError) as error:
+        reason = "it is empty" if not file.read_bytes().strip() else f"not JSON: {error}"
+        raise RecvaeError(f"{file} cannot be read ({reason}); {DAMAGED}") from error
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
+        raise RecvaeError(
+            f'{file} does not name a model (expected {{"model": NAME, "config": {{...}}}}); '
+            f"{DAMAGED}"
+        )
+    if not isinstance(meta.get("config", {}), dict):
+        raise RecvaeError(f"{file}: 'config' must be a table of settings; {DAMAGED}")
+    if expect is not None and meta["model"] != expect:
+        raise RecvaeError(f"{path} holds a {meta['model']!r} model, not {expect!r}")
+    return meta
+
+
+def model_size(meta: Mapping[str, Any], key: str, path: Path) -> int:
+    """A positive integer recorded in model.json (e.g. n_items), checked."""
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RecvaeError(
+            f"{Path(path) / 'model.json'}: {key} must be a positive integer, got {value!r}; "
+            f"{DAMAGED}"
+        )
+    return value
+
+
+def load_array(file: Path, ndim: int, rows: int | None = None) -> np.ndarray:
+    """A numeric .npy array of `ndim` dimensions (and `rows` rows), or one RecvaeError line."""
+    file = Path(file)
+    if not file.is_file():
+        raise RecvaeError(f"{file} is missing; {DAMAGED}")
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RecvaeError(f"{file} is not a readable array (truncated or corrupt: {first})") from (
+            error
+        )
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise RecvaeError(f"{file} does not hold a numeric array; {DAMAGED}")
+    if array.ndim != ndim or (rows is not None and array.shape[0] != rows):
+        want = f"{ndim}-d" + (f" with {rows} rows" if rows is not None else "")
+        raise RecvaeError(f"{file} holds an array of shape {array.shape}, expected {want}")
+    return array
+
+
+def load_tensors(file: Path) -> dict[str, Any]:
+    """The tensors of a safetensors file, or one RecvaeError line when missing or corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(file)
+    if not file.is_file():
+        raise RecvaeError(f"{file} is missing; {DAMAGED}")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RecvaeError(f"{file} is not a readable safetensors file ({first}); {DAMAGED}") from (
+            error
+        )
+
+
+def check_tensor_shapes(
+    expected: Mapping[str, tuple[int, ...]],
+    tensors: Mapping[str, Any],
+    file: Path,
+    not_saved: tuple[str, ...] = (),
+) -> None:
+    """Refuse weights whose names or shapes differ from what model.json's config builds.
+
+    `not_saved`: name prefixes of parameters the model rebuilds on load (never in the file).
+    """
+    missing = [k for k in expected if k not in tensors and not k.startswith(not_saved)]
+    unexpected = [k for k in tensors if k not in expected]
+    if missing or unexpected:
+        detail = f"missing {', '.join(missing[:3])}" if missing else ""
+        if unexpected:
+            detail += ("; " if detail else "") + f"unexpected {', '.join(unexpected[:3])}"
+        raise RecvaeError(
+            f"{file} does not match model.json ({detail}); they come from different models"
+        )
+    for key, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[key]):
+            raise RecvaeError(
+                f"{file} does not match model.json: {key} has shape {tuple(tensor.shape)} in the "
+                f"file but {tuple(expected[key])} per model.json; they come from different models"
+            )
 
 
 def check_history(history: sp.csr_matrix, n_items: int, model: str) -> sp.csr_matrix:

@@ -32,7 +32,13 @@ import scipy.sparse as sp
 from recvae.config import config_from_dict, config_to_dict
 from recvae.data.split import Holdout
 from recvae.errors import RecvaeError
-from recvae.models.base import Recommender, check_history, read_model_json, write_model_json
+from recvae.models.base import (
+    Recommender,
+    check_history,
+    model_size,
+    read_model_json,
+    write_model_json,
+)
 
 Normalise = Literal["zscore", "softmax"]
 
@@ -141,10 +147,8 @@ class Blend:
         from recvae.models import load_model
 
         path = Path(path)
-        meta = read_model_json(path)
-        if meta.get("model") != cls.name:
-            raise RecvaeError(f"{path} holds a {meta.get('model')!r} model, not 'blend'")
-        blend = cls(config_from_dict(BlendConfig, meta["config"], source=str(path)))
-        blend.n_items = int(meta["n_items"])
+        meta = read_model_json(path, expect=cls.name)
+        blend = cls(config_from_dict(BlendConfig, meta.get("config", {}), source=str(path)))
+        blend.n_items = model_size(meta, "n_items", path)
         blend.models = [load_model(path / f"member-{i}") for i in range(len(blend.config.members))]
         return blend

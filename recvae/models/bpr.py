@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
 from recvae.models.als import check_factor_config, resolve_threads
-from recvae.models.base import check_history, read_model_json, write_model_json
+from recvae.models.base import check_history, load_array, read_model_json, write_model_json
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,8 @@ class BPR:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        model = cls(**read_model_json(path)["config"])
-        model.item_factors = np.load(path / "item_factors.npy", allow_pickle=False)
+        model = cls(**read_model_json(path, expect=cls.name).get("config", {}))
+        model.item_factors = load_array(path / "item_factors.npy", ndim=2)
         return model
 
     def _fitted_items(self) -> np.ndarray:

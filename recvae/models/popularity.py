@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, read_model_json, write_model_json
+from recvae.models.base import check_history, load_array, read_model_json, write_model_json
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ class Popularity:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        read_model_json(path)
+        read_model_json(path, expect=cls.name)
         model = cls()
-        model.item_counts = np.load(path / "item_counts.npy", allow_pickle=False)
+        model.item_counts = load_array(path / "item_counts.npy", ndim=1).astype(np.float32)
         return model
 
     def _fitted_counts(self) -> np.ndarray:

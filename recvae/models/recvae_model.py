@@ -42,7 +42,6 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from recvae.errors import RecvaeError
 from recvae.models.configs import RecVAEConfig
 from recvae.models.torch_autoencoder import NOISE, TorchAutoencoder
 from recvae.models.torch_sparse import (
@@ -389,8 +388,9 @@ class RecVAE(TorchAutoencoder):
             k: v for k, v in super()._tensors_to_save().items() if not k.startswith("old_encoder.")
         }
 
+    _weights_not_saved: ClassVar[tuple[str, ...]] = ("old_encoder.",)
+
     def _load_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
-        missing, unexpected = self.module.load_state_dict(tensors, strict=False)
-        if unexpected or any(not k.startswith("old_encoder.") for k in missing):
-            raise RecvaeError(f"{path}: weights do not match the config ({missing + unexpected})")
+        # names and shapes were checked by TorchAutoencoder.load (check_tensor_shapes)
+        self.module.load_state_dict(tensors, strict=False)
         self.module.update_old_encoder()

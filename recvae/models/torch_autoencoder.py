@@ -20,12 +20,19 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from recvae.config import config_from_dict, config_to_dict
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, read_model_json, write_model_json
+from recvae.models.base import (
+    check_history,
+    check_tensor_shapes,
+    load_tensors,
+    model_size,
+    read_model_json,
+    write_model_json,
+)
 from recvae.models.torch_sparse import normalised_values, row_norms, torch_csr
 from recvae.train import EpochCallback, LoopSettings, epoch_seed, run_loop
 
@@ -57,6 +64,8 @@ class TorchAutoencoder:
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    #: parameter name prefixes rebuilt on load, never saved (RecVAE's old encoder)
+    _weights_not_saved: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         base = config if config is not None else self.config_class()
@@ -244,15 +253,18 @@ class TorchAutoencoder:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        meta = read_model_json(path)
-        if meta.get("model") != cls.name:
-            raise RecvaeError(f"{path} holds a {meta.get('model')!r} model, not {cls.name!r}")
+        meta = read_model_json(path, expect=cls.name)
         model = cls(
-            config_from_dict(cls.config_class, meta["config"], source=str(path / "model.json"))
+            config_from_dict(
+                cls.config_class, meta.get("config", {}), source=str(path / "model.json")
+            )
         )
-        model.n_items = int(meta["n_items"])
+        model.n_items = model_size(meta, "n_items", path)
         model.module = model._build_module(model.n_items)
-        model._load_weights(load_file(str(path / WEIGHTS_FILE)), path)
+        tensors = load_tensors(path / WEIGHTS_FILE)
+        expected = {k: tuple(v.shape) for k, v in model.module.state_dict().items()}
+        check_tensor_shapes(expected, tensors, path / WEIGHTS_FILE, cls._weights_not_saved)
+        model._load_weights(tensors, path)
         model.module.eval()
         model.history = meta.get("history", [])
         model.best_epoch = int(meta.get("best_epoch", 0))

@@ -117,7 +117,10 @@ def warm_state(
     (see `new_item_neighbours`) a new item's slices are its neighbours' weighted average.
     """
     if set(fresh) != set(trained):
-        raise WarmStartError("the warm-start model has other layers; it cannot seed these weights")
+        raise WarmStartError(
+            "the warm-start model has a different architecture (other layers); it cannot seed "
+            "these weights"
+        )
     known = np.flatnonzero(rows >= 0)
     source_index = torch.from_numpy(rows[known])
     target_index = torch.from_numpy(known)
@@ -128,8 +131,9 @@ def warm_state(
         if axis is None:
             if old.shape != init.shape:
                 raise WarmStartError(
-                    f"the warm-start model's {name} is {tuple(old.shape)}, this model's is "
-                    f"{tuple(init.shape)} (hidden_dims / latent_dim differ); it cannot seed it"
+                    f"the warm-start model has a different architecture: its {name} is "
+                    f"{tuple(old.shape)}, this model's {tuple(init.shape)} (hidden_dims / "
+                    "latent_dim differ); it cannot seed these weights"
                 )
             state[name] = old.clone()
             continue

@@ -194,9 +194,6 @@ class SearchSpace:
     def grid(self) -> dict[str, list[Any]]:
         return {spec.name: spec.grid_values() for spec in self.params}
 
-    def grid_size(self) -> int:
-        return math.prod(len(values) for values in self.grid().values())
-
     def to_dict(self) -> dict[str, Any]:
         """JSON/TOML-ready; the same shape `parse_space` reads."""
         return {"params": {s.name: s.to_dict() for s in self.params}, "fixed": dict(self.fixed)}

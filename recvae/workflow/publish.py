@@ -141,7 +141,7 @@ def publish(
     it and publish its top-N export for the users of `history` (a dataset directory).
 
     The caller holds the store's job lock. `scratch` is where the artifact is written before it
-    is copied into the store (default: beside the store).
+    is copied into the store (default: a temporary directory beside the store).
     """
     from recvae.evaluate import evaluate
 
@@ -153,7 +153,9 @@ def publish(
         "metrics": new_eval.means,
         "validation_users": new_eval.users,
     }
-    candidate = Path(scratch) if scratch is not None else store.root / ".candidate"
+    # Beside the store, not in it: the store holds only what it wrote (recvae.io.check_output).
+    default = store.root.parent / f".{store.root.name}.candidate.tmp-{os.getpid()}"
+    candidate = Path(scratch) if scratch is not None else default
     save_artifact(Artifact(artifact.model, artifact.items, metadata), candidate, train=train)
     try:
         version = store.add(candidate).name
@@ -212,7 +214,10 @@ def stage_export(store: ModelStore, version: str, history: Path, target: ExportT
 def commit(store: ModelStore, version: str, target: ExportTarget, reason: str = "") -> None:
     """Step 3: point `current` at `version`, swap the staged export in, close the journal."""
     if store.current_name() != version:
-        store.promote(version, reason=reason)
+        # Items that left today's data are gone from the new model on purpose: its export is
+        # made from the same data, so promoting it loses no history (the store's item check
+        # guards promotions of models trained elsewhere).
+        store.promote(version, reason=reason, force=True)
     swap_in_staged_export(target, version)
     (store.root / JOURNAL).unlink(missing_ok=True)
     _fsync_dir(store.root)
