@@ -8,7 +8,7 @@ separately (in the background, niced) and `report` gathers them into report.md:
         --model recvae --set epochs=60 --out benchmarks/reports/beyond-2026-11-28
     python benchmarks/beyond.py speed ml-1m ../shared/datasets/ml-1m-lightgcn --out ...
     python benchmarks/beyond.py blend ml-1m ../shared/datasets/ml-1m-lightgcn \
-        --members recvae-default,ease-l2-500 --out ...
+        --members recvae-default,ease-l2-500 --out ...   # weights tuned like `recvae train`
     python benchmarks/beyond.py paired ml-1m ../shared/datasets/ml-1m-lightgcn \
         --members recvae-enc1-beta02,ease-l2-1000 --weight 0.1 --normalise softmax \
         --baseline benchmarks/work/beyond/ml-1m/ease-l2-1000 --baseline ALS_DIR  # per-user margins
@@ -21,6 +21,10 @@ separately (in the background, niced) and `report` gathers them into report.md:
 
 Fitted models are kept under benchmarks/work/beyond/<dataset>/<run> (not committed) so that a
 blend reuses them instead of refitting (EASE on Gowalla takes minutes and gigabytes).
+
+Fitting goes through `recvae.workflow.fit.fit_model` (the path `recvae train` takes) and blend
+weights are tuned by `recvae.models.blend.tune_weights` (what `weights = "tune"` runs), so a
+number here is a number the product reproduces.
 """
 
 from __future__ import annotations
@@ -36,17 +40,20 @@ import numpy as np
 
 from recvae.bench.data import ingest_spec
 from recvae.cli.train import parse_set_options
-from recvae.evaluate import batch_metrics, evaluate
-from recvae.models import load_model, model_class
-from recvae.models.blend import Blend, mix, normalise_scores
+from recvae.data.split import ProtocolSpec
+from recvae.evaluate import evaluate
+from recvae.models import build_model, load_model
+from recvae.models.blend import Blend, tune_weights
 from recvae.provenance import run_info
+from recvae.workflow.fit import TrainSpec, fit_model
 
 WORK = Path("benchmarks/work/beyond")
 KS = [20]
 METRICS = ("recall_lightgcn@20", "ndcg@20")
 
 
-def load_split(path: str):
+def load_dataset(path: str):
+    """LightGCN's train.txt / valid.txt as a dataset carrying that split ("presplit")."""
     root = Path(path)
     if not (root / "train.txt").is_file():
         sys.exit(f"skipping: {root}/train.txt not found (pass the LightGCN data folder)")
@@ -55,7 +62,11 @@ def load_split(path: str):
         "sources": ["train.txt", "valid.txt"],
         "split_sources": ["train", "valid"],
     }
-    return ingest_spec(root.name, root, options).split
+    return ingest_spec(root.name, root, options)
+
+
+def load_split(path: str):
+    return load_dataset(path).split
 
 
 def write(out: Path, name: str, payload: dict[str, Any]) -> None:
@@ -67,28 +78,24 @@ def write(out: Path, name: str, payload: dict[str, Any]) -> None:
 
 def fit(args: argparse.Namespace) -> None:
     """Fit one model with one setting on train, evaluate on valid, save model + JSON."""
-    split = load_split(args.data)
+    dataset = load_dataset(args.data)
     settings = parse_set_options(args.set or [])
-    cls = model_class(args.model)
-    started = time.perf_counter()
-    model = cls(**settings)
-    if args.model in ("recvae", "multvae", "multdae"):
-        log = WORK / args.dataset / f"{args.run}.log.jsonl"  # one line per epoch, to watch
-        model.fit(split.train, split.valid, log_path=log)
-    else:
-        model.fit(split.train)
-    fit_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    result = evaluate(model, split.valid, ks=KS, batch_size=2000)
+    log = WORK / args.dataset / f"{args.run}.log.jsonl"  # epoch models: one line per epoch
+    result = fit_model(
+        dataset, TrainSpec.of(args.model, settings), ProtocolSpec("presplit"), log_path=log,
+        metric="ndcg@20",
+    )  # fmt: skip
+    evaluation = result.evaluation
+    assert evaluation is not None
+    model: Any = result.model
     payload: dict[str, Any] = {
         "dataset": args.dataset,
         "run": args.run,
         "model": args.model,
         "settings": settings,
-        "valid": {m: result.means[m] for m in METRICS},
-        "valid_stderr": {m: result.stderrs[m] for m in METRICS},
-        "fit_seconds": fit_seconds,
-        "eval_seconds": time.perf_counter() - started,
+        "valid": {m: evaluation.means[m] for m in METRICS},
+        "valid_stderr": {m: evaluation.stderrs[m] for m in METRICS},
+        "fit_seconds": result.metadata["training"]["seconds"],
     }
     history = getattr(model, "history", None)
     if history:
@@ -99,7 +106,7 @@ def fit(args: argparse.Namespace) -> None:
             {k: r.get(k) for k in ("epoch", "loss", "train_seconds", *METRICS)} for r in history
         ]
     if not args.no_save:
-        model.save(WORK / args.dataset / args.run)
+        result.save(WORK / args.dataset / args.run)
     write(Path(args.out) / args.dataset, args.run, payload)
 
 
@@ -108,9 +115,9 @@ def speed(args: argparse.Namespace) -> None:
     split = load_split(args.data)
     rows: dict[str, Any] = {}
     for name, model in (
-        ("multvae", model_class("multvae")(epochs=args.epochs, threads=args.threads)),
-        ("recvae", model_class("recvae")(epochs=args.epochs, threads=args.threads)),
-        ("multvae-again", model_class("multvae")(epochs=args.epochs, threads=args.threads)),
+        ("multvae", build_model("multvae", {"epochs": args.epochs, "threads": args.threads})),
+        ("recvae", build_model("recvae", {"epochs": args.epochs, "threads": args.threads})),
+        ("multvae-again", build_model("multvae", {"epochs": args.epochs, "threads": args.threads})),
     ):
         model.fit(split.train)
         rows[name] = [r["train_seconds"] for r in model.history]
@@ -139,47 +146,20 @@ def member_label(name: str) -> str:
     return name if "/" not in name else f"{Path(name).parent.name}-{Path(name).name}"
 
 
-def blend_grid(
-    models: list[Any], holdout: Any, grid: list[tuple[str, float]], chunk: int = 2000
-) -> list[dict[str, Any]]:
-    """Metrics of every (normalisation, weight) blend of two members on `holdout`.
-
-    Users are taken `chunk` at a time and each member scores a chunk once for the whole grid,
-    so only a chunk of scores is ever dense (Gowalla's valid users x 41k items would be 4.9 GB
-    per member); every grid point is ranked by the shared `batch_metrics`."""
-    per_user: dict[tuple[str, float], dict[str, list[np.ndarray]]] = {
-        point: {m: [] for m in METRICS} for point in grid
-    }
-    for start in range(0, holdout.history.shape[0], chunk):
-        history = holdout.history[start : start + chunk]
-        heldout = holdout.heldout[start : start + chunk]
-        raw = [m.score(history) for m in models]
-        for how in sorted({how for how, _ in grid}):
-            parts = [normalise_scores(scores, how) for scores in raw]
-            for weight in [w for h, w in grid if h == how]:
-                mixed = mix(parts, (weight, 1.0 - weight))
-                values = batch_metrics(mixed, history, heldout, KS)
-                for metric in METRICS:
-                    per_user[how, weight][metric].append(values[metric])
-    return [
-        {"normalise": how, "weight": weight,
-         **{m: float(np.concatenate(v).mean()) for m, v in values.items()}}
-        for (how, weight), values in per_user.items()
-    ]  # fmt: skip
-
-
 def blend(args: argparse.Namespace) -> None:
-    """Grid the blend weight of saved members on valid (scores computed once per chunk)."""
+    """Tune the blend weights of saved members on valid, per normalisation: the grid and the
+    choice are `weights = "tune"`'s (each member scores a batch of users once for the grid)."""
     split = load_split(args.data)
     names = args.members.split(",")
     models = [load_member(args.dataset, n) for n in names]
     holdout = split.valid.with_heldout_users_only()  # the users evaluate() scores
-    grid = [
-        (how, float(weight))
-        for how in args.normalise.split(",")
-        for weight in args.weights.split(",")
-    ]
-    results = blend_grid(models, holdout, grid)
+    results = []
+    for how in args.normalise.split(","):
+        _, table = tune_weights(models, holdout, how, "ndcg@20", args.weight_step, batch_size=2000)
+        results += [
+            {"normalise": how, "weight": row["weights"][0], **{m: row[m] for m in METRICS}}
+            for row in table
+        ]
     for row in results:
         print(row)
     best = max(results, key=lambda r: r["ndcg@20"])
@@ -227,61 +207,85 @@ def final(args: argparse.Namespace) -> None:
     """Train the final model on train + valid (fixed epochs, no validation) into an artifact.
 
     RecVAE is trained for the validated number of rounds; with --ease-l2 an EASE is fitted too
-    and the two are blended with the validated weight and normalisation.
+    and the two are blended with the validated weight and normalisation. Both go through
+    `fit_model` (protocol "none"); with --recvae-model a RecVAE trained earlier is reused and
+    only EASE is fitted, and the blend's artifact gets the same metadata layout.
     """
-    from recvae.artifact import Artifact, save_artifact
+    from recvae.artifact import Artifact, load_artifact, save_artifact
+    from recvae.data.split import describe_split, make_split
+    from recvae.workflow.fit import fit_metadata
 
     root = Path(args.data)
     options = {"format": "lightgcn", "sources": ["train.txt", "valid.txt"]}
     dataset = ingest_spec(root.name, root, options)  # no split: one matrix, train + valid
-    started = time.perf_counter()
+    everything = ProtocolSpec("none")
     settings = parse_set_options(args.set or [])
+    weights = [args.weight, 1.0 - args.weight]
     if args.recvae_model:  # e.g. from `recvae train DS --model recvae --no-validation --epochs N`
-        from recvae.artifact import load_artifact
-
         recvae = load_artifact(Path(args.recvae_model)).model
         if recvae.n_items != dataset.matrix.shape[1]:
-            sys.exit(
-                f"{args.recvae_model} has {recvae.n_items} items, the data set a different count"
-            )
-        settings = {"reused": args.recvae_model}
+            sys.exit(f"{args.recvae_model} has {recvae.n_items} items, the data set another count")
+        if args.ease_l2 is None:
+            sys.exit("--recvae-model builds a blend: give --ease-l2 too")
+        started = time.perf_counter()
+        ease = fit_model(dataset, TrainSpec.of("ease", {"l2": args.ease_l2}), everything).model
+        n_items = dataset.matrix.shape[1]
+        model = Blend.from_members([recvae, ease], tuple(weights), n_items, args.normalise)
+        training = {"seconds": round(time.perf_counter() - started, 3),
+                    "reused": args.recvae_model}  # fmt: skip
+        split = describe_split(dataset, everything, make_split(dataset, everything))
+        metadata = fit_metadata("blend", model, dataset, split, training, None, "ndcg@20", root)
+        artifact = Artifact(model, dataset.items, metadata)
+        save_artifact(artifact, Path(args.model_out), dataset.matrix)
+        print(json.dumps({"model_out": args.model_out, **training}))
+        return
+    if args.ease_l2 is None:
+        spec = TrainSpec.of("recvae", settings)
     else:
-        recvae = model_class("recvae")(**settings)
-        recvae.fit(dataset.matrix, callback=snapshot_rounds(args, recvae, dataset))
-    model: Any = recvae
-    if args.ease_l2 is not None:
-        ease = model_class("ease")(l2=args.ease_l2).fit(dataset.matrix)
-        weights = (args.weight, 1.0 - args.weight)
-        model = Blend.from_members([recvae, ease], weights, dataset.matrix.shape[1], args.normalise)
-    metadata = {
-        "trained_on": "train.txt + valid.txt",
-        "settings": settings,
-        "ease_l2": args.ease_l2,
-        "weight": args.weight,
-        "normalise": args.normalise,
-        "seconds": time.perf_counter() - started,
-        "run": run_info(),
-    }
-    save_artifact(Artifact(model, dataset.items, metadata), Path(args.model_out), dataset.matrix)
-    print(json.dumps({k: v for k, v in metadata.items() if k != "run"}))
+        members = [{"model": "recvae", **settings}, {"model": "ease", "l2": args.ease_l2}]
+        blend_settings = {"members": members, "weights": weights, "normalise": args.normalise}
+        spec = TrainSpec.of("blend", blend_settings)
+    if args.snapshots_from is not None and args.ease_l2 is not None:
+        sys.exit("--snapshots-from trains RecVAE alone: leave out --ease-l2")
+    checkpoints = Path(f"{args.model_out}-rounds") / "checkpoint"
+    on_epoch = snapshot_rounds(args, dataset, checkpoints)
+    result = fit_model(
+        dataset, spec, everything, on_epoch=on_epoch, dataset_path=root,
+        checkpoint_dir=checkpoints if on_epoch is not None else None,
+    )  # fmt: skip
+    result.save(Path(args.model_out))
+    print(json.dumps({"model_out": args.model_out, **result.metadata["training"]}, default=str))
 
 
-def snapshot_rounds(args: argparse.Namespace, recvae: Any, dataset: Any) -> Any:
-    """With --snapshots-from R: an epoch callback that saves the RecVAE of every round >= R as
-    an artifact under MODEL_OUT-rounds/round-N. The final model can then start training before
-    the validation run has found its best round (on Gowalla both take about an hour); the blend
-    is built afterwards from the snapshot of that round with --recvae-model."""
+def snapshot_rounds(args: argparse.Namespace, dataset: Any, checkpoints: Path) -> Any:
+    """With --snapshots-from R: an epoch callback that saves RecVAE's weights of every round
+    >= R, from the checkpoint the loop has just written (`checkpoints`/last), as an artifact
+    under MODEL_OUT-rounds/round-N. The final
+    model can then start training before the validation run has found its best round (on
+    Gowalla both take about an hour); the blend is built afterwards from the snapshot of that
+    round with --recvae-model."""
     if args.snapshots_from is None:
         return None
+    from safetensors.torch import load_file
+
     from recvae.artifact import Artifact, save_artifact
+    from recvae.models.recvae_model import RecVAE
 
     root = Path(f"{args.model_out}-rounds")
+    snapshot = RecVAE(**parse_set_options(args.set or []))
+    snapshot.n_items = dataset.matrix.shape[1]
+    snapshot.module = snapshot._build_module(snapshot.n_items)
 
     def save(epoch: int, record: dict[str, Any]) -> None:
-        if epoch >= args.snapshots_from:
-            metadata = {"trained_on": "train.txt + valid.txt", "round": epoch, "run": run_info()}
-            artifact = Artifact(recvae, dataset.items, metadata)
-            save_artifact(artifact, root / f"round-{epoch}", dataset.matrix)
+        if epoch < args.snapshots_from:
+            return
+        tensors = load_file(str(checkpoints / "last" / "weights.safetensors"))
+        prefix = "module."
+        module = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+        snapshot.module.load_state_dict(module)
+        metadata = {"trained_on": "train.txt + valid.txt", "round": epoch, "run": run_info()}
+        save_artifact(Artifact(snapshot, dataset.items, metadata), root / f"round-{epoch}",
+                      dataset.matrix)  # fmt: skip
 
     return save
 
@@ -398,7 +402,7 @@ def main() -> None:
     p.add_argument("dataset")
     p.add_argument("data")
     p.add_argument("--members", required=True)
-    p.add_argument("--weights", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
+    p.add_argument("--weight-step", type=float, default=0.1, help="the tuning grid's step")
     p.add_argument("--normalise", default="zscore,softmax")
     p.set_defaults(func=blend)
     p = sub.add_parser("paired")

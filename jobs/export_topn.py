@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from recvae.config import read_toml
 from recvae.errors import RecvaeError
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -45,12 +45,7 @@ KNOWN = {
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise RecvaeError(f"config file {path} does not exist") from error
-    except tomllib.TOMLDecodeError as error:
-        raise RecvaeError(f"config file {path} is not valid TOML: {error}") from error
+    raw = read_toml(path)
     for section, table in raw.items():
         if section not in KNOWN:
             raise RecvaeError(f"{path}: unknown section [{section}]; known: {', '.join(KNOWN)}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -194,44 +193,26 @@ class Model:
         By default every interaction is trained on for the full epoch budget. With
         `validation=True` it trains as `recvae train` does: on the dataset's split when it has
         one, else with `valid_users` users (default 10%, at most 10,000) held out to pick the
-        best epoch and stop early; the metrics land in `metadata["training"]`.
+        best epoch and stop early; the validation metrics land in `metadata["metrics"]` (the
+        layout of recvae.workflow.fit, shared with `recvae train`).
         """
-        from recvae.config import config_to_dict
-        from recvae.data.split import training_split
-        from recvae.provenance import run_info
+        from recvae.data.split import ProtocolSpec
+        from recvae.workflow.fit import TrainSpec, fit_model
 
         dataset = ingest(data)
-        seed = int(getattr(self.config, "seed", 0))
-        run = training_split(dataset, valid_users, validation, seed=seed)
-        started = time.perf_counter()
-        self.recommender = self.recommender.fit(run.train, run.valid)
-        seconds = time.perf_counter() - started
+        spec = TrainSpec(self.name, self.config)
+        protocol = ProtocolSpec(
+            "auto" if validation else "none", valid_users=valid_users or 0, seed=spec.seed or 0
+        )
+        result = fit_model(dataset, spec, protocol)  # the one fit path (recvae.workflow.fit)
+        self.recommender = result.model
+        seconds = result.metadata["training"]["seconds"]
         self.items, self.users, self.history = dataset.items, dataset.users, dataset.matrix
-        self._train = run.train
+        self._train = result.split.train
         self._popularity = None
-        trained = self.recommender
-        self.metadata = {
-            "model": self.name,
-            "config": config_to_dict(self.config),
-            "seed": seed,
-            "dataset": {
-                "fingerprint": dataset.fingerprint(),
-                "shape": list(dataset.matrix.shape),
-                "nnz": int(dataset.matrix.nnz),
-            },
-            "validation": run.validation,
-            "training": {
-                "epochs_run": len(getattr(trained, "history", [])),
-                "best_epoch": getattr(trained, "best_epoch", None),
-                "stopped": getattr(trained, "stopped", None),
-                "seconds": round(seconds, 2),
-                "best_metrics": getattr(trained, "best_metrics", {}),
-            },
-            "written_by": "recvae.api",
-            "run": run_info(),
-        }
+        self.metadata = {**result.metadata, "written_by": "recvae.api"}
         log.info(
-            "fitted %s on %d users x %d items in %.1fs", self.name, *run.train.shape, seconds,
+            "fitted %s on %d users x %d items in %.1fs", self.name, *self._train.shape, seconds,
             extra={"event": "fit", "model": self.name, "seconds": round(seconds, 2)},
         )  # fmt: skip
         return self
@@ -498,7 +479,8 @@ class Popularity(Model):
 
 class Blend(Model):
     """A blend of models' per-user normalised scores; settings are `BlendConfig` fields, e.g.
-    `Blend(members=["multdae", "ease"], weights=[0.9, 0.1], settings={"ease": {"l2": 200.0}})`.
+    `Blend(members=[{"model": "multdae"}, {"model": "ease", "l2": 200.0}], weights=[0.9, 0.1])`
+    (`weights="tune"` tunes them on validation users: fit with `validation=True`).
 
     similar_items: the blend's scores for a one-item history.
     """
@@ -558,15 +540,14 @@ def _item_filter(ids: Iterable[Any] | None, items: Vocabulary) -> np.ndarray | N
     values = [ids] if isinstance(ids, str | bytes | int | np.integer) else list(ids)
     if not values:
         return np.empty(0, dtype=np.int64)
-    indices = items.index_of(pl.Series(items.name, values, strict=False))
-    return indices[indices >= 0]
+    return items.lookup(pl.Series(items.name, values, strict=False)).indices
 
 
 def _lookup(vocab: Vocabulary, ids: list[Any], what: str) -> np.ndarray:
     """Dense indices of `ids`; a RecvaeError naming the ids the vocabulary does not hold."""
     # strict=False: ids of mixed types (7 and "u7") are read as strings, not refused
-    indices = vocab.index_of(pl.Series(vocab.name, ids, strict=False))
-    unknown = [ids[i] for i in np.flatnonzero(indices < 0)]
+    found = vocab.lookup(pl.Series(vocab.name, ids, strict=False))
+    unknown = [ids[i] for i in np.flatnonzero(~found.found)]
     if unknown:
         shown = ", ".join(repr(i) for i in unknown[:_SHOWN_IDS])
         more = f" and {len(unknown) - _SHOWN_IDS} more" if len(unknown) > _SHOWN_IDS else ""
@@ -575,4 +556,4 @@ def _lookup(vocab: Vocabulary, ids: list[Any], what: str) -> np.ndarray:
             f"model's {what}s)"
             + ("; for a new user use recommend_items(item_ids)" if what == "user" else "")
         )
-    return indices
+    return found.indices

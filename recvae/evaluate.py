@@ -6,7 +6,7 @@ max(K) items over all items (no sampled negatives) and compute every metric at e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,28 +50,49 @@ def evaluate(
     K larger than the number of items, rather than returning a misleading number.
     """
     score = scorer if callable(scorer) else scorer.score  # type: ignore[attr-defined]
+    results = evaluate_candidates(lambda history: {None: score(history)}, holdout, ks, batch_size)
+    return results[None]
+
+
+def evaluate_candidates(
+    score_candidates: Callable[[sp.csr_matrix], Mapping[Hashable, np.ndarray]],
+    holdout: Holdout,
+    ks: Iterable[int] = DEFAULT_KS,
+    batch_size: int = 1000,
+) -> dict[Hashable, Evaluation]:
+    """`evaluate` for several candidates scored together: `score_candidates(history)` returns
+    each candidate's scores for one batch of users (e.g. every weight vector of a blend, whose
+    members score the batch once), and each candidate is ranked and measured like `evaluate`."""
     ks = sorted(set(int(k) for k in ks))
     holdout = holdout.with_heldout_users_only()
     if holdout.history.shape[0] == 0:
         raise RecvaeError("the evaluation split has no users with held-out items")
     if ks[0] < 1 or ks[-1] > holdout.n_items:
         raise RecvaeError(f"K must be between 1 and the number of items ({holdout.n_items})")
-    per_user: dict[str, list[np.ndarray]] = {f"{m}@{k}": [] for m in METRIC_FUNCTIONS for k in ks}
+    per_user: dict[Hashable, dict[str, list[np.ndarray]]] = {}
     for start in range(0, holdout.history.shape[0], batch_size):
         history = holdout.history[start : start + batch_size]
         heldout = holdout.heldout[start : start + batch_size]
-        scores = np.array(score(history), dtype=np.float32, copy=True)
-        if scores.shape != history.shape:
-            raise RecvaeError(f"model returned scores {scores.shape} for history {history.shape}")
-        for key, values in batch_metrics(scores, history, heldout, ks).items():
-            per_user[key].append(values)
+        for name, candidate in score_candidates(history).items():
+            scores = np.array(candidate, dtype=np.float32, copy=True)
+            if scores.shape != history.shape:
+                raise RecvaeError(
+                    f"model returned scores {scores.shape} for history {history.shape}"
+                )
+            lists = per_user.setdefault(name, {})
+            for key, values in batch_metrics(scores, history, heldout, ks).items():
+                lists.setdefault(key, []).append(values)
+    return {name: _summary(lists, holdout.history.shape[0]) for name, lists in per_user.items()}
+
+
+def _summary(per_user: dict[str, list[np.ndarray]], users: int) -> Evaluation:
     arrays = {key: np.concatenate(values) for key, values in per_user.items()}
     stats = {key: mean_and_stderr(values) for key, values in arrays.items()}
     return Evaluation(
         means={key: mean for key, (mean, _) in stats.items()},
         stderrs={key: err for key, (_, err) in stats.items()},
         per_user=arrays,
-        users=int(holdout.history.shape[0]),
+        users=int(users),
     )
 
 

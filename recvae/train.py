@@ -1,9 +1,10 @@
 """The training loop shared by every PyTorch model: epochs, validation, early stopping,
 learning-rate schedule, checkpoints, resume, JSONL log, progress bar and callbacks.
 
-A model hands the loop an `EpochTrainer`: its torch module, its optimizer, a `train_epoch` that
-makes one pass over the training users and returns that epoch's numbers, and a `score` function
-for validation. Everything that is not "how this model learns" lives here, once.
+The loop's settings are one table shared by every model (`LoopConfig`, the `[loop]` of a
+model's config). A model hands the loop an `EpochTrainer`: its torch module, its optimizer, a
+`train_epoch` that makes one pass over the training users and returns that epoch's numbers, and
+a `score` function for validation. Everything that is not "how this model learns" lives here, once.
 
 Resuming gives the same result as an uninterrupted run because everything random is derived from
 (seed, epoch) by the model (see `epoch_seed`), and the checkpoint holds the weights, the
@@ -36,6 +37,7 @@ from recvae.errors import RecvaeError
 from recvae.evaluate import evaluate
 from recvae.io import atomic_dir
 from recvae.metrics import parse_metric
+from recvae.models.configs import LoopConfig
 from recvae.schedules import PlateauState, plateau_update, scheduled_lr
 
 log = logging.getLogger(__name__)
@@ -69,22 +71,6 @@ class EpochTrainer(Protocol):
         ...
 
     def score(self, history: sp.csr_matrix) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """How long to train, what to validate on, and how the learning rate moves."""
-
-    epochs: int = 200
-    patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
-    metric: str = "ndcg@100"
-    validate_every: int = 1
-    lr: float = 1e-3
-    lr_schedule: str = "none"  # none | step | exponential | plateau
-    lr_step_size: int = 50
-    lr_gamma: float = 0.5
-    lr_patience: int = 10
-    eval_batch_size: int = 2000
 
 
 @dataclass
@@ -149,7 +135,7 @@ def validation_ks(metric: str, n_items: int) -> list[int]:
 
 def run_loop(
     trainer: EpochTrainer,
-    settings: LoopSettings,
+    settings: LoopConfig,
     valid: Holdout | None = None,
     *,
     callback: EpochCallback | None = None,
@@ -239,7 +225,7 @@ def run_loop(
 
 
 def _train_one_epoch(
-    trainer: EpochTrainer, settings: LoopSettings, state: LoopState, display: _Display
+    trainer: EpochTrainer, settings: LoopConfig, state: LoopState, display: _Display
 ) -> dict[str, Any]:
     epoch = state.epoch
     display.start_epoch(epoch, settings.epochs, trainer.examples_per_epoch)
@@ -259,7 +245,7 @@ def _train_one_epoch(
     return record
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, settings: LoopSettings, state: LoopState) -> float:
+def _set_lr(optimizer: torch.optim.Optimizer, settings: LoopConfig, state: LoopState) -> float:
     if state.plateau is not None:
         lr = state.plateau.lr
     else:
@@ -363,7 +349,7 @@ def _rewrite_log(path: Path, history: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
-def _log_epoch(record: dict[str, Any], settings: LoopSettings, shown: bool) -> None:
+def _log_epoch(record: dict[str, Any], settings: LoopConfig, shown: bool) -> None:
     """One INFO record per epoch (event "epoch", the record as `metrics`): JSON logs and MLflow
     read it; human logs skip it when the progress bar already shows the epoch."""
     summary = " ".join(
@@ -405,7 +391,7 @@ class _Display:
         info = " ".join(f"{k} {v:.4g}" for k, v in numbers.items()) + f" | {rate:,.0f} users/s"
         self.progress.update(self.task, completed=self.examples, info=info)
 
-    def finish_epoch(self, record: dict[str, Any], settings: LoopSettings) -> None:
+    def finish_epoch(self, record: dict[str, Any], settings: LoopConfig) -> None:
         if self.progress is None:
             return
         parts = [f"loss {record['loss']:.4g}"]

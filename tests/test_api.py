@@ -31,9 +31,11 @@ FAST: dict[str, dict] = {
     "bpr": {"factors": 4, "iterations": 200, "learning_rate": 0.05, "num_threads": 1},
     "popularity": {},
     "blend": {
-        "members": ["multdae", "ease"],
+        "members": [
+            {"model": "multdae", "epochs": 30, "batch_size": 16},
+            {"model": "ease", "l2": 1.0},
+        ],
         "weights": [0.5, 0.5],
-        "settings": {"multdae": {"epochs": 30, "batch_size": 16}, "ease": {"l2": 1.0}},
     },
 }
 PERSONALISED = set(FAST) - {"popularity"}

@@ -200,7 +200,7 @@ def test_execute_run_records_valid_history_of_models_that_keep_one(monkeypatch):
             self.history = [{"epoch": 1, "ndcg@10": 0.1}, {"epoch": 2, "ndcg@10": 0.2}]
             return super().fit(train, valid)
 
-    monkeypatch.setattr("recvae.bench.runs.model_class", lambda name: Recorder)
+    monkeypatch.setattr("recvae.bench.runs.build_model", lambda name, settings: Recorder())
     split = make_split(synthetic_dataset(), ProtocolSpec("weak"))
     result = execute_run(split, "syn", "popularity", {}, 0, [10])
     assert result.history[-1] == {"epoch": 2, "ndcg@10": 0.2}

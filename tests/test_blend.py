@@ -42,8 +42,8 @@ def test_mix_is_the_weighted_sum():
 
 def test_blend_with_all_weight_on_one_member_ranks_like_that_member(tmp_path):
     train = _train()
-    settings = {"ease": {"l2": 10.0}}
-    blend = Blend(members=("ease", "popularity"), weights=(1.0, 0.0), settings=settings)
+    members = ({"model": "ease", "l2": 10.0}, {"model": "popularity"})
+    blend = Blend(members=members, weights=(1.0, 0.0))
     blend.fit(train)
     ease = EASE(l2=10.0).fit(train)
     history = train[:5]
@@ -68,8 +68,12 @@ def test_from_members_reuses_fitted_models_without_refitting():
 
 def test_bad_configs_and_unfitted_use_are_refused():
     with pytest.raises(ValueError, match="equal length"):
-        BlendConfig(members=("ease",), weights=(0.5, 0.5))
-    with pytest.raises(ValueError, match="not members"):
-        BlendConfig(members=("ease",), weights=(1.0,), settings={"als": {}})
+        BlendConfig(members=({"model": "ease"},), weights=(0.5, 0.5))
+    with pytest.raises(ValueError, match=r"members\[0\].model must be one of"):
+        BlendConfig(members=({"model": "blend"},))
+    with pytest.raises(RecvaeError, match=r"members\[1\] \(ease\): unknown key\(s\) l3"):
+        BlendConfig(members=({"model": "popularity"}, {"model": "ease", "l3": 1.0}))
     with pytest.raises(RecvaeError, match="before score"):
         Blend().score(_train())
+    with pytest.raises(RecvaeError, match='"tune" needs validation users'):
+        Blend().fit(_train())

@@ -69,7 +69,7 @@ def test_train_on_split_then_evaluate_the_split(tmp_path):
     artifact = load_artifact(tmp_path / "m")
     meta = artifact.metadata
     assert meta["seed"] == 3 and meta["config"]["hidden_dims"] == [16]
-    assert meta["validation"]["source"] == "dataset split"
+    assert meta["split"]["source"] == "dataset split"
     assert meta["training"]["epochs_run"] == 3 and meta["dataset"]["fingerprint"]
     assert meta["run"]["versions"]["torch"]
     log = (tmp_path / "ckpt" / "log.jsonl").read_text().splitlines()
@@ -117,8 +117,8 @@ def test_train_without_split_holds_out_users_and_evaluate_reads_lightgcn_files(t
     )
     assert result.exit_code == 0, result.output
     meta = load_artifact(tmp_path / "m").metadata
-    assert meta["validation"]["protocol"] == "strong"
-    assert meta["validation"]["params"]["n_valid_users"] == 20
+    assert meta["split"]["protocol"] == "strong" and meta["split"]["source"] == "held out by recvae"
+    assert meta["split"]["params"]["n_valid_users"] == 20
 
     # LightGCN files over original item ids: user 0 likes block 0 (items 100..107); item 999 is
     # unknown to the model and user 7 has no history
@@ -174,10 +174,10 @@ def test_train_refuses_unknown_settings_and_models(tmp_path):
             ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--set", "hidden=[3]"],
             catch_exceptions=False,
         )
-    with pytest.raises(RecvaeError, match="trains multvae or multdae"):
+    with pytest.raises(RecvaeError, match="unknown model 'easy'"):
         runner.invoke(
             app,
-            ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "ease"],
+            ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "easy"],
             catch_exceptions=False,
         )
     assert not (tmp_path / "m").exists()

@@ -31,6 +31,26 @@ def test_demo_runs_the_whole_pipeline_and_prints_a_summary(tmp_path):
     summary = json.loads((workdir / "summary.json").read_text())
     metrics = summary["test_metrics"]
     assert metrics["Mult-VAE"]["ndcg@100"] > metrics["Popularity"]["ndcg@100"]
+    # the gate compared validation with validation, and the model's metadata has the one layout
+    meta = json.loads((workdir / "models" / "versions" / "v0001" / "metadata.json").read_text())
+    assert summary["gate"]["valid_new"] == meta["metrics"]["ndcg@100"]
+    assert summary["gate"]["valid_current"] is None  # the first run has no current model
+    assert meta["split"]["valid_users"] == meta["evaluation"]["users"] > 0
+    assert meta["model"] == "multvae" and meta["candidates"][0]["model"] == "multvae"
+
+
+def test_demo_gate_scores_the_current_model_on_the_new_models_validation_users(tmp_path):
+    workdir = tmp_path / "demo"
+    tiny = [*SMALL, "--epochs", "1"]
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir), *tiny])
+        assert result.exit_code == 0, result.output
+    summary = json.loads((workdir / "summary.json").read_text())
+    first = json.loads((workdir / "models" / "versions" / "v0001" / "metadata.json").read_text())
+    # Same log, split and seed: the current model (v0001) scored on this run's validation users
+    # gets exactly the validation score it was registered with.
+    assert summary["gate"]["valid_current"] == pytest.approx(first["metrics"]["ndcg@100"])
+    assert summary["version"] == "v0002" and summary["promoted"]
 
 
 @pytest.mark.slow

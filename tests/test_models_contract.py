@@ -27,7 +27,13 @@ FAST_SETTINGS: dict[str, dict] = {
     "multvae": {"epochs": 30, "batch_size": 16},
     "multdae": {"epochs": 30, "batch_size": 16},
     "recvae": {"epochs": 30, "batch_size": 16},
-    "blend": {"settings": {"recvae": {"epochs": 30, "batch_size": 16}, "ease": {"l2": 1.0}}},
+    "blend": {
+        "members": [
+            {"model": "recvae", "epochs": 30, "batch_size": 16},
+            {"model": "ease", "l2": 1.0},
+        ],
+        "weights": [0.5, 0.5],
+    },
 }
 # Models that ignore the user's history by design: they must still rank the popular block first.
 NOT_PERSONALISED = {"popularity"}

@@ -212,4 +212,4 @@ def test_cli_trains_recvae_on_everything_for_fixed_epochs(tmp_path):
     artifact = load_artifact(tmp_path / "m")
     assert isinstance(artifact.model, RecVAE)
     assert artifact.metadata["training"]["epochs_run"] == 2
-    assert artifact.metadata["validation"]["source"] == "none"
+    assert artifact.metadata["split"]["source"] == "none"

@@ -10,8 +10,8 @@ import torch
 
 from recvae.data.split import Holdout
 from recvae.errors import RecvaeError
+from recvae.models.configs import LoopConfig
 from recvae.train import (
-    LoopSettings,
     NonFiniteLossError,
     check_finite,
     epoch_seed,
@@ -56,7 +56,7 @@ class ScriptedTrainer:
 
 def test_keeps_best_epoch_weights_and_stops_after_patience(tmp_path):
     trainer = ScriptedTrainer(good_epochs={2})
-    settings = LoopSettings(epochs=10, patience=3, metric="ndcg@1")
+    settings = LoopConfig(epochs=10, patience=3, metric="ndcg@1")
     result = run_loop(trainer, settings, holdout(), log_path=tmp_path / "log.jsonl")
     assert result.best_epoch == 2 and result.best_metrics["ndcg@1"] == 1.0
     assert result.stopped == "early_stopping"
@@ -75,7 +75,7 @@ def test_callback_sees_each_epoch_and_can_stop():
         seen.append((epoch, record["loss"]))
         return epoch == 3
 
-    result = run_loop(ScriptedTrainer(set()), LoopSettings(epochs=10, metric="ndcg@1"), holdout(),
+    result = run_loop(ScriptedTrainer(set()), LoopConfig(epochs=10, metric="ndcg@1"), holdout(),
                       callback=callback)  # fmt: skip
     assert seen == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
     assert result.stopped == "callback" and len(result.history) == 3
@@ -83,13 +83,13 @@ def test_callback_sees_each_epoch_and_can_stop():
 
 def test_without_validation_trains_every_epoch_and_keeps_the_last():
     trainer = ScriptedTrainer(set())
-    result = run_loop(trainer, LoopSettings(epochs=4), None)
+    result = run_loop(trainer, LoopConfig(epochs=4), None)
     assert result.best_epoch == 0 and result.stopped == "epochs"
     assert trainer.module.weight.item() == 4.0
 
 
 def test_plateau_schedule_lowers_the_rate_when_validation_stalls():
-    settings = LoopSettings(
+    settings = LoopConfig(
         epochs=6, metric="ndcg@1", lr=1.0, lr_schedule="plateau", lr_patience=1, lr_gamma=0.5
     )
     result = run_loop(ScriptedTrainer(good_epochs={1}), settings, holdout())
@@ -98,13 +98,13 @@ def test_plateau_schedule_lowers_the_rate_when_validation_stalls():
 
 
 def test_step_schedule_sets_the_rate_each_epoch():
-    settings = LoopSettings(epochs=5, lr=1.0, lr_schedule="step", lr_step_size=2, lr_gamma=0.1)
+    settings = LoopConfig(epochs=5, lr=1.0, lr_schedule="step", lr_step_size=2, lr_gamma=0.1)
     result = run_loop(ScriptedTrainer(set()), settings, None)
     assert [r["lr"] for r in result.history] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
-    settings = LoopSettings(epochs=6, metric="ndcg@1")
+    settings = LoopConfig(epochs=6, metric="ndcg@1")
 
     def crash(epoch, record):
         if epoch == 3:
@@ -123,7 +123,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
 
 
 def test_checkpoint_of_another_setup_is_refused(tmp_path):
-    settings = LoopSettings(epochs=1)
+    settings = LoopConfig(epochs=1)
     run_loop(ScriptedTrainer(set()), settings, None, checkpoint_dir=tmp_path,
              extra_state={"config": {"a": 1}})  # fmt: skip
     with pytest.raises(RecvaeError, match="different model config"):

@@ -270,14 +270,15 @@ def test_cli_tune_then_train_with_best_toml(dataset_dir, space_file, tmp_path):
         in (out / "report.md").read_text()
     )
     best = tomllib.loads((out / "best.toml").read_text())
-    assert best["metric"] == "ndcg@20" and best["seed"] == 3 and best["epochs"] == 2
+    loop = best["loop"]  # one config shape: the model's settings plus the [loop] table
+    assert loop["metric"] == "ndcg@20" and loop["seed"] == 3 and loop["epochs"] == 2
     nightly = tomllib.loads((out / "nightly-train.toml").read_text())
     assert nightly == {"train": {"model": "multvae", "config": best}}
     trials = json.loads((out / "trials.json").read_text())
     assert len(trials) == 3 and all(len(t["intermediate_values"]) == 2 for t in trials)
     top = max(trials, key=lambda t: t["value"])
     assert best["hidden_dims"] == [top["params"]["hidden_dim"]]
-    assert best["lr"] == top["params"]["lr"]
+    assert loop["lr"] == top["params"]["lr"]
 
     model_dir = tmp_path / "model"
     args = ["train", str(dataset_dir), "--config", str(out / "best.toml"), "--out",
@@ -300,9 +301,11 @@ def test_cli_tune_then_train_with_best_toml(dataset_dir, space_file, tmp_path):
 def test_cli_rejects_unknown_model_and_sampler(dataset_dir, tmp_path):
     runner = CliRunner()
     base = ["tune", str(dataset_dir), "--out", str(tmp_path / "s"), "--trials", "1"]
-    result = runner.invoke(app, [*base, "--model", "popularity"])
+    result = runner.invoke(app, [*base, "--model", "easy"])
     assert isinstance(result.exception, RecvaeError)
-    assert "supports multvae, multdae, recvae, als, bpr, ease" in str(result.exception)
+    assert "supports multvae, multdae, recvae, als, bpr, ease, popularity, blend" in str(
+        result.exception
+    )
     result = runner.invoke(app, [*base, "--model", "ease", "--sampler", "cmaes"])
     assert "unknown sampler" in str(result.exception)
 
@@ -331,3 +334,39 @@ def test_recvae_trials_are_scored_per_round_and_keep_their_own_hidden_dim(datase
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert sorted(trial.intermediate_values) == [1, 2]  # one report per round: prunable
     assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
+
+
+BLEND_SPACE = """
+[params."ease.l2"]
+low = 1.0
+high = 100.0
+log = true
+grid = [1.0, 100.0]
+[fixed]
+normalise = "zscore"
+weight_step = 0.5
+metric = "ndcg@20"
+[[fixed.members]]
+model = "popularity"
+[[fixed.members]]
+model = "ease"
+"""
+
+
+def test_tune_accepts_a_blend_and_popularity(dataset_dir, tmp_path):
+    space = tmp_path / "blend-space.toml"
+    space.write_text(BLEND_SPACE)
+    run = run_study(options(dataset_dir, tmp_path / "blend", space, model="blend", sampler="grid"))
+    trials = [t for t in run.study.trials if t.value is not None]
+    assert sorted(t.params["ease.l2"] for t in trials) == [1.0, 100.0]
+    for trial in trials:
+        members = trial.user_attrs["settings"]["members"]
+        ease = {"model": "ease", "l2": trial.params["ease.l2"]}
+        assert members == [{"model": "popularity"}, ease]
+    write_outputs(run)
+    best = tomllib.loads((tmp_path / "blend" / "best.toml").read_text())
+    assert best["members"][1]["model"] == "ease" and best["weights"] == "tune"  # re-tuned by train
+    pop = options(dataset_dir, tmp_path / "pop", None, model="popularity", trials=1)
+    popularity = run_study(pop)
+    (trial,) = popularity.study.trials
+    assert trial.value == pytest.approx(trial.user_attrs["metrics"]["ndcg@20"])

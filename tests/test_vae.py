@@ -60,8 +60,13 @@ def test_paper_defaults():
         0.5,
         "tanh",
     )
-    assert (vae.lr, vae.batch_size, vae.beta_cap, vae.anneal_steps) == (1e-3, 500, 0.2, None)
-    assert (vae.likelihood, vae.metric) == ("multinomial", "ndcg@100")
+    assert (vae.loop.lr, vae.loop.batch_size, vae.beta_cap, vae.anneal_steps) == (
+        1e-3,
+        500,
+        0.2,
+        None,
+    )
+    assert (vae.likelihood, vae.loop.metric) == ("multinomial", "ndcg@100")
     assert (dae.hidden_dims, dae.latent_dim, dae.l2) == ((), 200, 0.01 / 500)  # lam / batch
     module = MultVAE()._build_module(1000)
     shapes = [tuple(p.shape) for p in module.weights()]
@@ -75,7 +80,7 @@ def test_paper_defaults():
 def test_default_anneal_spans_the_epoch_budget():
     # ml-1m-lightgcn: 6,039 users in batches of 500 = 13 updates per epoch, 200 epochs
     assert resolve_anneal_steps(MultVAEConfig(), 6_039) == 2_600
-    assert resolve_anneal_steps(MultVAEConfig(epochs=10, batch_size=100), 1_000) == 100
+    assert resolve_anneal_steps(MultVAE(epochs=10, batch_size=100).config, 1_000) == 100
     assert resolve_anneal_steps(MultVAEConfig(anneal_steps=200_000), 6_039) == 200_000
     with pytest.raises(ValueError, match="anneal_steps"):
         MultVAEConfig(anneal_steps=-1)

@@ -22,15 +22,16 @@ cut-offs and seeds, read into typed dataclasses and validated before anything ru
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recvae.config import read_toml
 from recvae.data.split import ProtocolSpec
 from recvae.errors import RecvaeError
 from recvae.metrics import parse_metric
-from recvae.models import MODEL_CLASSES, model_class
+from recvae.models import MODEL_CLASSES
+from recvae.models.configs import setting_types
 
 SEARCHES = ("grid", "coordinate")
 PROTOCOL_KEYS = ("valid_users", "test_users", "heldout_fraction", "by_time", "seed")
@@ -77,12 +78,7 @@ class SuiteConfig:
 def load_suite(path: Path, data_paths: dict[str, Path] | None = None) -> SuiteConfig:
     """Read and validate a suite file; `data_paths` (from `--data NAME=PATH`) override paths."""
     path = Path(path)
-    if not path.is_file():
-        raise RecvaeError(f"suite config {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise RecvaeError(f"{path}: not valid TOML: {error}") from error
+    raw = read_toml(path, "suite config")
     return parse_suite(raw, path.stem, data_paths or {}, base_dir=path.parent)
 
 
@@ -165,13 +161,8 @@ def _model(entry: dict[str, Any]) -> ModelSpec:
 
 def check_settings(name: str, keys: list[str]) -> None:
     """Refuse settings the model does not take, listing the ones it does."""
-    from recvae.bench.runs import accepted_settings
-
-    try:
-        accepted = accepted_settings(model_class(name))
-    except ImportError:  # the model's module is not importable here: the run will report it
-        return
-    unknown = [key for key in keys if accepted is not None and key not in accepted]
+    accepted = setting_types(name)
+    unknown = [key for key in keys if key not in accepted]
     if unknown:
         raise RecvaeError(
             f"model {name!r} has no setting(s) {unknown}; it accepts {', '.join(sorted(accepted))}"

@@ -12,8 +12,6 @@ so `peak - baseline` is what fitting and evaluating the model added on top of th
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import subprocess
 import sys
@@ -25,7 +23,8 @@ from typing import Any
 from recvae.data.split import Holdout, Split
 from recvae.errors import RecvaeError
 from recvae.evaluate import evaluate
-from recvae.models import model_class
+from recvae.models import build_model
+from recvae.models.configs import setting_types
 
 
 @dataclass
@@ -64,30 +63,14 @@ def memory_status() -> dict[str, float]:
     return values
 
 
-def accepted_settings(cls: type) -> set[str] | None:
-    """Settings a model class takes: its named constructor arguments, plus the fields of its
-    `config_class` dataclass when it takes `**overrides`; None when that cannot be known."""
-    parameters = inspect.signature(cls.__init__).parameters
-    named = {p for p in parameters if p not in ("self", "config")}
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return named
-    config_class = getattr(cls, "config_class", None)
-    if config_class is None or not dataclasses.is_dataclass(config_class):
-        return None
-    return {f.name for f in dataclasses.fields(config_class)}
-
-
-def build_model(name: str, settings: dict[str, Any], seed: int) -> tuple[Any, bool]:
-    """The model with its settings, seeded when its constructor takes a seed."""
-    cls = model_class(name)
-    takes_seed = "seed" in (accepted_settings(cls) or ())
+def seeded_model(name: str, settings: dict[str, Any], seed: int) -> tuple[Any, bool]:
+    """The model with its settings (recvae.models.build_model), given the run's seed when the
+    model has a `seed` setting and the settings do not name one; and whether it took it."""
+    takes_seed = "seed" in setting_types(name)
     arguments = dict(settings)
     if takes_seed:
         arguments.setdefault("seed", seed)
-    try:
-        return cls(**arguments), takes_seed
-    except TypeError as error:
-        raise RecvaeError(f"model {name!r} rejected settings {settings}: {error}") from error
+    return build_model(name, arguments), takes_seed
 
 
 def model_dir(root: Path, dataset: str, name: str, settings: dict[str, Any], seed: int) -> Path:
@@ -111,7 +94,7 @@ def execute_run(
     blend, say) can reuse a fit that took minutes instead of repeating it."""
     result = RunResult(dataset, name, dict(settings), seed)
     try:
-        model, result.seed_used = build_model(name, settings, seed)
+        model, result.seed_used = seeded_model(name, settings, seed)
         started = time.perf_counter()
         model.fit(split.train, split.valid)
         result.fit_seconds = time.perf_counter() - started

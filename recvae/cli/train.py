@@ -1,9 +1,8 @@
-"""`recvae train`: train Mult-VAE or Mult-DAE on a dataset directory into a model directory."""
+"""`recvae train`: train any model, configured one way for all, into a model directory."""
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +34,9 @@ def parse_set_options(values: list[str]) -> dict[str, Any]:
     return parsed
 
 
+MODEL_HELP = "multvae, multdae, recvae, ease, als, bpr, popularity or blend, e.g. --model ease"
+
+
 def train_command(
     dataset_dir: Annotated[
         Path, typer.Argument(help="Dataset directory from `recvae ingest`, e.g. data/ml-1m")
@@ -47,11 +49,13 @@ def train_command(
             "recvae wrote (or an empty one); anything else there is refused",
         ),
     ],
-    model: Annotated[
-        str, typer.Option(help="multvae, multdae or recvae, e.g. --model recvae")
-    ] = "multvae",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "multvae",
     config: Annotated[
-        Path | None, typer.Option(help="TOML file of model settings, e.g. multvae.toml")
+        Path | None,
+        typer.Option(
+            help="TOML file of the model's settings plus a [loop] table (blend: [[members]]), "
+            "e.g. multvae.toml; see docs/training.md"
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs, e.g. 100")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for everything random, e.g. 0")] = None,
@@ -71,7 +75,14 @@ def train_command(
     threads: Annotated[
         int | None,
         typer.Option(
-            min=0, max=CPU_COUNT, help=f"Torch threads, 0 = all cores (at most {CPU_COUNT}), e.g. 2"
+            min=0, max=CPU_COUNT, help=f"CPU threads, 0 = all cores (at most {CPU_COUNT}), e.g. 2"
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Validation metric: picks the best epoch and a blend's weights, and leads the "
+            "saved evaluation (default: the model's, ndcg@100), e.g. ndcg@20"
         ),
     ] = None,
     set_: Annotated[
@@ -105,11 +116,12 @@ def train_command(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar per epoch")] = True,
 ) -> None:
-    """Train a model on a dataset (its split's train part when it has one) and save it.
+    """Train any model on a dataset (its split's train part when it has one) and save it.
 
-    Validation (early stopping, best epoch) uses the dataset's validation part, or a slice of
-    users held out and recorded in the model's metadata. The model directory holds the weights,
-    config, item vocabulary and metadata (metrics, data fingerprint, seed, versions).
+    Validation (early stopping, best epoch, a blend's tuned weights) uses the dataset's
+    validation part, or a slice of users held out and recorded in the model's metadata. The
+    model directory holds the weights, config, item vocabulary and metadata (validation
+    metrics, data fingerprint, seed, versions).
 
     Overwrites: --out when it is a model directory written by recvae (replaced as a whole once
     training succeeds); a directory or file recvae did not write, or one holding an input
@@ -117,73 +129,72 @@ def train_command(
     """
     from rich.console import Console
 
-    from recvae.artifact import Artifact, save_artifact
-    from recvae.config import config_to_dict, load_config
     from recvae.data.dataset import Dataset
-    from recvae.data.split import training_split
-    from recvae.errors import RecvaeError
+    from recvae.data.split import ProtocolSpec
     from recvae.io import check_output
-    from recvae.models import MODEL_CLASSES, model_class
-    from recvae.provenance import run_info
+    from recvae.models.configs import setting_types
+    from recvae.workflow.fit import TrainSpec, fit_model
 
-    if model not in ("multvae", "multdae", "recvae"):
-        known = ", ".join(sorted(MODEL_CLASSES))
-        raise RecvaeError(
-            f"recvae train trains multvae or multdae or recvae, got {model!r} "
-            f"(registered models: {known})"
-        )
     inputs = [p for p in (dataset_dir, config, checkpoint_dir, log) if p is not None]
     replacing = check_output(out, "model", inputs)
-    cls: Any = model_class(model)
     overrides = {
         "epochs": epochs, "seed": seed, "patience": patience, "lr": lr,
         "batch_size": batch_size, "threads": threads, **parse_set_options(set_ or []),
     }  # fmt: skip
-    settings = load_config(cls.config_class, config, overrides)
+    if metric is not None and "metric" in setting_types(model):
+        overrides["metric"] = metric
+    spec = TrainSpec.from_toml(model, config, loop_overrides(model, overrides))
     dataset = Dataset.load(dataset_dir)
-    run = training_split(dataset, valid_users, validation, seed=settings.seed)
+    split_seed = spec.seed if spec.seed is not None else (seed or 0)
+    protocol = ProtocolSpec(
+        "auto" if validation else "none", valid_users=valid_users or 0, seed=split_seed
+    )
     if log is None and checkpoint_dir is not None:
         log = checkpoint_dir / "log.jsonl"
     console = Console(stderr=True)
-    valid_count = run.valid.history.shape[0] if run.valid is not None else 0
+    console.print(f"training {model} on {dataset_dir} ({dataset.matrix.nnz:,} interactions)")
+    result = fit_model(
+        dataset, spec, protocol, checkpoint_dir=checkpoint_dir, log_path=log,
+        progress=progress, metric=metric, dataset_path=dataset_dir,
+    )  # fmt: skip
+    result.save(out)
+    meta = result.metadata
+    split, training = meta["split"], meta["training"]
     console.print(
-        f"training {model} on {run.train.shape[0]:,} users x {run.train.shape[1]:,} items "
-        f"({run.train.nnz:,} interactions), validating on {valid_count:,} users "
-        f"({run.validation['source']})"
+        f"trained on {split['train_users']:,} users, validated on {split['valid_users']:,} "
+        f"({split['source']}) in {training['seconds']:.1f}s"
     )
-    started = time.perf_counter()
-    trained = cls(settings).fit(
-        run.train, run.valid, checkpoint_dir=checkpoint_dir, log_path=log, progress=progress
-    )
-    seconds = time.perf_counter() - started
-    metadata = {
-        "model": model,
-        "config": config_to_dict(settings),
-        "seed": settings.seed,
-        "dataset": {
-            "path": str(dataset_dir),
-            "fingerprint": dataset.fingerprint(),
-            "shape": list(dataset.matrix.shape),
-            "nnz": int(dataset.matrix.nnz),
-        },
-        "validation": run.validation,
-        "training": {
-            "epochs_run": len(trained.history),
-            "best_epoch": trained.best_epoch,
-            "stopped": trained.stopped,
-            "seconds": round(seconds, 2),
-            "best_metrics": trained.best_metrics,
-        },
-        "run": run_info(),
-    }
-    save_artifact(Artifact(trained, dataset.items, metadata), out, train=run.train)
     if replacing:
         console.print(f"replaced the existing model in {out}")
-    best = trained.best_metrics
     summary = ", ".join(
-        f"{key} {best[key]:.4f}" for key in ("ndcg@20", "recall@20", "ndcg@100") if key in best
+        f"{key} {value:.4f}"
+        for key, value in meta["metrics"].items()
+        if key in ("ndcg@20", "recall@20", "ndcg@100")
     )
+    epochs_note = (
+        f"{training['epochs_run']} epochs ({training['stopped']}), best epoch "
+        f"{training['best_epoch']}; "
+        if "epochs_run" in training
+        else ""
+    )
+    weights = f"weights {meta['config']['weights']}; " if model == "blend" else ""
     console.print(
-        f"saved {out}: {len(trained.history)} epochs in {seconds:.1f}s ({trained.stopped}); "
-        + (f"best epoch {trained.best_epoch}: {summary}" if best else "no validation")
+        f"saved {out}: {epochs_note}{weights}"
+        + (f"validation {summary}" if summary else "no validation")
     )
+
+
+def loop_overrides(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The command's flags as settings of `model` (None = not given). ALS and BPR call their
+    thread count `num_threads`; a model without randomness (EASE, popularity, a blend, whose
+    members have their own) has no `seed`: --seed then seeds the validation split only. Any
+    other key the model lacks fails in its config check."""
+    from recvae.models.configs import setting_types
+
+    given = {key: value for key, value in overrides.items() if value is not None}
+    known = setting_types(model)
+    if "threads" in given and "threads" not in known and "num_threads" in known:
+        given["num_threads"] = given.pop("threads")
+    if "seed" not in known:
+        given.pop("seed", None)
+    return given

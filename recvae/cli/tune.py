@@ -30,7 +30,10 @@ def tune_command(
         ),
     ],
     model: Annotated[
-        str, typer.Option(help="multvae, multdae, recvae, als, bpr or ease, e.g. --model als")
+        str,
+        typer.Option(
+            help="multvae, multdae, recvae, als, bpr, ease, popularity or blend, e.g. --model als"
+        ),
     ] = "multvae",
     trials: Annotated[
         int,
@@ -79,6 +82,8 @@ def tune_command(
 ) -> None:
     """Tune a model's settings on the dataset's validation part and write the best config.
 
+    Every model can be tuned; a blend's study searches its normalisation and members' settings
+    (MODEL.SETTING, e.g. ease.l2) and tunes its weights on validation in every trial.
     STUDY_DIR gets best.toml (for `recvae train --config`), report.md with plots, trials.csv /
     trials.json and the Optuna study (study.journal). Running the same command again resumes the
     study; --trials is the total it should reach. Exits with code 1 when no trial completed.

@@ -9,15 +9,16 @@ Two protocols, one shape:
 Either way evaluation sees a `Holdout`: row-aligned `history` and `heldout` matrices plus the
 dataset row of each evaluated user. Models score histories, so both protocols run the same code.
 
-The split policy lives here too, once: `ProtocolSpec` + `make_split` (a dataset and a protocol
-give a `Split`: what `recvae split`, the benchmarks and the nightly job use) and
-`training_split` (what `recvae train` and `recvae tune` validate on when no protocol is named).
+The split policy lives here too, once: `ProtocolSpec` + `make_split`: a dataset and a protocol
+give a `Split`. `recvae split`, `recvae train`, `recvae tune`, the benchmarks and the nightly job
+all split this way ("auto" is the training default: the dataset's own split, else held-out
+users).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,12 +236,19 @@ def strong_generalization(
 
 # --- split policy: a dataset and a protocol give a Split --------------------------------------
 
-PROTOCOLS = ("strong", "weak", "presplit")
+PROTOCOLS = ("strong", "weak", "presplit", "auto", "none")
 
 
 @dataclass(frozen=True)
 class ProtocolSpec:
-    """How to split: the protocol's name and its options (unused options are ignored)."""
+    """How to split: the protocol's name and its options (unused options are ignored).
+
+    - "strong", "weak", "presplit": the evaluation protocols above / the dataset's own split;
+    - "auto": what training uses by default: the dataset's own split when it has one, else a
+      strong-generalisation slice of `valid_users` users (0: 10% of users, at most 10,000;
+      `heldout_fraction` of their items held out) and no test users;
+    - "none": train on every interaction, validate on nothing.
+    """
 
     protocol: str = "presplit"
     valid_users: int = 0
@@ -256,10 +264,29 @@ class ProtocolSpec:
             )
         if self.protocol == "strong" and self.valid_users < 1:
             raise RecvaeError("the strong protocol needs valid_users >= 1 (e.g. 10000 for ML-20M)")
+        if self.valid_users < 0 or self.test_users < 0:
+            raise RecvaeError("valid_users and test_users must be >= 0")
+
+
+def default_valid_users(n_users: int) -> int:
+    """Users held out for validation when none is asked for: 10%, at least 1, at most 10,000."""
+    return max(1, min(10_000, n_users // 10))
 
 
 def make_split(dataset: Any, spec: ProtocolSpec) -> Split:
     """Split `dataset` by `spec`; 'presplit' returns the split stored with the dataset."""
+    if spec.protocol == "none":
+        return Split(train=as_csr(dataset.matrix), protocol="none", params={})
+    if spec.protocol == "auto":
+        if dataset.split is not None:
+            if dataset.split.valid is None:
+                raise RecvaeError(
+                    "the dataset's split has no validation part; add one with `recvae split` "
+                    "or train with --no-validation"
+                )
+            return dataset.split
+        count = spec.valid_users or default_valid_users(dataset.matrix.shape[0])
+        spec = replace(spec, protocol="strong", valid_users=count, test_users=0)
     if spec.protocol == "presplit":
         if dataset.split is None:
             raise RecvaeError(
@@ -288,6 +315,20 @@ def make_split(dataset: Any, spec: ProtocolSpec) -> Split:
     )
 
 
+def describe_split(dataset: Any, spec: ProtocolSpec, split: Split) -> dict[str, Any]:
+    """What a model's metadata records about the users it trained and validated on."""
+    source = {"none": "none", "auto": "held out by recvae"}.get(spec.protocol, spec.protocol)
+    if split is dataset.split:
+        source = "dataset split"
+    return {
+        "source": source,
+        "protocol": split.protocol,
+        "params": dict(split.params or {}),
+        "train_users": int(split.train.shape[0]),
+        "valid_users": int(split.valid.history.shape[0]) if split.valid is not None else 0,
+    }
+
+
 def check_split(split: Split, n_items: int) -> None:
     """Refuse a split that cannot be evaluated: no validation part, or items that do not line up."""
     if split.valid is None:
@@ -298,40 +339,3 @@ def check_split(split: Split, n_items: int) -> None:
         )
     if split.valid.heldout.nnz == 0:
         raise RecvaeError("the split's validation part has no held-out items")
-
-
-@dataclass
-class DatasetRun:
-    """What `training_split` chose: the matrix to train on, the holdout to validate on and
-    where it came from (recorded in the model's metadata)."""
-
-    train: sp.csr_matrix
-    valid: Holdout | None
-    validation: dict[str, Any]
-
-
-def training_split(
-    dataset: Any, valid_users: int | None = None, validate: bool = True, seed: int = 0
-) -> DatasetRun:
-    """The matrix to train on and the holdout to validate on, for a `Dataset`.
-
-    A dataset with a split trains on `split.train` and validates on `split.valid`. Without one,
-    a strong-generalisation slice of users is held out (default: 10% of users, at most 10,000;
-    80/20 fold-in of their items) so early stopping and the best-epoch choice have something to
-    measure; `validate=False` trains on every interaction instead.
-    """
-    if not validate:
-        return DatasetRun(dataset.train_matrix, None, {"source": "none"})
-    if dataset.split is not None:
-        if dataset.split.valid is None:
-            raise RecvaeError(
-                "the dataset's split has no validation part; add one with `recvae split` "
-                "or train with --no-validation"
-            )
-        info = {"source": "dataset split", "protocol": dataset.split.protocol}
-        return DatasetRun(dataset.split.train, dataset.split.valid, info)
-    n_users = dataset.matrix.shape[0]
-    count = valid_users if valid_users is not None else max(1, min(10_000, n_users // 10))
-    split = strong_generalization(dataset.matrix, count, 0, heldout_fraction=0.2, seed=seed)
-    info = {"source": "held out by recvae train", "protocol": "strong", "params": split.params}
-    return DatasetRun(split.train, split.valid, info)

@@ -1,9 +1,12 @@
-"""Model registry: name -> class, imported lazily so `recvae --help` stays fast."""
+"""Model registry: name -> class, imported lazily so `recvae --help` stays fast, and the one
+factory, `build_model(name, settings)`, that every command, job and benchmark builds models with.
+"""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from recvae.errors import RecvaeError
 from recvae.models.base import DAMAGED, Recommender, read_model_json
@@ -53,3 +56,16 @@ def load_model(path: Path) -> Recommender:
         raise RecvaeError(
             f"cannot load the {name} model in {path}: {type(error).__name__}: {first}; {DAMAGED}"
         ) from error
+
+
+def build_model(name: str, settings: Any = None, source: str = "") -> Recommender:
+    """The model `name` with `settings`: its typed config (recvae.models.configs), a dict (the
+    model's keys, a `loop` table or flat loop keys), or None for the defaults.
+
+    The settings are checked before the model's module (torch, implicit) is imported, so a bad
+    key fails fast and names `source` (e.g. the TOML file) in its one-line error.
+    """
+    from recvae.models.configs import make_config
+
+    config = make_config(name, settings, source or name)
+    return model_class(name)(config)  # type: ignore[call-arg]

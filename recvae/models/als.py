@@ -12,9 +12,9 @@ implicit runs its own thread pool; a multi-threaded BLAS underneath it oversubsc
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,28 +22,18 @@ from threadpoolctl import threadpool_limits
 
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, load_array, read_model_json, write_model_json
-
-
-@dataclass(frozen=True)
-class ALSConfig:
-    factors: int = 128
-    regularization: float = 0.1
-    alpha: float = 10.0  # confidence of an observed interaction = alpha * value
-    iterations: int = 15
-    num_threads: int = 0  # 0 = one per CPU core
-    seed: int = 0
+from recvae.models.base import (
+    check_history,
+    load_array,
+    model_config,
+    read_model_json,
+    write_model_json,
+)
+from recvae.models.configs import ALSConfig
 
 
 def resolve_threads(num_threads: int) -> int:
     return num_threads if num_threads > 0 else (os.cpu_count() or 1)
-
-
-def check_factor_config(model: str, factors: int, regularization: float, iterations: int) -> None:
-    if factors < 1 or iterations < 1:
-        raise RecvaeError(f"{model}: factors and iterations must be >= 1")
-    if regularization < 0:
-        raise RecvaeError(f"{model}: regularization must be >= 0, got {regularization}")
 
 
 class ALS:
@@ -51,20 +41,8 @@ class ALS:
 
     name: ClassVar[str] = "als"
 
-    def __init__(
-        self,
-        factors: int = 128,
-        regularization: float = 0.1,
-        alpha: float = 10.0,
-        iterations: int = 15,
-        num_threads: int = 0,
-        seed: int = 0,
-    ) -> None:
-        check_factor_config(self.name, factors, regularization, iterations)
-        if alpha <= 0:
-            raise RecvaeError(f"als: alpha must be positive, got {alpha}")
-        self.config = ALSConfig(factors, float(regularization), float(alpha), iterations,
-                                num_threads, seed)  # fmt: skip
+    def __init__(self, config: ALSConfig | None = None, **overrides: Any) -> None:
+        self.config: ALSConfig = model_config(ALSConfig, config, overrides, self.name)
         self._model = None
 
     def _implicit_model(self):  # -> implicit.cpu.als.AlternatingLeastSquares
@@ -112,7 +90,7 @@ class ALS:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        model = cls(**read_model_json(path, expect=cls.name).get("config", {}))
+        model = cls(read_model_json(path, expect=cls.name).get("config", {}))
         factors = load_array(path / "item_factors.npy", ndim=2).astype(np.float32, copy=False)
         if factors.shape[1] != model.config.factors:
             raise RecvaeError(

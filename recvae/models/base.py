@@ -44,6 +44,23 @@ class Recommender(Protocol):
     def load(cls, path: Path) -> Self: ...
 
 
+def model_config(
+    config_class: type, config: Any = None, overrides: dict[str, Any] | None = None, name: str = ""
+) -> Any:
+    """A model's typed config: `config` (an instance, a dict of settings, or None for the
+    defaults) updated by flat `overrides`; a bad key or value is a RecvaeError naming `name`."""
+    from recvae.config import config_from_dict, update_config
+
+    if config is None:
+        config = config_from_dict(config_class, {}, source=name)
+    elif isinstance(config, dict):
+        config = config_from_dict(config_class, config, source=name)
+    elif not isinstance(config, config_class):
+        given = type(config).__name__
+        raise RecvaeError(f"{name}: expected a {config_class.__name__}, got {given}")
+    return update_config(config, overrides, source=name) if overrides else config
+
+
 def write_model_json(path: Path, name: str, config: dict[str, Any], **extra: Any) -> None:
     """Write the `model.json` that names a saved model's class and config."""
     path.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,9 @@ not BPR's own user factors; `fold_in_confidence` and `fold_in_regularization` tu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,20 +21,15 @@ from threadpoolctl import threadpool_limits
 
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.als import check_factor_config, resolve_threads
-from recvae.models.base import check_history, load_array, read_model_json, write_model_json
-
-
-@dataclass(frozen=True)
-class BPRConfig:
-    factors: int = 128
-    learning_rate: float = 0.01
-    regularization: float = 0.01
-    iterations: int = 100
-    fold_in_confidence: float = 10.0
-    fold_in_regularization: float = 0.1
-    num_threads: int = 0  # 0 = one per CPU core
-    seed: int = 0
+from recvae.models.als import resolve_threads
+from recvae.models.base import (
+    check_history,
+    load_array,
+    model_config,
+    read_model_json,
+    write_model_json,
+)
+from recvae.models.configs import BPRConfig
 
 
 def ridge_fold_in(
@@ -59,26 +54,8 @@ class BPR:
 
     name: ClassVar[str] = "bpr"
 
-    def __init__(
-        self,
-        factors: int = 128,
-        learning_rate: float = 0.01,
-        regularization: float = 0.01,
-        iterations: int = 100,
-        fold_in_confidence: float = 10.0,
-        fold_in_regularization: float = 0.1,
-        num_threads: int = 0,
-        seed: int = 0,
-    ) -> None:
-        check_factor_config(self.name, factors, regularization, iterations)
-        if learning_rate <= 0 or fold_in_confidence < 1 or fold_in_regularization <= 0:
-            raise RecvaeError(
-                "bpr: learning_rate and fold_in_regularization must be positive and "
-                "fold_in_confidence >= 1"
-            )
-        self.config = BPRConfig(factors, float(learning_rate), float(regularization), iterations,
-                                float(fold_in_confidence), float(fold_in_regularization),
-                                num_threads, seed)  # fmt: skip
+    def __init__(self, config: BPRConfig | None = None, **overrides: Any) -> None:
+        self.config: BPRConfig = model_config(BPRConfig, config, overrides, self.name)
         self.item_factors: np.ndarray | None = None  # (n_items, factors + 1); last column: bias
 
     def fit(self, train: sp.csr_matrix, valid: Holdout | None = None) -> Self:
@@ -115,7 +92,7 @@ class BPR:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        model = cls(**read_model_json(path, expect=cls.name).get("config", {}))
+        model = cls(read_model_json(path, expect=cls.name).get("config", {}))
         model.item_factors = load_array(path / "item_factors.npy", ndim=2)
         return model
 

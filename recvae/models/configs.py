@@ -1,17 +1,79 @@
-"""Typed settings of the PyTorch autoencoders (Mult-VAE, Mult-DAE, RecVAE).
+"""Typed settings of every model, in one shape: the model's own settings plus, for the models
+trained by the epoch loop, one shared `[loop]` table.
 
-Plain frozen dataclasses of scalars and tuples, importable without torch: a config file can be
-checked (`recvae.config.load_config`) before anything heavy is imported. Saved inside model.json.
+    # multvae.toml (recvae train DATA --model multvae --config multvae.toml)
+    latent_dim = 200
+    [loop]
+    epochs = 100
+    patience = 10
+    seed = 3
+
+Plain frozen dataclasses of scalars, tuples and tables, importable without torch or implicit:
+a config file is checked (`make_config`) before anything heavy is imported, saved inside
+model.json and read back without unpickling. Loop keys may also be given flat (`epochs = 100`
+at the top, or `MultVAE(epochs=100)`): they go into the loop table, so older files still load.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from recvae.config import config_from_dict, update_config
 
 Activation = Literal["tanh", "relu", "sigmoid"]
 Likelihood = Literal["multinomial", "gaussian", "logistic"]
 LRSchedule = Literal["none", "step", "exponential", "plateau"]
+Normalise = Literal["zscore", "softmax"]
+# Devices a run may name today; the key is reserved for the scale-out work (GPU, torchrun).
+DEVICES = ("cpu", "auto")
+
+
+def _check(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The training-loop table every epoch-trained model shares (recvae.train.run_loop)."""
+
+    epochs: int = 200
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    metric: str = "ndcg@100"  # validation metric that picks the best epoch
+    validate_every: int = 1
+    lr: float = 1e-3
+    lr_schedule: LRSchedule = "none"
+    lr_step_size: int = 50  # "step": multiply by lr_gamma every lr_step_size epochs
+    lr_gamma: float = 0.5  # "step" / "exponential" factor; "plateau" reduction factor
+    lr_patience: int = 10  # "plateau": validations without improvement before reducing
+    batch_size: int = 500  # users per update
+    eval_batch_size: int = 2000  # users per scoring batch (validation and inference)
+    seed: int = 0  # one seed; every random stream is derived from it
+    threads: int = 0  # torch threads while training and scoring; 0 = all cores
+    device: str = "cpu"  # "cpu" or "auto" (= cpu today); reserved for GPU / multi-process runs
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(
+                f"device {self.device!r} is not supported yet: this version trains on the CPU "
+                f"(use one of {', '.join(DEVICES)})"
+            )
+        _check(
+            [
+                (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
+                (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+                (self.lr > 0, f"lr must be positive, got {self.lr}"),
+                (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
+                (self.eval_batch_size > 0, f"eval_batch_size must be > 0: {self.eval_batch_size}"),
+                (self.validate_every > 0, f"validate_every must be > 0: {self.validate_every}"),
+                (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -31,22 +93,19 @@ class MultVAEConfig:
     # ML-20M; on ml-1m (13 updates per epoch) it keeps beta under 0.02 for 200 epochs.
     anneal_steps: int | None = None
     l2: float = 0.0  # adds l2 * sum of squared weights (biases exempt) to the loss, like `lam`
-    lr: float = 1e-3
-    batch_size: int = 500
-    epochs: int = 200
-    patience: int = 0  # stop after this many validations without improvement; 0 = never
-    metric: str = "ndcg@100"  # validation metric that picks the best epoch
-    validate_every: int = 1
-    lr_schedule: LRSchedule = "none"
-    lr_step_size: int = 50  # "step": multiply by lr_gamma every lr_step_size epochs
-    lr_gamma: float = 0.5  # "step" / "exponential" factor; "plateau" reduction factor
-    lr_patience: int = 10  # "plateau": validations without improvement before reducing
-    seed: int = 0
-    threads: int = 0  # torch threads while training and scoring; 0 = all cores
-    eval_batch_size: int = 2000
+    loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
-        check_autoencoder_config(self)
+        _check(
+            [
+                *autoencoder_checks(self),
+                (self.beta_cap >= 0, f"beta_cap must be >= 0, got {self.beta_cap}"),
+                (
+                    self.anneal_steps is None or self.anneal_steps >= 0,
+                    f"anneal_steps must be >= 0 (or unset), got {self.anneal_steps}",
+                ),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -63,58 +122,29 @@ class MultDAEConfig:
     activation: Activation = "tanh"
     likelihood: Likelihood = "multinomial"
     l2: float = 2e-5
-    lr: float = 1e-3
-    batch_size: int = 500
-    epochs: int = 200
-    patience: int = 0
-    metric: str = "ndcg@100"
-    validate_every: int = 1
-    lr_schedule: LRSchedule = "none"
-    lr_step_size: int = 50
-    lr_gamma: float = 0.5
-    lr_patience: int = 10
-    seed: int = 0
-    threads: int = 0
-    eval_batch_size: int = 2000
+    loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
-        check_autoencoder_config(self)
+        _check(autoencoder_checks(self))
 
 
-def check_autoencoder_config(config: MultVAEConfig | MultDAEConfig) -> None:
-    checks = [
+def autoencoder_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool, str]]:
+    return [
         (0.0 <= config.dropout < 1.0, f"dropout must be in [0, 1), got {config.dropout}"),
         (config.latent_dim > 0, f"latent_dim must be positive, got {config.latent_dim}"),
         (
             all(d > 0 for d in config.hidden_dims),
             f"hidden_dims must be positive: {config.hidden_dims}",
         ),
-        (config.batch_size > 0, f"batch_size must be positive, got {config.batch_size}"),
-        (config.epochs > 0, f"epochs must be positive, got {config.epochs}"),
-        (config.lr > 0, f"lr must be positive, got {config.lr}"),
         (config.l2 >= 0, f"l2 must be >= 0, got {config.l2}"),
-        (
-            config.validate_every > 0,
-            f"validate_every must be positive, got {config.validate_every}",
-        ),
     ]
-    if isinstance(config, MultVAEConfig):
-        checks.append((config.beta_cap >= 0, f"beta_cap must be >= 0, got {config.beta_cap}"))
-        checks.append(
-            (
-                config.anneal_steps is None or config.anneal_steps >= 0,
-                f"anneal_steps must be >= 0 (or unset), got {config.anneal_steps}",
-            )
-        )
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
 
 
 @dataclass(frozen=True)
 class RecVAEConfig:
     """RecVAE settings: the reference implementation's (run.py), except the two defaults that
-    validation on ml-1m changed (per_user_beta off with beta 0.2, one encoder pass per round)."""
+    validation on ml-1m changed (per_user_beta off with beta 0.2, one encoder pass per round).
+    An epoch of the loop is one RecVAE round; the reference's lr 5e-4 and 50 rounds."""
 
     hidden_dim: int = 600
     latent_dim: int = 200
@@ -133,39 +163,210 @@ class RecVAEConfig:
     layer_norm: bool = True
     layer_norm_eps: float = 0.1
     dense_skips: bool = True
-    # optimisation and the loop
-    lr: float = 5e-4
-    batch_size: int = 500
-    epochs: int = 50
-    patience: int = 0
-    metric: str = "ndcg@100"
-    validate_every: int = 1
-    lr_schedule: LRSchedule = "none"
-    lr_step_size: int = 50
-    lr_gamma: float = 0.5
-    lr_patience: int = 10
-    seed: int = 0
-    threads: int = 0
-    eval_batch_size: int = 2000
+    loop: LoopConfig = LoopConfig(lr=5e-4, epochs=50)
 
     def __post_init__(self) -> None:
-        checks = [
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.hidden_dim > 0, f"hidden_dim must be positive, got {self.hidden_dim}"),
-            (self.latent_dim > 0, f"latent_dim must be positive, got {self.latent_dim}"),
-            (self.n_layers > 0, f"n_layers must be positive, got {self.n_layers}"),
-            (
-                len(self.mixture_weights) == 3 and all(w > 0 for w in self.mixture_weights),
-                f"mixture_weights must be 3 positive numbers, got {self.mixture_weights}",
-            ),
-            (self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}"),
-            (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
-            (self.n_enc_epochs > 0, f"n_enc_epochs must be positive, got {self.n_enc_epochs}"),
-            (self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
-            (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
-            (self.validate_every > 0, f"validate_every must be positive: {self.validate_every}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        _check(
+            [
+                (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+                (self.hidden_dim > 0, f"hidden_dim must be positive, got {self.hidden_dim}"),
+                (self.latent_dim > 0, f"latent_dim must be positive, got {self.latent_dim}"),
+                (self.n_layers > 0, f"n_layers must be positive, got {self.n_layers}"),
+                (
+                    len(self.mixture_weights) == 3 and all(w > 0 for w in self.mixture_weights),
+                    f"mixture_weights must be 3 positive numbers, got {self.mixture_weights}",
+                ),
+                (self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}"),
+                (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
+                (self.n_enc_epochs > 0, f"n_enc_epochs must be positive: {self.n_enc_epochs}"),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class EASEConfig:
+    l2: float = 500.0  # L2 weight lambda; Steck tunes it in the hundreds to thousands
+
+    def __post_init__(self) -> None:
+        _check([(self.l2 > 0, f"l2 must be positive, got {self.l2}")])
+
+
+def factor_checks(factors: int, regularization: float, iterations: int) -> list[tuple[bool, str]]:
+    return [
+        (factors >= 1 and iterations >= 1, "factors and iterations must be >= 1"),
+        (regularization >= 0, f"regularization must be >= 0, got {regularization}"),
+    ]
+
+
+@dataclass(frozen=True)
+class ALSConfig:
+    factors: int = 128
+    regularization: float = 0.1
+    alpha: float = 10.0  # confidence of an observed interaction = alpha * value
+    iterations: int = 15
+    num_threads: int = 0  # 0 = one per CPU core
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                *factor_checks(self.factors, self.regularization, self.iterations),
+                (self.alpha > 0, f"alpha must be positive, got {self.alpha}"),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class BPRConfig:
+    factors: int = 128
+    learning_rate: float = 0.01
+    regularization: float = 0.01
+    iterations: int = 100
+    fold_in_confidence: float = 10.0
+    fold_in_regularization: float = 0.1
+    num_threads: int = 0  # 0 = one per CPU core
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        valid = (
+            self.learning_rate > 0
+            and self.fold_in_confidence >= 1
+            and self.fold_in_regularization > 0
+        )
+        message = (
+            "learning_rate and fold_in_regularization must be positive and fold_in_confidence >= 1"
+        )
+        _check(
+            [*factor_checks(self.factors, self.regularization, self.iterations), (valid, message)]
+        )
+
+
+@dataclass(frozen=True)
+class PopularityConfig:
+    """Popularity has nothing to tune; the config exists so every model saves the same way."""
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """A blend, configured like any model:
+
+        # blend.toml (recvae train DATA --model blend --config blend.toml)
+        normalise = "zscore"      # or "softmax"
+        weights = "tune"          # or one weight per member, e.g. [0.9, 0.1]
+        metric = "ndcg@100"       # what "tune" maximises on the validation users
+        [[members]]
+        model = "multdae"
+        latent_dim = 200
+        [members.loop]
+        epochs = 50
+        [[members]]
+        model = "ease"
+        l2 = 500.0
+
+    Each member is a table: its model name under `model` and that model's own settings.
+    """
+
+    members: tuple[dict[str, Any], ...] = ({"model": "multdae"}, {"model": "ease"})
+    weights: tuple[float, ...] | Literal["tune"] = "tune"
+    normalise: Normalise = "zscore"
+    metric: str = "ndcg@100"  # validation metric the weights are tuned on
+    weight_step: float = 0.1  # "tune" tries every weight vector on this grid (summing to 1)
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 1:
+            raise ValueError("a blend needs at least one member")
+        members = tuple(dict(m) for m in self.members)
+        for index, member in enumerate(members):
+            name = member.get("model")
+            if name not in CONFIG_CLASSES or name == "blend":
+                known = ", ".join(sorted(set(CONFIG_CLASSES) - {"blend"}))
+                raise ValueError(f"members[{index}].model must be one of {known}, got {name!r}")
+            settings = {k: v for k, v in member.items() if k != "model"}
+            make_config(name, settings, f"members[{index}] ({name})")  # checked now, not later
+        object.__setattr__(self, "members", members)
+        if self.weights != "tune" and len(self.weights) != len(self.members):
+            raise ValueError(
+                f"members and weights must be of equal length, got {len(self.members)} members "
+                f'and {len(self.weights)} weights (or weights = "tune")'
+            )
+        if not 0 < self.weight_step <= 0.5:
+            raise ValueError(f"weight_step must be in (0, 0.5], got {self.weight_step}")
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        return tuple(m["model"] for m in self.members)
+
+    def member_settings(self, index: int) -> dict[str, Any]:
+        return {k: v for k, v in self.members[index].items() if k != "model"}
+
+
+CONFIG_CLASSES: dict[str, type] = {
+    "multvae": MultVAEConfig,
+    "multdae": MultDAEConfig,
+    "recvae": RecVAEConfig,
+    "ease": EASEConfig,
+    "als": ALSConfig,
+    "bpr": BPRConfig,
+    "popularity": PopularityConfig,
+    "blend": BlendConfig,
+}
+
+
+def config_class(name: str) -> type:
+    """The config dataclass of the model registered under `name`."""
+    from recvae.errors import RecvaeError
+
+    if name not in CONFIG_CLASSES:
+        raise RecvaeError(f"unknown model {name!r}: expected one of {', '.join(CONFIG_CLASSES)}")
+    return CONFIG_CLASSES[name]
+
+
+def make_config(name: str, settings: Mapping[str, Any] | Any = None, source: str = "") -> Any:
+    """The typed config of model `name` from a dict of settings (nested `loop` table or flat
+    loop keys), an existing config (returned as is) or None (the defaults)."""
+    cls = config_class(name)
+    if isinstance(settings, cls):
+        return settings
+    return config_from_dict(cls, dict(settings or {}), source=source or name)
+
+
+def with_settings(config: Any, overrides: Mapping[str, Any], source: str = "") -> Any:
+    """`config` with `overrides` applied (flat loop keys allowed); None values are skipped."""
+    return update_config(config, overrides, source=source or type(config).__name__)
+
+
+def setting_types(name: str) -> dict[str, Any]:
+    """Every setting of model `name` as it may be given flat (`epochs`, not `loop.epochs`),
+    with its annotated type: what `recvae train --set`, tuning spaces and suites accept."""
+    cls = config_class(name)
+    types: dict[str, Any] = {}
+    for key, hint in typing.get_type_hints(cls).items():
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            types.update(typing.get_type_hints(hint))
+        else:
+            types[key] = hint
+    return types
+
+
+def uses_loop(name: str) -> bool:
+    """Whether the model trains through the shared epoch loop (has a `[loop]` table)."""
+    return "loop" in getattr(config_class(name), "__dataclass_fields__", {})
+
+
+__all__ = [
+    "CONFIG_CLASSES",
+    "ALSConfig",
+    "BPRConfig",
+    "BlendConfig",
+    "EASEConfig",
+    "LoopConfig",
+    "MultDAEConfig",
+    "MultVAEConfig",
+    "PopularityConfig",
+    "RecVAEConfig",
+    "config_class",
+    "make_config",
+    "setting_types",
+    "uses_loop",
+    "with_settings",
+]

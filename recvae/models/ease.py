@@ -13,9 +13,9 @@ numpy/scipy with OpenBLAS has crashed on this machine above ~33k items.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,15 +23,17 @@ import torch
 
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, load_array, read_model_json, write_model_json
+from recvae.models.base import (
+    check_history,
+    load_array,
+    model_config,
+    read_model_json,
+    write_model_json,
+)
+from recvae.models.configs import EASEConfig
 from recvae.models.torch_sparse import sparse_times_dense
 
 DENSE_COPIES = 2  # fit keeps at most two dense n_items^2 float32 matrices alive at once
-
-
-@dataclass(frozen=True)
-class EASEConfig:
-    l2: float = 500.0  # L2 weight lambda; Steck tunes it in the hundreds to thousands
 
 
 def available_memory_bytes() -> int | None:
@@ -136,10 +138,8 @@ class EASE:
 
     name: ClassVar[str] = "ease"
 
-    def __init__(self, l2: float = 500.0) -> None:
-        if not l2 > 0:
-            raise RecvaeError(f"ease: l2 must be positive, got {l2}")
-        self.config = EASEConfig(l2=float(l2))
+    def __init__(self, config: EASEConfig | None = None, **overrides: Any) -> None:
+        self.config: EASEConfig = model_config(EASEConfig, config, overrides, self.name)
         self.weights: np.ndarray | None = None
 
     def fit(self, train: sp.csr_matrix, valid: Holdout | None = None) -> Self:
@@ -178,7 +178,7 @@ class EASE:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        model = cls(**read_model_json(path, expect=cls.name).get("config", {}))
+        model = cls(read_model_json(path, expect=cls.name).get("config", {}))
         weights = load_array(path / "weights.npy", ndim=2)
         if weights.shape[0] != weights.shape[1]:
             raise RecvaeError(

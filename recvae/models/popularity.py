@@ -5,21 +5,23 @@ The floor every model must clear: a model that loses to it has learned nothing p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
 
 from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
-from recvae.models.base import check_history, load_array, read_model_json, write_model_json
-
-
-@dataclass(frozen=True)
-class PopularityConfig:
-    """Popularity has nothing to tune; the config exists so every model saves the same way."""
+from recvae.models.base import (
+    check_history,
+    load_array,
+    model_config,
+    read_model_json,
+    write_model_json,
+)
+from recvae.models.configs import PopularityConfig
 
 
 class Popularity:
@@ -27,8 +29,8 @@ class Popularity:
 
     name: ClassVar[str] = "popularity"
 
-    def __init__(self) -> None:
-        self.config = PopularityConfig()
+    def __init__(self, config: PopularityConfig | None = None, **overrides: Any) -> None:
+        self.config = model_config(PopularityConfig, config, overrides, self.name)
         self.item_counts: np.ndarray | None = None
 
     def fit(self, train: sp.csr_matrix, valid: Holdout | None = None) -> Self:
@@ -50,8 +52,7 @@ class Popularity:
     @classmethod
     def load(cls, path: Path) -> Self:
         path = Path(path)
-        read_model_json(path, expect=cls.name)
-        model = cls()
+        model = cls(read_model_json(path, expect=cls.name).get("config", {}))
         model.item_counts = load_array(path / "item_counts.npy", ndim=1).astype(np.float32)
         return model
 

@@ -224,7 +224,9 @@ class _RecVAETrainer:
         self.examples_per_epoch = self.train.shape[0] * passes
         # One Adam over both parts: Adam keeps per-parameter state and skips parameters without
         # a gradient, so stepping it after an encoder-only pass is the reference's two optimisers.
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=self.config.lr, fused=True)
+        self.optimizer = torch.optim.Adam(
+            self.module.parameters(), lr=self.config.loop.lr, fused=True
+        )
         self.posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
@@ -235,7 +237,7 @@ class _RecVAETrainer:
         resumed run recomputes exactly the same table."""
         if self.posterior is None:
             mus, logvars = [], []
-            chunk = self.config.eval_batch_size
+            chunk = self.config.loop.eval_batch_size
             with torch.no_grad():
                 for start in range(0, self.train.shape[0], chunk):
                     users = np.arange(start, min(start + chunk, self.train.shape[0]))
@@ -252,7 +254,7 @@ class _RecVAETrainer:
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         c = self.config
-        noise = torch.Generator().manual_seed(epoch_seed(c.seed, epoch, NOISE))
+        noise = torch.Generator().manual_seed(epoch_seed(c.loop.seed, epoch, NOISE))
         if c.alternating:
             for index in range(c.n_enc_epochs):
                 step, enc = self._pass(self._order(epoch, index), "encoder", noise, step, on_batch)
@@ -273,7 +275,7 @@ class _RecVAETrainer:
         return numbers
 
     def _order(self, epoch: int, pass_index: int) -> np.ndarray:
-        rng = np.random.default_rng(epoch_seed(self.config.seed, epoch, _PASS + pass_index))
+        rng = np.random.default_rng(epoch_seed(self.config.loop.seed, epoch, _PASS + pass_index))
         return rng.permutation(self.train.shape[0])
 
     def _pass(
@@ -294,8 +296,8 @@ class _RecVAETrainer:
         posterior = self.old_posterior() if need_posterior else None
         totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
         batches = 0
-        for start in range(0, len(order), c.batch_size):
-            users = np.sort(order[start : start + c.batch_size])
+        for start in range(0, len(order), c.loop.batch_size):
+            users = np.sort(order[start : start + c.loop.batch_size])
             batch = _Batch(self.train[users], self.norms[users])
             old = (posterior[0][users], posterior[1][users]) if posterior is not None else None
             if part == "decoder":

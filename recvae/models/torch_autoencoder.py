@@ -29,12 +29,13 @@ from recvae.models.base import (
     check_history,
     check_tensor_shapes,
     load_tensors,
+    model_config,
     model_size,
     read_model_json,
     write_model_json,
 )
 from recvae.models.torch_sparse import normalised_values, row_norms, torch_csr
-from recvae.train import EpochCallback, LoopSettings, epoch_seed, run_loop
+from recvae.train import EpochCallback, epoch_seed, run_loop
 
 # `epoch_seed` purposes: separate streams for the user order, the dropout/latent noise and the
 # initial weights.
@@ -68,10 +69,9 @@ class TorchAutoencoder:
     _weights_not_saved: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
-        base = config if config is not None else self.config_class()
-        if overrides:
-            base = config_from_dict(self.config_class, {**config_to_dict(base), **overrides})
-        self.config = base
+        """`MultVAE()`, `MultVAE(config)`, `MultVAE(latent_dim=100, epochs=50)`: settings of the
+        model and of its `loop` table may be given flat (see recvae.models.configs)."""
+        self.config = model_config(self.config_class, config, overrides, self.name)
         self.module: Any = None  # the torch module, built by `_build_module` in fit or load
         self.n_items = 0
         self.history: list[dict[str, Any]] = []
@@ -110,19 +110,19 @@ class TorchAutoencoder:
             )
         if train.nnz == 0:
             raise RecvaeError(f"{self.name}: the training matrix has no interactions")
-        config = self.config
-        with torch_threads(config.threads):
+        loop = self.config.loop
+        with torch_threads(loop.threads):
             self.n_items = train.shape[1]
             self.module = self._build_module(self.n_items)
             self.module.reset_parameters(
-                torch.Generator().manual_seed(epoch_seed(config.seed, 0, INIT))
+                torch.Generator().manual_seed(epoch_seed(loop.seed, 0, INIT))
             )
             if warm_start is not None:
                 self._warm_start(warm_start, train)
             trainer = self._make_trainer(train)
             result = run_loop(
                 trainer,
-                self._loop_settings(),
+                loop,
                 valid,
                 callback=callback,
                 checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
@@ -138,23 +138,16 @@ class TorchAutoencoder:
 
     def _run_key(self, train: sp.csr_matrix) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: model, data and the settings that shape
-        the weights (the epoch budget, patience and thread count may change between runs)."""
-        free = {"epochs", "patience", "threads", "eval_batch_size"}
-        config = {k: v for k, v in config_to_dict(self.config).items() if k not in free}
+        the weights (the epoch budget, patience, threads and device may change between runs)."""
+        free = {"epochs", "patience", "threads", "eval_batch_size", "device"}
+        config = config_to_dict(self.config)
+        config["loop"] = {k: v for k, v in config["loop"].items() if k not in free}
         return {
             "model": self.name,
             "config": config,
             "n_items": self.n_items,
             "nnz": int(train.nnz),
         }
-
-    def _loop_settings(self) -> LoopSettings:
-        c = self.config
-        return LoopSettings(
-            epochs=c.epochs, patience=c.patience, metric=c.metric, validate_every=c.validate_every,
-            lr=c.lr, lr_schedule=c.lr_schedule, lr_step_size=c.lr_step_size,
-            lr_gamma=c.lr_gamma, lr_patience=c.lr_patience, eval_batch_size=c.eval_batch_size,
-        )  # fmt: skip
 
     def _build_module(self, n_items: int) -> Any:
         raise NotImplementedError
@@ -220,13 +213,13 @@ class TorchAutoencoder:
         if self.module is None:
             raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
         history = check_history(history, self.n_items, self.name)
-        with torch_threads(self.config.threads):
+        with torch_threads(self.config.loop.threads):
             return self._score_batch(history)
 
     def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
         assert self.module is not None
         out = np.empty(history.shape, dtype=np.float32)
-        step = self.config.eval_batch_size
+        step = self.config.loop.eval_batch_size
         norms = row_norms(history)
         with torch.inference_mode():
             for start in range(0, history.shape[0], step):

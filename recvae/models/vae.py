@@ -152,23 +152,23 @@ class AutoencoderTrainer:
             {"params": self.module.biases(), "weight_decay": 0.0},
         ]
         # fused: one kernel per step for all parameters (~20x faster than the default on CPU)
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=True)
+        self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         return self.model._score_batch(history)
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         config = self.config
-        order = np.random.default_rng(epoch_seed(config.seed, epoch, SHUFFLE)).permutation(
+        order = np.random.default_rng(epoch_seed(config.loop.seed, epoch, SHUFFLE)).permutation(
             self.train.shape[0]
         )
-        noise = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, NOISE))
+        noise = torch.Generator().manual_seed(epoch_seed(config.loop.seed, epoch, NOISE))
         variational = self.module.variational
         totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
         batches = 0
         beta = 0.0
-        for start in range(0, len(order), config.batch_size):
-            users = np.sort(order[start : start + config.batch_size])
+        for start in range(0, len(order), config.loop.batch_size):
+            users = np.sort(order[start : start + config.loop.batch_size])
             batch = self.train[users]
             beta = self._beta(step) if variational else 0.0
             nll, kl = self._batch_loss(batch, self.norms[users], noise)
@@ -225,7 +225,7 @@ def resolve_anneal_steps(config: MultVAEConfig, n_users: int) -> int:
     update of the epoch budget (epochs x batches per epoch over `n_users` training users)."""
     if config.anneal_steps is not None:
         return config.anneal_steps
-    return config.epochs * max(1, -(-n_users // config.batch_size))
+    return config.loop.epochs * max(1, -(-n_users // config.loop.batch_size))
 
 
 def likelihood_nll(likelihood: str, logits: torch.Tensor, batch: sp.csr_matrix) -> torch.Tensor:

@@ -18,10 +18,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from recvae.config import config_to_dict
+from recvae.config import config_to_dict, to_toml
 from recvae.io import atomic_file
+from recvae.models.configs import config_class
 from recvae.provenance import run_info
-from recvae.tuning.spaces import EPOCH_MODELS, HIDDEN_DIM, config_class_of
+from recvae.tuning.spaces import EPOCH_MODELS, HIDDEN_DIM
 from recvae.tuning.study import (
     PRUNER_STARTUP_TRIALS,
     STORAGE_FILE,
@@ -120,10 +121,10 @@ def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def best_config(run: StudyRun, trial: Any) -> dict[str, Any]:
     """The full model config of `trial` (defaults filled in), as `recvae train` reads it."""
-    from recvae.bench.runs import build_model
+    from recvae.bench.runs import seeded_model
 
     settings = trial.user_attrs.get("settings") or run.space.settings(trial.params)
-    model, _ = build_model(run.options.model, settings, run.options.seed)
+    model, _ = seeded_model(run.options.model, settings, run.options.seed)
     return config_to_dict(model.config)
 
 
@@ -133,13 +134,8 @@ def best_toml(run: StudyRun, trial: Any) -> str:
         f"# recvae tune: best of {len(run.study.trials)} trials for {model} "
         f"(trial {trial.number}, valid {run.metric} = {trial.value:.5f})",
     ]
-    if model in EPOCH_MODELS:
-        header.append(
-            f"# train it: recvae train DATASET --model {model} --config best.toml --out DIR"
-        )
-        header.append("# nightly job: see nightly-train.toml (these keys under [train.config])")
-    else:
-        header.append(f"# settings of the {model} model, e.g. for a `recvae bench` suite entry")
+    header.append(f"# train it: recvae train DATASET --model {model} --config best.toml --out DIR")
+    header.append("# nightly job: see nightly-train.toml (these keys under [train.config])")
     return "\n".join(header) + "\n" + to_toml(best_config(run, trial))
 
 
@@ -148,30 +144,8 @@ def nightly_section(run: StudyRun, trial: Any) -> str:
     return (
         f"# recvae tune: trial {trial.number}, valid {run.metric} = {trial.value:.5f}; paste into "
         "the nightly job's config in place of its [train] section\n"
-        f"[train]\nmodel = {_toml_value(run.options.model)}\n\n[train.config]\n"
-        + to_toml(best_config(run, trial))
+        + to_toml({"train": {"model": run.options.model, "config": best_config(run, trial)}})
     )
-
-
-def to_toml(values: dict[str, Any]) -> str:
-    """Flat key = value TOML (numbers, text, booleans, lists of them); None keys are left out."""
-    return "".join(
-        f"{key} = {_toml_value(value)}\n" for key, value in values.items() if value is not None
-    )
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)  # 1e-05, 0.5, inf, nan: all valid TOML floats
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
 
 
 # --- plots ----------------------------------------------------------------------------------
@@ -299,7 +273,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def default_values(model: str) -> dict[str, Any]:
     """The model's own defaults, keyed like the search space (hidden_dim for VAE/DAE)."""
-    values = config_to_dict(config_class_of(model)())
+    config = config_to_dict(config_class(model)())
+    values = {**config.pop("loop", {}), **config}  # flat, like the space's names
     if values.get("hidden_dims"):
         values[HIDDEN_DIM] = values["hidden_dims"][0]
     return values

@@ -25,21 +25,21 @@ low/high (+ `log`, `step`), text/bool fields take `choices`; any field may use `
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recvae.config import config_to_dict, read_toml
 from recvae.errors import RecvaeError
-from recvae.models import model_class
+from recvae.models.configs import config_class, uses_loop
+from recvae.models.configs import setting_types as model_setting_types
 
-TUNABLE_MODELS = ("multvae", "multdae", "recvae", "als", "bpr", "ease")
+TUNABLE_MODELS = ("multvae", "multdae", "recvae", "als", "bpr", "ease", "popularity", "blend")
 # trained by the epoch loop: pruned on per-epoch metrics
-EPOCH_MODELS = ("multvae", "multdae", "recvae")
+EPOCH_MODELS = tuple(name for name in TUNABLE_MODELS if uses_loop(name))
 
 # Mult-VAE/DAE take `hidden_dims` (a list); a study varies one hidden layer's size instead
 # (RecVAE's `hidden_dim` is its own setting: the width of every encoder layer).
@@ -97,6 +97,13 @@ DEFAULT_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "ease": {
         "l2": {"low": 1.0, "high": 10_000.0, "log": True},
     },
+    "popularity": {},  # nothing to tune: a study scores the one setting there is
+    # A blend tunes its weights itself on validation; a study searches the normalisation and
+    # members' settings, named MODEL.SETTING (e.g. ease.l2) for the member of that model.
+    "blend": {
+        "normalise": {"choices": ["zscore", "softmax"]},
+        "ease.l2": {"low": 1.0, "high": 10_000.0, "log": True},
+    },
 }
 
 # An epoch cap and early stopping so one trial cannot take the whole budget.
@@ -107,6 +114,8 @@ DEFAULT_FIXED: dict[str, dict[str, Any]] = {
     "als": {},
     "bpr": {},
     "ease": {},
+    "popularity": {},
+    "blend": {},
 }
 
 SPEC_KEYS = {"low", "high", "log", "step", "choices", "grid"}
@@ -185,7 +194,9 @@ class SearchSpace:
         settings = dict(self.fixed)
         alias = "hidden_dims" in config_fields(self.model)
         for name, value in values.items():
-            if name == HIDDEN_DIM and alias:
+            if "." in name:  # a blend member's setting: MODEL.SETTING
+                settings["members"] = _set_member(self.model, settings, name, value)
+            elif name == HIDDEN_DIM and alias:
                 settings["hidden_dims"] = [int(value)]
             else:
                 settings[name] = value
@@ -199,22 +210,19 @@ class SearchSpace:
         return {"params": {s.name: s.to_dict() for s in self.params}, "fixed": dict(self.fixed)}
 
 
-def config_class_of(model: str) -> type:
-    """The frozen config dataclass behind a model's settings."""
-    cls: Any = model_class(model)
-    config_class = getattr(cls, "config_class", None)
-    return config_class if config_class is not None else type(cls().config)
-
-
-def setting_types(model: str) -> dict[str, Any]:
-    """Setting name -> annotated type, for the model's config (plus `hidden_dim` for VAE/DAE).
-    An optional setting (`int | None`) is searched as its non-None type."""
-    hints = {
-        name: _without_none(hint)
-        for name, hint in typing.get_type_hints(config_class_of(model)).items()
-    }
+def setting_types(model: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Setting name -> annotated type, as a study names them: flat loop keys, `hidden_dim` for
+    Mult-VAE/DAE, and for a blend each member's settings as MODEL.SETTING (members from
+    `fixed`, else the default blend's). An optional setting (`int | None`) is searched as its
+    non-None type."""
+    hints = {name: _without_none(hint) for name, hint in model_setting_types(model).items()}
     if "hidden_dims" in hints:
         hints[HIDDEN_DIM] = int
+    if model == "blend":
+        for member in _members(model, fixed or {}):
+            name = member["model"]
+            for key, hint in setting_types(name).items():
+                hints[f"{name}.{key}"] = hint
     return hints
 
 
@@ -222,6 +230,27 @@ def _without_none(hint: Any) -> Any:
     options = [option for option in typing.get_args(hint) if option is not type(None)]
     is_optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and len(options) == 1
     return options[0] if is_optional else hint
+
+
+def _members(model: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    members = settings.get("members") or config_to_dict(config_class(model)())["members"]
+    return [dict(member) for member in members]
+
+
+def _set_member(model: str, settings: dict[str, Any], name: str, value: Any) -> list[dict]:
+    """The blend's members with `value` set on the member named by MODEL.SETTING."""
+    member_model, _, key = name.partition(".")
+    members = _members(model, settings)
+    matches = [m for m in members if m["model"] == member_model]
+    if len(matches) != 1:
+        raise RecvaeError(
+            f"{name}: the blend needs exactly one {member_model!r} member to set {key!r} on"
+        )
+    if key == HIDDEN_DIM and "hidden_dims" in model_setting_types(member_model):
+        matches[0]["hidden_dims"] = [int(value)]  # Mult-VAE/DAE: one hidden layer of this size
+    else:
+        matches[0][key] = value
+    return members
 
 
 def default_space(model: str) -> SearchSpace:
@@ -234,12 +263,7 @@ def load_space(model: str, path: Path | None = None) -> SearchSpace:
     check_model(model)
     if path is None:
         return default_space(model)
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise RecvaeError(f"search space file {path} does not exist") from error
-    except tomllib.TOMLDecodeError as error:
-        raise RecvaeError(f"search space file {path} is not valid TOML: {error}") from error
+    raw = read_toml(path, "search space file")
     return parse_space(model, raw, str(path))
 
 
@@ -255,8 +279,8 @@ def parse_space(model: str, raw: dict[str, Any], source: str) -> SearchSpace:
         raise RecvaeError(
             f"{source}: unknown table(s) {unknown}; expected [params.NAME] and [fixed]"
         )
-    types = setting_types(model)
     fixed = {**DEFAULT_FIXED[model], **_table(raw, "fixed", source)}
+    types = setting_types(model, fixed)
     alias = "hidden_dims" in types  # hidden_dim stands for hidden_dims = [n]: search only
     for name in fixed:
         if name not in types or (alias and name == HIDDEN_DIM):
@@ -264,13 +288,14 @@ def parse_space(model: str, raw: dict[str, Any], source: str) -> SearchSpace:
                 f"{source}: [fixed] {name!r} is not a {model} setting; known: "
                 + ", ".join(sorted(k for k in types if not (alias and k == HIDDEN_DIM)))
             )
-    entries = {**DEFAULT_PARAMS[model], **_table(raw, "params", source)}
+    defaults = {k: v for k, v in DEFAULT_PARAMS[model].items() if k in types}  # blend: members
+    entries = {**defaults, **_table(raw, "params", source)}
     params = tuple(
         _param(name, entry, types, source)
         for name, entry in entries.items()
         if name not in fixed and not (name == HIDDEN_DIM and "hidden_dims" in fixed)
     )
-    if not params:
+    if not params and types:
         raise RecvaeError(f"{source}: nothing left to search (every parameter is fixed)")
     return SearchSpace(model, params, fixed)
 
@@ -334,4 +359,4 @@ def _param(name: str, entry: Any, types: dict[str, Any], source: str) -> ParamSp
 
 
 def config_fields(model: str) -> set[str]:
-    return {f.name for f in dataclasses.fields(config_class_of(model))}
+    return set(model_setting_types(model))

@@ -109,12 +109,12 @@ def fit_and_validate(
     Epoch models validate every epoch, keep their best epoch (by `metric`) and report through
     `on_epoch`; the others are scored once after fitting.
     """
-    from recvae.bench.runs import build_model
+    from recvae.bench.runs import seeded_model
     from recvae.evaluate import evaluate
     from recvae.train import validation_ks
 
     settings = run_settings(model, settings, metric, seed)
-    fitted, _ = build_model(model, settings, seed)
+    fitted, _ = seeded_model(model, settings, seed)
     started = time.perf_counter()
     if model in EPOCH_MODELS:
         fitted.fit(train, valid, callback=on_epoch)
@@ -132,7 +132,7 @@ def run_settings(model: str, settings: dict[str, Any], metric: str, seed: int) -
     """The settings a run actually uses: epoch models pick their best epoch by the study's
     metric, and every seeded model gets the study's seed unless [fixed] sets one."""
     settings = dict(settings)
-    if model in EPOCH_MODELS:
+    if "metric" in config_fields(model):  # the epoch models' best epoch, a blend's weights
         settings["metric"] = metric
     if "seed" in config_fields(model):
         settings.setdefault("seed", seed)
@@ -141,9 +141,9 @@ def run_settings(model: str, settings: dict[str, Any], metric: str, seed: int) -
 
 def check_settings_build(model: str, space: SearchSpace, seed: int) -> None:
     """Build the model once with the fixed settings so a bad [fixed] value fails before trial 1."""
-    from recvae.bench.runs import build_model
+    from recvae.bench.runs import seeded_model
 
-    build_model(model, space.settings({}), seed)
+    seeded_model(model, space.settings({}), seed)
 
 
 def run_study(
@@ -155,7 +155,7 @@ def run_study(
     import optuna
 
     from recvae.data.dataset import Dataset
-    from recvae.data.split import training_split
+    from recvae.data.split import ProtocolSpec, describe_split, make_split
     from recvae.train import validation_ks
 
     say = on_message or (lambda _: None)
@@ -169,7 +169,8 @@ def run_study(
     space = load_space(options.model, options.space_file)
     check_settings_build(options.model, space, options.seed)
     dataset = Dataset.load(options.dataset_dir)
-    run = training_split(dataset, validate=True, seed=options.seed)
+    protocol = ProtocolSpec("auto", seed=options.seed)
+    run = make_split(dataset, protocol)
     assert run.valid is not None
     validation_ks(metric, run.valid.n_items)  # a K above the item count fails here, not per trial
     identity = {
@@ -178,7 +179,7 @@ def run_study(
         "space": space.to_dict(),
         "seed": options.seed,
         "dataset_fingerprint": dataset.fingerprint(),
-        "validation": run.validation,
+        "validation": describe_split(dataset, protocol, run),
     }
     identity = json.loads(json.dumps(identity, default=str))  # as stored: compare like with like
     out = Path(options.out)
