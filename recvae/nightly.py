@@ -9,14 +9,15 @@ Each run, under the job lock (`work_dir/nightly.lock`):
   2. ingests the logs (files or a DuckDB table; optionally only the last `window_days` days);
   3. refuses when users or interactions fell by more than `max_volume_drop` against the data the
      current model was trained on (volume gate);
-  4. splits: strong generalization, `valid_users` users held out for validation;
-  5. trains the configured model (any registered model), resuming a crashed run's checkpoint and
-     warm-starting from the current model when it is of the same kind (items it knew keep their
-     weights, new items are initialised: see `TorchAutoencoder.fit(warm_start=...)`);
-  6. publishes (recvae.workflow.publish): registers the new version, evaluates it and the
+  4. splits (strong generalization, `valid_users` users held out for validation) and fits the
+     configured model (any registered model) through `recvae.workflow.fit.fit_model`, resuming
+     a crashed run's checkpoint and warm-starting from the current model when it is of the same
+     kind: items it knew keep their weights, new items start from their most similar known
+     items (recvae.models.warm_start);
+  5. publishes (recvae.workflow.publish): registers the new version, evaluates it and the
      current model on the SAME validation users, gates, then promotes and exports as one step;
-  7. prunes old versions, after every run that held the lock (refused and failed runs too);
-  8. writes the run report: `work_dir/runs/<time>-<pid>/report.json` and `.md`, and the same JSON
+  6. prunes old versions, after every run that held the lock (refused and failed runs too);
+  7. writes the run report: `work_dir/runs/<time>-<pid>/report.json` and `.md`, and the same JSON
      as `work_dir/last-run.json` for a scheduler to alert on.
 
 Exit codes: 0 promoted and exported; 1 failed (current model and published export unchanged);
@@ -164,51 +165,54 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
-# ---- the training step (one call: the workflow's model factory and fit) ---------------------
+# ---- the training step: the workflow's model factory and fit ---------------------------------
 
 
-def make_model(name: str, settings: dict[str, Any], where: str = "[train.config]") -> Any:
-    """An untrained model from its registered name and [train.config] settings, checked."""
-    from recvae.config import config_from_dict
-    from recvae.models import model_class
+def train_spec(config: NightlyConfig, where: str = "[train.config]") -> Any:
+    """[train] model with [train.config] as a typed, checked `TrainSpec` (any model)."""
+    from recvae.workflow.fit import TrainSpec
 
-    cls: Any = model_class(name)
-    try:
-        if hasattr(cls, "config_class"):
-            return cls(config_from_dict(cls.config_class, settings, source=where))
-        return cls(**settings)
-    except (TypeError, ValueError) as error:
-        raise RecvaeError(f"{where}: {error}") from None
+    return TrainSpec.of(config.model, config.model_settings, source=where)
 
 
-def fit_model(
+def split_spec(config: NightlyConfig) -> Any:
+    """Strong generalization: `valid_users` users held out, their items split into fold-in and
+    held-out parts; the gate compares the new and the current model on these users."""
+    from recvae.data.split import ProtocolSpec
+
+    return ProtocolSpec(
+        "strong",
+        valid_users=config.valid_users,
+        heldout_fraction=config.heldout_fraction,
+        seed=config.seed,
+    )
+
+
+def fit_step(
     config: NightlyConfig,
-    split: Any,
+    dataset: Any,
     checkpoint_dir: Path,
     warm_start: Any,
     on_epoch: Callable[[int, dict[str, Any]], None],
 ) -> Any:
-    """Fit the configured model on the split's training users, validating on its validation
-    users. Torch models checkpoint every epoch (a killed run resumes) and start from
-    `warm_start` (a `WarmStart`) when given."""
-    from recvae.models.torch_autoencoder import TorchAutoencoder
-
-    model = make_model(config.model, config.model_settings)
-    if not isinstance(model, TorchAutoencoder):
-        return model.fit(split.train, split.valid)
+    """Split and fit through the workflow (`recvae.workflow.fit.fit_model`): models trained by
+    epochs checkpoint every epoch (a killed run resumes) and start from `warm_start`."""
+    from recvae.workflow.fit import fit_model
 
     def callback(epoch: int, record: dict[str, Any]) -> bool:
         on_epoch(epoch, record)
         return False
 
-    return model.fit(
-        split.train,
-        split.valid,
-        callback=callback,
-        checkpoint_dir=checkpoint_dir / "train",
-        resume=True,
+    return fit_model(
+        dataset,
+        train_spec(config),
+        split_spec(config),
+        on_epoch=callback,
         warm_start=warm_start,
+        checkpoint_dir=checkpoint_dir / "train",
         log_path=checkpoint_dir / "train.jsonl",
+        metric=config.gate_metric,
+        dataset_path=config.work_dir / "dataset",
     )
 
 
@@ -216,14 +220,13 @@ def warm_start_source(config: NightlyConfig, store: Any, items: Any) -> tuple[An
     """A `WarmStart` from the current model when it can seed the new one (items matched by id,
     so new items do not prevent it), and why (or why not) in words."""
     from recvae.data.vocab import Vocabulary
-    from recvae.models import model_class
     from recvae.models.base import read_model_json
-    from recvae.models.torch_autoencoder import TorchAutoencoder
+    from recvae.models.configs import uses_loop
     from recvae.models.warm_start import WarmStart
 
     if not config.warm_start:
         return None, "off in config"
-    if not issubclass(model_class(config.model), TorchAutoencoder):
+    if not uses_loop(config.model):
         return None, f"{config.model} is not trained by epochs; nothing to start from"
     current = store.current_path()
     if current is None:
@@ -347,30 +350,20 @@ def _run_steps(config: NightlyConfig, store: Any, report: RunReport) -> str:
         return "refused_volume"
     dataset_dir = config.work_dir / "dataset"
     dataset.save(dataset_dir)
-    with report.step("split"):
-        split = make_split(config, dataset)
     checkpoint_dir = config.work_dir / "checkpoint"
     with report.step("train"):
-        model = _train(config, store, dataset, split, checkpoint_dir, report)
+        fitted = _train(config, store, dataset, checkpoint_dir, report)
     with report.step("publish"):
-        from recvae.artifact import Artifact
-
-        metadata = {
-            "model": config.model,
-            "data_fingerprint": dataset.fingerprint(),
-            "dataset": report.data["dataset"],
-            "training": {
-                "best_epoch": getattr(model, "best_epoch", None),
-                "stopped": getattr(model, "stopped", None),
-            },
+        fitted.metadata["nightly"] = {
+            "config": str(config.config_path),
             "warm_start": report.data["warm_start"],
-            "run": report.data["run"],
+            "dataset": report.data["dataset"],
         }
         result = publish(
             store,
-            Artifact(model, dataset.items, metadata),
-            split.train,
-            split.valid,
+            fitted.artifact,
+            fitted.split.train,
+            fitted.split.valid,
             dataset_dir,
             target,
             metric=config.gate_metric,
@@ -447,29 +440,10 @@ def ingest_logs(config: NightlyConfig) -> Any:
     return ingest(list(config.sources), ingest_options(config, since))
 
 
-def make_split(config: NightlyConfig, dataset: Any) -> Any:
-    """Strong generalization: `valid_users` users held out, their items split into fold-in and
-    held-out parts; the gate compares new and current model on these users."""
-    from recvae.data.split import ProtocolSpec
-    from recvae.data.split import make_split as split_dataset
-
-    spec = ProtocolSpec(
-        "strong",
-        valid_users=config.valid_users,
-        heldout_fraction=config.heldout_fraction,
-        seed=config.seed,
-    )
-    return split_dataset(dataset, spec)
-
-
 def _train(
-    config: NightlyConfig,
-    store: Any,
-    dataset: Any,
-    split: Any,
-    checkpoint_dir: Path,
-    report: RunReport,
+    config: NightlyConfig, store: Any, dataset: Any, checkpoint_dir: Path, report: RunReport
 ) -> Any:
+    """Fit with a warm start when the current model can seed the new one; the FitResult."""
     from recvae.models.warm_start import WarmStartError
 
     warm, why = warm_start_source(config, store, dataset.items)
@@ -487,16 +461,18 @@ def _train(
         epochs_seen.append(epoch)
         metric = record.get(config.gate_metric)
         shown = f" {config.gate_metric} {metric:.4f}" if metric is not None else ""
-        print(f"epoch {epoch} done: loss {record['loss']:.4f}{shown}", flush=True)
+        member = f" ({record['member']})" if "member" in record else ""
+        loss = record.get("loss", float("nan"))
+        print(f"epoch {epoch}{member} done: loss {loss:.4f}{shown}", flush=True)
 
     report.data["warm_start"] = why
     try:
-        model = fit_model(config, split, checkpoint_dir, warm, on_epoch)
+        fitted = fit_step(config, dataset, checkpoint_dir, warm, on_epoch)
     except WarmStartError as error:  # raised before the first epoch: start cold instead
         why = f"cold: the current model cannot seed this one ({error})"
         prepare_checkpoint(checkpoint_dir, {**run_key, "warm_start": None})
-        model = fit_model(config, split, checkpoint_dir, None, on_epoch)
+        fitted = fit_step(config, dataset, checkpoint_dir, None, on_epoch)
         report.data["warm_start"] = why
     report.data["resumed_from_epoch"] = (epochs_seen[0] - 1) if epochs_seen else None
     report.data["epochs_trained_this_run"] = len(epochs_seen)
-    return model
+    return fitted

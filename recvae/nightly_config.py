@@ -246,9 +246,10 @@ def ingest_options(config: NightlyConfig, since: int | None = None) -> Any:
 
 
 def build_model(config: NightlyConfig) -> Any:
-    """An untrained model of [train] model with [train.config]: the same check the fit uses."""
+    """[train] model with [train.config] as the workflow's checked `TrainSpec`: the same check
+    the fit uses, done before any work."""
     from recvae.models import MODEL_CLASSES
-    from recvae.nightly import make_model
+    from recvae.nightly import train_spec
 
     if config.model not in MODEL_CLASSES:
         known = ", ".join(sorted(MODEL_CLASSES))
@@ -256,7 +257,7 @@ def build_model(config: NightlyConfig) -> Any:
             f"{config.config_path}: [train] model = {config.model!r}: expected one of {known}"
         )
     try:
-        return make_model(config.model, config.model_settings)
+        return train_spec(config)
     except RecvaeError as error:
         raise RecvaeError(f"{config.config_path}: {error}") from None
 

@@ -138,8 +138,11 @@ def check_first_run_promoted_exported_and_reported(tmp: Path) -> None:
     markdown = next((tmp / "work" / "runs").iterdir()) / "report.md"
     assert markdown.read_text().startswith("# Nightly run: promoted (exit 0)")
     metadata = json.loads((tmp / "store" / "versions" / "v0001" / "metadata.json").read_text())
-    assert metadata["data_fingerprint"] == report["dataset"]["fingerprint"]
-    assert metadata["dataset"]["interactions"] == report["dataset"]["interactions"]
+    # The workflow's one metadata layout, plus what the nightly run adds.
+    assert metadata["dataset"]["fingerprint"] == report["dataset"]["fingerprint"]
+    assert metadata["dataset"]["nnz"] == report["dataset"]["interactions"]
+    assert metadata["evaluation"]["users"] == report["validation_users"]
+    assert metadata["nightly"]["warm_start"] == "no current model"
     assert (tmp / "store" / "versions" / "v0001" / "popularity.npy").is_file()
     assert not (tmp / "work" / "nightly.lock").exists()
     assert not (tmp / "store" / "publish.json").exists()
@@ -309,14 +312,16 @@ BLEND = """
 [train]
 model = "blend"
 [train.config]
-members = ["multdae", "ease"]
 weights = [0.7, 0.3]
-[train.config.settings.multdae]
-epochs = 3
+[[train.config.members]]
+model = "multdae"
 hidden_dims = [32]
 latent_dim = 8
+[train.config.members.loop]
+epochs = 3
 threads = 1
-[train.config.settings.ease]
+[[train.config.members]]
+model = "ease"
 l2 = 50.0
 """
 

@@ -133,7 +133,7 @@ def _refuse(metric, new, current, tolerance):
 )
 def test_volume_gate_compares_with_the_current_models_data(setting, users, interactions, accept):
     store, _, run = setting
-    run({"users": 100, "interactions": 1000})  # v0002, current, trained on 100 users / 1000
+    run({"shape": [100, 30], "nnz": 1000})  # v0002, current, trained on 100 users / 1000
     decision = volume_gate(store, users, interactions, max_drop=0.5)
     assert decision.accept is accept
     assert (decision.last_users, decision.last_interactions) == (100, 1000)

@@ -30,7 +30,7 @@ def seeded_fresh(model_like, n_items: int):
     model.n_items = n_items
     model.module = model._build_module(n_items)
     model.module.reset_parameters(
-        torch.Generator().manual_seed(epoch_seed(model.config.seed, 0, INIT))
+        torch.Generator().manual_seed(epoch_seed(model.config.loop.seed, 0, INIT))
     )
     fresh = {k: v.clone() for k, v in model.module.state_dict().items()}
     return model, fresh

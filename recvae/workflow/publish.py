@@ -378,7 +378,8 @@ def volume_gate(
     last: dict[str, Any] = {}
     if (current := store.current_name()) is not None:
         last = store.get(current).metadata.get("dataset") or {}
-    last_users, last_interactions = last.get("users"), last.get("interactions")
+    shape = last.get("shape") or [None, None]  # the fit's metadata layout: shape and nnz
+    last_users, last_interactions = shape[0], last.get("nnz")
     if last_users is None or last_interactions is None:
         reason = "no last good run with recorded counts to compare with"
         return VolumeDecision(True, users, interactions, None, None, max_drop, reason)
