@@ -418,3 +418,15 @@ def test_the_packaged_example_is_the_jobs_example_and_valid(tmp_path):
     assert config.store == tmp_path / "var" / "models"
     done = nightly(tmp_path / "nightly.toml", "--check")  # only the sources are missing
     assert done.exit_code == 2 and "[data] sources:" in done.output
+
+
+def test_json_logs_carry_the_status_and_the_report(tmp_path):
+    synth_log(tmp_path / "log.parquet")
+    args = ["--log-format", "json", "nightly", "--config", str(write_config(tmp_path))]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    events = {record.get("event") for record in records}
+    assert {"nightly.volume_gate", "nightly.gate", "nightly.promoted", "report"} <= events
+    report = next(record for record in records if record.get("event") == "report")
+    assert Path(report["path"]).parent.parent == tmp_path / "work" / "runs"
