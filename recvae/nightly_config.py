@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,15 +156,13 @@ REQUIRED = (("paths", "store"), ("paths", "work_dir"), ("paths", "export"), ("da
 def load_nightly_config(path: Path) -> NightlyConfig:
     """Read and check the whole config: unknown keys, types, ranges, then the combinations
     (metric name, export format, ingest options, the model's own settings)."""
+    from recvae.config import read_toml
+
     path = Path(path).resolve()
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise RecvaeError(f"config file {path} does not exist") from error
+        raw = read_toml(path)
     except (OSError, UnicodeDecodeError) as error:
         raise RecvaeError(f"config file {path} cannot be read: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise RecvaeError(f"config file {path} is not valid TOML: {error}") from error
     values: dict[str, Any] = {}
     for section, table in raw.items():
         if section not in SECTIONS:
