@@ -13,6 +13,7 @@ from recvae.artifact import Artifact
 from recvae.data.dataset import Dataset
 from recvae.data.split import strong_generalization
 from recvae.data.vocab import Vocabulary
+from recvae.errors import RecvaeError
 from recvae.models.popularity import Popularity
 from recvae.registry import ModelStore
 from recvae.workflow import publish as publish_module
@@ -151,3 +152,17 @@ def test_csv_export_records_its_version(setting, tmp_path):
     assert published_version(target) is None  # staged only: nothing published yet
     publish_module.commit(store, "v0001", target)
     assert published_version(target) == "v0001"
+
+
+def test_a_duckdb_table_that_is_not_an_export_is_never_replaced(setting, tmp_path):
+    import duckdb
+
+    store, _, _ = setting
+    database = tmp_path / "app.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("CREATE TABLE recommendations AS SELECT 42 AS answer")
+    target = ExportTarget(dest=database, fmt="duckdb", k=3)
+    with pytest.raises(RecvaeError, match="refusing to replace table recommendations"):
+        publish_module.stage_export(store, "v0001", tmp_path / "dataset", target)
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.execute("SELECT answer FROM recommendations").fetchall() == [(42,)]

@@ -188,6 +188,8 @@ def stage_export(store: ModelStore, version: str, history: Path, target: ExportT
     from recvae.export import ExportRequest, export_top_n
 
     duckdb = target.fmt == "duckdb"
+    if duckdb and target.dest.is_file():
+        _refuse_foreign_table(target)  # the swap will drop it: only a recvae export may go
     request = ExportRequest(
         model=store.path_of(version),
         history=history,
@@ -333,6 +335,15 @@ def published_version(target: ExportTarget) -> str | None:
     else:
         frame = pl.read_csv(target.dest, columns=["model_version"], n_rows=1)
     return None if frame.height == 0 else str(frame["model_version"][0])
+
+
+def _refuse_foreign_table(target: ExportTarget) -> None:
+    import duckdb
+
+    from recvae.export import _check_table_replaceable
+
+    with contextlib.closing(duckdb.connect(str(target.dest))) as con:
+        _check_table_replaceable(con, target.dest, target.table, overwrite=False)
 
 
 def _has_table(con: Any, name: str) -> bool:
