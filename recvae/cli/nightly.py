@@ -40,6 +40,10 @@ def nightly_command(
     config or sources (nothing started); 3 refused by the quality gate; 4 refused by the volume
     gate. The report is WORK_DIR/last-run.json (and WORK_DIR/runs/<time>-<pid>/report.{json,md}).
 
+    Writes: new versions and the `current` pointer in the store, WORK_DIR (dataset, checkpoint,
+    reports), and the export, which it replaces only when it is a recvae export (a DuckDB file:
+    only its export table); anything else there stops the run at --check.
+
     Example: recvae nightly --config nightly.toml --check && recvae nightly --config nightly.toml
     """
     from importlib.resources import files
