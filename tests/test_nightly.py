@@ -218,6 +218,8 @@ def check_killed_run_leaves_current_untouched_and_rerun_resumes(tmp: Path, befor
     lock = json.loads((tmp / "work" / "nightly.lock").read_text())
     assert lock["pid"] == job.pid  # left behind by the dead process: stale
     (tmp / "out" / ".recs.parquet.tmp-abc123").write_text("half an export of a dead run")
+    staging = tmp / "out" / "..recs.parquet.publish-v0009.tmp-999999-abcd"
+    staging.write_text("half a staged export of a dead run")
 
     done = run_subprocess(config)
     assert done.returncode == 0, done.stderr
@@ -227,7 +229,7 @@ def check_killed_run_leaves_current_untouched_and_rerun_resumes(tmp: Path, befor
     assert report["epochs_trained_this_run"] == 60 - report["resumed_from_epoch"]
     assert current(tmp) == report["new_version"]
     assert export_versions(tmp) == {report["new_version"]}
-    assert not (tmp / "out" / ".recs.parquet.tmp-abc123").exists()
+    assert not (tmp / "out" / ".recs.parquet.tmp-abc123").exists() and not staging.exists()
     assert any(".recs.parquet.tmp-abc123" in path for path in report["removed_temporary"])
 
 

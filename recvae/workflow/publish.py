@@ -299,10 +299,14 @@ def discard_staged_exports(target: ExportTarget) -> list[str]:
     removed: list[str] = []
     if target.fmt != "duckdb":
         if target.dest.parent.is_dir():
-            for path in target.dest.parent.glob(f".{target.dest.name}.publish-*"):
-                if path.is_file():
-                    path.unlink()
-                    removed.append(path.name)
+            # The staged files, and the temporaries a killed writer left while writing one
+            # (`atomic_file` names them `.` + the staged name + `.tmp-...`).
+            staged = f".{target.dest.name}.publish-"
+            for pattern in (f"{staged}*", f".{staged}*"):
+                for path in target.dest.parent.glob(pattern):
+                    if path.is_file():
+                        path.unlink()
+                        removed.append(path.name)
         return removed
     if not target.dest.is_file():
         return removed
