@@ -5,9 +5,12 @@ recvae.registry, ...) and never install handlers, so an application that embeds 
 control of its logging. The `recvae` command calls `configure` once, from its global options
 (`recvae --log-format json ...`) or the RECVAE_LOG_FORMAT environment variable:
 
-- "human" (default): rich's handler on stderr, aligned and coloured; the progress bars stay;
+- "human" (default): rich's handler on stderr, aligned and coloured, showing warnings and errors
+  by default: the commands' own summaries and progress bars already tell people each step, so
+  the INFO events would repeat them (`--log-level info` shows them too);
 - "json": one JSON object per line on stderr (time, level, logger, message, and every field
-  passed in `extra=`), for a scheduler or log shipper; progress bars are off.
+  passed in `extra=`), INFO and up by default, for a scheduler or log shipper; progress bars
+  are off.
 
 Structured fields go in `extra`, with an `event` name that machines can select on:
 
@@ -95,13 +98,16 @@ def configure(
     """Send the `recvae` loggers' records to `stream` (stderr) in `format`, at `level`.
 
     `format` defaults to $RECVAE_LOG_FORMAT, else "human"; `level` to $RECVAE_LOG_LEVEL, else
-    INFO. Calling it again replaces the handler it installed before (not anyone else's).
+    INFO for json and WARNING for human. The level filters what this handler writes; the
+    loggers themselves pass INFO on, so event listeners (recvae.tracking) still get every
+    event. Calling it again replaces the handler it installed before (not anyone else's).
     """
     global _current_format
     chosen = (format or os.environ.get(ENV_FORMAT) or "human").strip().lower()
     if chosen not in FORMATS:
         raise RecvaeError(f"unknown log format {chosen!r}: expected one of {', '.join(FORMATS)}")
-    wanted = level if level is not None else os.environ.get(ENV_LEVEL, "INFO")
+    default = "INFO" if chosen == "json" else "WARNING"
+    wanted = level if level is not None else os.environ.get(ENV_LEVEL, default)
     numeric = logging.getLevelName(wanted.upper()) if isinstance(wanted, str) else wanted
     if not isinstance(numeric, int):
         raise RecvaeError(f"unknown log level {wanted!r}: expected debug, info or warning")
@@ -120,8 +126,9 @@ def configure(
         handler = RichHandler(console=console, show_path=False, markup=False, log_time_format="%X")
         handler.addFilter(_NotOnProgressBar())
     handler._recvae = True  # type: ignore[attr-defined]
+    handler.setLevel(numeric)
     logger.addHandler(handler)
-    logger.setLevel(numeric)
+    logger.setLevel(min(numeric, logging.INFO))
     _current_format = chosen
     return logger
 

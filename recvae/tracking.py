@@ -141,8 +141,10 @@ class MlflowSink(TrackingSink):
                 "model": metadata.get("model"), "config": metadata.get("config") or {},
                 "seed": metadata.get("seed"), "dataset.fingerprint": dataset.get("fingerprint"),
             })  # fmt: skip
-            best = (metadata.get("training") or {}).get("best_metrics") or {}
-            self.log_metrics({f"best_{key}": value for key, value in best.items()})
+            # validation metrics: `metrics` (recvae.workflow.fit's layout), else the older
+            # `training.best_metrics`
+            best = metadata.get("metrics") or (metadata.get("training") or {}).get("best_metrics")
+            self.log_metrics({f"best_{key}": value for key, value in (best or {}).items()})
         self.log_artifacts(directory, "model")
 
     def end(self, failed: bool = False) -> None:

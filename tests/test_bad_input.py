@@ -3,6 +3,9 @@ nothing is written (no --out, no temporary file or directory left behind).
 
 Each row runs through the real command line twice: `recvae.cli.main` (the console script: exit
 code, the one line on stderr) and typer's CliRunner on `recvae.cli.app` (the RecvaeError itself).
+Progress lines (INFO logs, e.g. "ingested 2 users ...") also go to stderr; the runs use
+RECVAE_LOG_LEVEL=warning, as a scheduler that wants only problems would, so that stderr must be
+exactly the error line: no warning, no traceback, no wrapped continuation.
 Rows are grouped by command: ingest, evaluate (--history/--heldout logs) and recommend (a log as
 --history). The files of a row are written into an empty directory, which must hold exactly
 those files afterwards.
@@ -247,6 +250,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(
     scratch = tmp_path / "tmp"  # where ingest's DuckDB spill directory goes
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("RECVAE_LOG_LEVEL", "warning")
     monkeypatch.chdir(work)
     out = work / ("recs.parquet" if case.args[0] == "recommend" else "out")
     args = [a.format(model=model, out=out) for a in case.args]

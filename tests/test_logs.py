@@ -50,7 +50,7 @@ def test_json_lines_carry_message_level_logger_and_extra_fields() -> None:
 def test_human_output_skips_what_a_progress_bar_shows_json_keeps_it() -> None:
     record = {"event": "epoch", "epoch": 1, "metrics": {"loss": 1.5}, "_on_progress_bar": True}
     human = io.StringIO()
-    logs.configure("human", stream=human)
+    logs.configure("human", "info", stream=human)
     logging.getLogger("recvae.train").info("epoch 1/1 loss 1.5", extra=record)
     logging.getLogger("recvae.train").info("saved model")
     assert "saved model" in human.getvalue() and "epoch 1/1" not in human.getvalue()
@@ -88,7 +88,7 @@ def test_configure_replaces_its_own_handler_only() -> None:
     assert len(ours) == 1 and foreign in logger.handlers
 
 
-def test_cli_json_logs_cover_ingest_training_saving_and_promotion(tmp_path: Path) -> None:
+def test_cli_json_logs_cover_ingest_training_saving_promotion_and_export(tmp_path: Path) -> None:
     log = tmp_path / "events.csv"
     rows = [(f"u{u}", f"i{(u + j) % 12}") for u in range(30) for j in range(4)]
     pl.DataFrame(rows, schema=["user", "item"], orient="row").write_csv(log)
@@ -96,17 +96,29 @@ def test_cli_json_logs_cover_ingest_training_saving_and_promotion(tmp_path: Path
     commands = [
         ["ingest", str(log), "--out", str(tmp_path / "ds")],
         ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--epochs", "2",
-         "--set", "metric=ndcg@10", "--batch-size", "16"],
+         "--set", "metric=ndcg@10", "--batch-size", "16", "--threads", "1"],
         ["models", "add", str(tmp_path / "store"), str(tmp_path / "m"), "--promote"],
+        ["recommend", str(tmp_path / "store"), "--history", str(tmp_path / "ds"), "--k", "3",
+         "--out", str(tmp_path / "recs.parquet")],
     ]  # fmt: skip
     events = []
     for command in commands:
         result = runner.invoke(app, ["--log-format", "json", *command])
         assert result.exit_code == 0, result.output
         events += [line["event"] for line in json_lines(result.stderr) if "event" in line]
-    assert events == ["ingest", "epoch", "epoch", "model_saved", "promote"]
+    assert events == ["ingest", "epoch", "epoch", "model_saved", "promote", "export"]
 
 
 def test_cli_refuses_an_unknown_log_format() -> None:
     result = CliRunner().invoke(app, ["--log-format", "xml", "version"])
     assert result.exit_code != 0 and "unknown log format 'xml'" in str(result.exception)
+
+
+def test_human_default_shows_warnings_not_the_steps_the_commands_already_print() -> None:
+    human = io.StringIO()
+    logs.configure("human", stream=human)
+    logging.getLogger("recvae.data.ingest").info("ingested 3 users")
+    logging.getLogger("recvae.tracking").warning("MLflow log_metrics failed")
+    assert "ingested" not in human.getvalue() and "MLflow log_metrics failed" in human.getvalue()
+    # the loggers still pass INFO events on, for listeners such as the MLflow sink
+    assert logging.getLogger("recvae.train").isEnabledFor(logging.INFO)

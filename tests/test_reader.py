@@ -207,7 +207,7 @@ def test_evaluate_reads_space_separated_files_with_the_reader_options(
     result = runner.invoke(app, [*args, "--delimiter", "space", "--header", "--user-col", "who",
                                  "--item-col", "what"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)  # log lines go to stderr
     assert payload["users"] == 2 and payload["heldout_items_unknown_to_model"] == 1
     assert any("delimiter space given" in line for line in payload["read_as"])
 
@@ -224,3 +224,15 @@ def test_recommend_reads_a_log_with_the_reader_options(tmp_path: Path, model_dir
     assert "read log.txt as a table, delimiter '|', header" in result.output
     recs = pl.read_csv(out)
     assert sorted(set(recs["user_id"].to_list())) == [1, 2] and recs.height == 4
+
+
+def test_a_job_config_sets_the_reader_options_by_name(tmp_path: Path) -> None:
+    # The nightly job's [data.ingest] table maps onto IngestOptions, which extends ReaderOptions.
+    import tomllib
+
+    config = tomllib.loads(
+        '[data.ingest]\nformat = "csv"\ndelimiter = "space"\nheader = false\nweights = "rating"\n'
+    )
+    log = write(tmp_path / "log.txt", "u1 i1 2\nu2 i1 3\n")  # text ids, no header: ambiguous
+    dataset = ingest([log], IngestOptions(**config["data"]["ingest"]))
+    assert cells(dataset) == {("u1", "i1", 2.0), ("u2", "i1", 3.0)}

@@ -105,7 +105,8 @@ def test_params_metrics_and_run_status(fake_mlflow: FakeMlflow) -> None:
 def test_a_run_follows_epochs_saved_models_and_reports(fake_mlflow: FakeMlflow, tmp_path) -> None:
     data = recvae.ingest(events_log(tmp_path / "events.parquet"))
     with tracking.start_run("file:///tmp/mlruns") as sink:
-        model = recvae.MultDAE(epochs=3, batch_size=16, metric="ndcg@10").fit(data, validation=True)
+        model = recvae.MultDAE(epochs=3, batch_size=16, metric="ndcg@10", threads=1)
+        model.fit(data, validation=True)
         model.save(tmp_path / "m")
         report = tmp_path / "report.json"
         report.write_text("{}")
@@ -147,7 +148,7 @@ def test_cli_train_is_one_run_finished_or_failed(fake_mlflow: FakeMlflow, tmp_pa
     assert runner.invoke(app, ["ingest", str(log), "--out", str(tmp_path / "ds")]).exit_code == 0
     assert fake_mlflow.calls == []  # ingest is not a tracked command
     train = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--epochs", "2",
-             "--set", "metric=ndcg@10", "--no-progress"]  # fmt: skip
+             "--set", "metric=ndcg@10", "--no-progress", "--threads", "1"]  # fmt: skip
     result = runner.invoke(
         app, ["--mlflow-uri", "file:///tmp/mlruns", "--mlflow-experiment", "exp", *train]
     )

@@ -102,8 +102,8 @@ def lightgcn_evidence(lines: list[str]) -> str | None:
     if len(counts) < 2 or modal_share >= LIGHTGCN_MAX_MODAL_SHARE:
         return None
     return (
-        f"LightGCN rows (user item item ...): the field counts of the first {len(lines):,} lines "
-        f"vary from {min(counts)} to {max(counts)}"
+        f"the field counts of the first {len(lines):,} lines vary from {min(counts)} to "
+        f"{max(counts)}"
     )
 
 
@@ -176,9 +176,11 @@ def detect_header(
 
 def detect_text(
     path: Path, label: str, delimiter: str | None, header: bool | None, given_columns: list[str],
-    lightgcn_allowed: bool,
+    lightgcn_allowed: bool, delimiter_from: str = "given",
 ) -> Detected:
-    """Read a sample of a text log and decide how to read it (LightGCN rows or a table)."""
+    """Read a sample of a text log and decide how to read it (LightGCN rows or a table).
+
+    `delimiter_from` says where a preset delimiter came from (given, or the .tsv name)."""
     lines = sample_lines(path)
     if not lines:
         raise RecvaeError(f"{label}: the file holds only blank lines; expected an interaction log")
@@ -191,7 +193,7 @@ def detect_text(
         delimiter, why = detect_delimiter(lines, label)
         reasons.append(f"delimiter {why}")
     else:
-        reasons.append(f"delimiter {show_delimiter(delimiter)} given")
+        reasons.append(f"delimiter {show_delimiter(delimiter)} {delimiter_from}")
     if header is None:
         header, why = detect_header(split_rows(lines, delimiter), given_columns, label)
         reasons.append(f"{'header' if header else 'no header'}: {why}")

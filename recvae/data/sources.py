@@ -161,13 +161,16 @@ def detect_source(path: Path, requested: str, reader: ReaderOptions) -> Detected
             "ratings.csv (optionally .gz)"
         )
     delimiter, header = reader.delimiter, reader.header
+    delimiter_from = "given"
     if delimiter is None and strip_compression(path).suffix.lower() == ".tsv":
-        delimiter = "\t"
+        delimiter, delimiter_from = "\t", "from the .tsv name"
     if fmt == "movielens" and header is None:
         header = True
     given = [name for name in reader.columns.values() if name]
     lightgcn_allowed = requested == "auto" and strip_compression(path).suffix.lower() == ".txt"
-    detected = detect_text(path, str(path), delimiter, header, given, lightgcn_allowed)
+    detected = detect_text(
+        path, str(path), delimiter, header, given, lightgcn_allowed, delimiter_from
+    )
     detected.format = "lightgcn" if detected.format == "lightgcn" else fmt
     return detected
 
