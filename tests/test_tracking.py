@@ -119,7 +119,7 @@ def test_a_run_follows_epochs_saved_models_and_reports(fake_mlflow: FakeMlflow, 
     first_epoch = fake_mlflow.named("log_metrics")[0][0][0]
     assert {"loss", "ndcg_at_10", "lr"} <= set(first_epoch)
     params = fake_mlflow.params()
-    assert params["model"] == "multdae" and params["config.epochs"] == "3"
+    assert params["model"] == "multdae" and params["config.loop.epochs"] == "3"
     assert params["dataset.fingerprint"] == data.fingerprint()
     best = [args[0] for args, kw in fake_mlflow.named("log_metrics") if kw["step"] is None]
     assert "best_ndcg_at_10" in best[0]
