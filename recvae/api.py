@@ -163,12 +163,10 @@ class Model:
     name: ClassVar[str]
 
     def __init__(self, **settings: Any) -> None:
-        from recvae.models import model_class
+        from recvae.models import build_model
 
-        try:
-            self.recommender: Recommender = model_class(self.name)(**settings)
-        except TypeError as error:  # a keyword the model does not take
-            raise RecvaeError(f"{self.name}: {error}") from error
+        # the one factory: settings checked against the model's typed config (flat loop keys)
+        self.recommender: Recommender = build_model(self.name, settings)
         self.items: Vocabulary | None = None
         self.users: Vocabulary | None = None
         self.history: sp.csr_matrix | None = None

@@ -125,6 +125,39 @@ def check_finite(value: float, epoch: int, step: int) -> None:
         )
 
 
+class BatchUpdates:
+    """One epoch's updates of a torch model: check the loss, step the optimizer, and keep the
+    running means of the loss and its parts (what `train_epoch` reports)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, epoch: int, step: int) -> None:
+        self.optimizer, self.epoch, self.step = optimizer, epoch, step
+        self.totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
+        self.batches = 0
+
+    def update(self, loss: torch.Tensor, nll: torch.Tensor, kl: torch.Tensor) -> float:
+        """One update on `loss` (refused before stepping when it is NaN or infinite); returns
+        the running mean loss of the epoch so far."""
+        value = loss.item()
+        check_finite(value, self.epoch, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.batches += 1
+        self.totals["loss"] += value
+        self.totals["nll"] += nll.item()
+        self.totals["kl"] += kl.item()
+        return self.totals["loss"] / self.batches
+
+    def means(self) -> dict[str, float]:
+        """Mean loss, nll and kl per batch, and the number of updates ("steps")."""
+        numbers: dict[str, float] = {
+            key: value / max(self.batches, 1) for key, value in self.totals.items()
+        }
+        numbers["steps"] = self.batches
+        return numbers
+
+
 def validation_ks(metric: str, n_items: int) -> list[int]:
     """The cut-offs computed at every validation: the stopping metric's plus 20, 50 and 100."""
     _, k = parse_metric(metric)

@@ -68,7 +68,7 @@ def test_encoder_pass_changes_every_encoder_parameter_and_no_decoder_parameter()
     trainer = _trainer()
     before = _snapshot(trainer.model)
     noise = torch.Generator().manual_seed(0)
-    trainer._pass(np.arange(N_USERS), "encoder", noise, 0, lambda n, m: None)
+    trainer._pass(np.arange(N_USERS), "encoder", noise, 0, 0, lambda n, m: None)
     after = _snapshot(trainer.model)
     for key in before:
         changed = not torch.equal(before[key], after[key])
@@ -79,7 +79,7 @@ def test_decoder_pass_changes_only_the_decoder():
     trainer = _trainer()
     before = _snapshot(trainer.model)
     noise = torch.Generator().manual_seed(0)
-    trainer._pass(np.arange(N_USERS), "decoder", noise, 0, lambda n, m: None)
+    trainer._pass(np.arange(N_USERS), "decoder", noise, 0, 0, lambda n, m: None)
     after = _snapshot(trainer.model)
     for key in before:
         changed = not torch.equal(before[key], after[key])

@@ -52,7 +52,7 @@ from recvae.models.torch_sparse import (
     torch_csr,
     transpose_csr,
 )
-from recvae.train import BatchProgress, check_finite, epoch_seed
+from recvae.train import BatchProgress, BatchUpdates, epoch_seed
 
 __all__ = ["RecVAE", "RecVAEConfig"]
 
@@ -257,16 +257,16 @@ class _RecVAETrainer:
         noise = torch.Generator().manual_seed(epoch_seed(c.loop.seed, epoch, NOISE))
         if c.alternating:
             for index in range(c.n_enc_epochs):
-                step, enc = self._pass(self._order(epoch, index), "encoder", noise, step, on_batch)
+                order = self._order(epoch, index)
+                step, enc = self._pass(order, "encoder", noise, epoch, step, on_batch)
             self.refresh_old_encoder()
-            step, dec = self._pass(
-                self._order(epoch, c.n_enc_epochs), "decoder", noise, step, on_batch
-            )
+            order = self._order(epoch, c.n_enc_epochs)
+            step, dec = self._pass(order, "decoder", noise, epoch, step, on_batch)
             numbers = {"loss": enc["loss"], "nll": enc["nll"], "kl": enc["kl"],
                        "decoder_nll": dec["nll"]}  # fmt: skip
             steps = enc["steps"] * c.n_enc_epochs + dec["steps"]
         else:
-            step, joint = self._pass(self._order(epoch, 0), "joint", noise, step, on_batch)
+            step, joint = self._pass(self._order(epoch, 0), "joint", noise, epoch, step, on_batch)
             self.refresh_old_encoder()
             numbers = {"loss": joint["loss"], "nll": joint["nll"], "kl": joint["kl"]}
             steps = joint["steps"]
@@ -283,6 +283,7 @@ class _RecVAETrainer:
         order: np.ndarray,
         part: str,
         noise: torch.Generator,
+        epoch: int,
         step: int,
         on_batch: BatchProgress,
     ) -> tuple[int, dict[str, float]]:
@@ -294,8 +295,7 @@ class _RecVAETrainer:
             param.requires_grad_(train_decoder)
         need_posterior = part == "decoder" or c.composite_prior
         posterior = self.old_posterior() if need_posterior else None
-        totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
-        batches = 0
+        updates = BatchUpdates(self.optimizer, epoch, step)
         for start in range(0, len(order), c.loop.batch_size):
             users = np.sort(order[start : start + c.loop.batch_size])
             batch = _Batch(self.train[users], self.norms[users])
@@ -305,23 +305,10 @@ class _RecVAETrainer:
                 nll, kl = self._decoder_loss(batch, old, noise)
             else:
                 nll, kl = self._encoder_loss(batch, old, noise)
-            loss = nll + kl
-            value = loss.item()
-            check_finite(value, 0, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            step += 1
-            batches += 1
-            totals["loss"] += value
-            totals["nll"] += nll.item()
-            totals["kl"] += kl.item()
-            on_batch(batch.size, {"loss": totals["loss"] / batches})
+            on_batch(batch.size, {"loss": updates.update(nll + kl, nll, kl)})
         for param in module.decoder_parameters():
             param.requires_grad_(True)
-        numbers = {key: value / max(batches, 1) for key, value in totals.items()}
-        numbers["steps"] = batches
-        return step, numbers
+        return updates.step, updates.means()
 
     def _encoder_loss(
         self,

@@ -40,7 +40,7 @@ from recvae.models.torch_sparse import (
     transpose_csr,
 )
 from recvae.schedules import kl_beta
-from recvae.train import BatchProgress, check_finite, epoch_seed
+from recvae.train import BatchProgress, BatchUpdates, epoch_seed
 
 __all__ = ["AutoencoderModule", "MultDAE", "MultDAEConfig", "MultVAE", "MultVAEConfig"]
 
@@ -164,32 +164,20 @@ class AutoencoderTrainer:
         )
         noise = torch.Generator().manual_seed(epoch_seed(config.loop.seed, epoch, NOISE))
         variational = self.module.variational
-        totals = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
-        batches = 0
+        updates = BatchUpdates(self.optimizer, epoch, step)
         beta = 0.0
         for start in range(0, len(order), config.loop.batch_size):
             users = np.sort(order[start : start + config.loop.batch_size])
             batch = self.train[users]
-            beta = self._beta(step) if variational else 0.0
+            beta = self._beta(updates.step) if variational else 0.0
             nll, kl = self._batch_loss(batch, self.norms[users], noise)
-            loss = nll + beta * kl if variational else nll
-            value = loss.item()
-            check_finite(value, epoch, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            step += 1
-            batches += 1
-            totals["loss"] += value
-            totals["nll"] += nll.item()
-            totals["kl"] += kl.item()
-            on_batch(batch.shape[0], {"loss": totals["loss"] / batches, "beta": beta})
-        numbers = {key: value / max(batches, 1) for key, value in totals.items()}
+            running = updates.update(nll + beta * kl if variational else nll, nll, kl)
+            on_batch(batch.shape[0], {"loss": running, "beta": beta})
+        numbers = updates.means()
         if variational:
             numbers["beta"] = beta
         else:
             del numbers["kl"]
-        numbers["steps"] = batches
         numbers["examples"] = len(order)
         return numbers
 
