@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.recvae-installed
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The wheel users install: the nightly job, its example config and py.typed must be inside.
+wheel: $(STAMP)
+	rm -rf dist && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	$(BIN)/python -c "import sys, zipfile; names = set(zipfile.ZipFile(sys.argv[1]).namelist()); \
+	need = {'recvae/nightly.py', 'recvae/cli/nightly.py', 'recvae/nightly_example.toml', \
+	'recvae/workflow/publish.py', 'recvae/workflow/fit.py', 'recvae/py.typed'}; \
+	sys.exit(f'missing from the wheel: {sorted(need - names)}' if need - names else 0)" dist/*.whl
+	@echo "dist/ holds the wheel; it contains the nightly job and its example config"
 
 demo: $(STAMP)
 	$(BIN)/recvae demo --workdir demo-run

@@ -287,7 +287,7 @@ def test_warm_start_uses_the_other_models_weights(split, tmp_path):
     warm = small_vae(epochs=1).fit(split.train, split.valid, warm_start=tmp_path / "m")
     assert warm.history[0]["loss"] < cold.history[0]["loss"]
     narrow = split.train[:, :30]
-    with pytest.raises(RecvaeError, match="item vocabularies must match"):
+    with pytest.raises(RecvaeError, match="give the item rows"):
         small_vae(epochs=1).fit(narrow, warm_start=trained)
     with pytest.raises(RecvaeError, match="different architecture"):
         small_vae(epochs=1, latent_dim=4).fit(split.train, warm_start=trained)

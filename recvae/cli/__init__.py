@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one line in logs, whatever the width
 
 
 def _register_commands() -> None:
@@ -37,6 +37,9 @@ def _register_commands() -> None:
 
     for module in (ingest, split, train, evaluate, recommend, models, bench, tune, demo):
         module.register(app)
+    from recvae.cli import nightly
+
+    nightly.register(app)
 
 
 # Commands whose runs are worth an MLflow run; `models list` or `version` are not.

@@ -247,6 +247,6 @@ def _print_timings_and_next_steps(console: Any, s: DemoSettings, workdir: Path) 
         f"  recvae models list {workdir / 'models'}\n"
         f"  recvae recommend {workdir / 'models'} --history {workdir / 'dataset'} "
         f"--k 50 --out {workdir / 'recs.duckdb'}\n"
-        "  python jobs/nightly_train.py --config jobs/examples/nightly.toml   "
+        "  recvae nightly --config jobs/examples/nightly.toml   "
         "(see docs/export-and-nightly.md)"
     )

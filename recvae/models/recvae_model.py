@@ -148,6 +148,15 @@ class RecVAEModule(torch.nn.Module):
     def decoder_parameters(self) -> list[torch.nn.Parameter]:
         return [self.decoder_weight, self.decoder_bias]
 
+    def item_axes(self) -> dict[str, int]:
+        """State-dict tensors with one slice per item (for warm start by item id)."""
+        return {
+            "encoder.weights.0": 0,
+            "old_encoder.weights.0": 0,
+            "decoder_weight": 1,
+            "decoder_bias": 0,
+        }
+
 
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Elementwise log N(z; mu, exp(logvar))."""

@@ -94,7 +94,7 @@ class TorchAutoencoder:
         callback: EpochCallback | None = None,
         checkpoint_dir: Path | str | None = None,
         resume: bool = True,
-        warm_start: TorchAutoencoder | Path | str | None = None,
+        warm_start: Any = None,
         log_path: Path | str | None = None,
         progress: bool = False,
     ) -> Self:
@@ -103,7 +103,8 @@ class TorchAutoencoder:
         callback(epoch, record) runs after each epoch (1-based epoch, the JSONL record); return
         True to stop, or raise (e.g. optuna.TrialPruned) to abort. checkpoint_dir keeps `best`
         and `last` checkpoints and, with resume, continues from `last`. warm_start starts from
-        another model's weights (same items and architecture). The best validated epoch's
+        another model's weights (a model, its directory, or a `WarmStart` that matches items by
+        id so that a grown catalogue still starts warm). The best validated epoch's
         weights are kept; `history` holds every epoch's record.
         """
         train = check_history(train, train.shape[1], self.name)
@@ -125,7 +126,7 @@ class TorchAutoencoder:
                 torch.Generator().manual_seed(epoch_seed(loop.seed, 0, INIT))
             )
             if warm_start is not None:
-                self._warm_start(warm_start)
+                self._warm_start(warm_start, train)
             self.module.to(self.run_on)
             trainer = self._make_trainer(train)
             result = run_loop(
@@ -175,23 +176,40 @@ class TorchAutoencoder:
     def _load_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
         self.module.load_state_dict(tensors)
 
-    def _warm_start(self, source: TorchAutoencoder | Path | str) -> None:
-        other = type(self).load(Path(source)) if isinstance(source, Path | str) else source
-        if other.module is None:
-            raise RecvaeError(f"{self.name}: the warm-start model has not been trained")
-        if other.n_items != self.n_items:
-            raise RecvaeError(
-                f"{self.name}: cannot warm start from a model over {other.n_items} items when "
-                f"training on {self.n_items}; the item vocabularies must match"
-            )
-        mine, theirs = self.module.state_dict(), other.module.state_dict()
-        shapes = {k: tuple(v.shape) for k, v in mine.items()}
-        if shapes != {k: tuple(v.shape) for k, v in theirs.items()}:
-            raise RecvaeError(
-                f"{self.name}: the warm-start model has a different architecture "
-                "(hidden_dims / latent_dim); it cannot seed these weights"
-            )
-        self.module.load_state_dict(theirs)
+    def _warm_start(self, source: Any, train: sp.csr_matrix | None = None) -> None:
+        """Seed the freshly initialised module with a trained model's weights (a `WarmStart`,
+        a model, or its directory). With a `WarmStart` carrying item rows, items are matched
+        by id; new items start from their neighbours in `train` (recvae.models.warm_start)."""
+        from recvae.models.warm_start import (
+            WarmStart,
+            WarmStartError,
+            load_source,
+            new_item_neighbours,
+            warm_state,
+        )
+
+        spec = source if isinstance(source, WarmStart) else WarmStart(source)
+        other = load_source(spec.source, type(self))
+        rows = spec.item_rows
+        if rows is None:
+            if other.n_items != self.n_items:
+                raise WarmStartError(
+                    f"{self.name}: cannot warm start from a model over {other.n_items} items "
+                    f"when training on {self.n_items}; give the item rows (WarmStart.by_item_ids)"
+                )
+            rows = np.arange(self.n_items)
+        elif len(rows) != self.n_items:
+            raise WarmStartError(f"{self.name}: {len(rows)} item rows for {self.n_items} items")
+        neighbours = None if train is None else new_item_neighbours(train, rows, other.n_items)
+        trained = {k: v.detach().cpu() for k, v in other.module.state_dict().items()}
+        state = warm_state(  # on the CPU: this module moves to the run's device afterwards
+            self.module.state_dict(),
+            trained,
+            self.module.item_axes(),
+            rows,
+            neighbours,
+        )
+        self.module.load_state_dict(state)
 
     @property
     def best_beta(self) -> float | None:

@@ -124,6 +124,12 @@ class AutoencoderModule(torch.nn.Module):
     def split_latent(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return h[:, : self.latent_dim], h[:, self.latent_dim :]
 
+    def item_axes(self) -> dict[str, int]:
+        """State-dict tensors with one slice per item (for warm start by item id): the first
+        layer's rows, the output layer's columns and its bias."""
+        last = len(self.decoder) - 2
+        return {"encoder.0": 0, f"decoder.{last}": 1, f"decoder.{last + 1}": 0}
+
 
 # --- training -----------------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ def best_toml(run: StudyRun, trial: Any) -> str:
 
 
 def nightly_section(run: StudyRun, trial: Any) -> str:
-    """The [train] section of a nightly job config (jobs/nightly_train.py), ready to paste."""
+    """The [train] section of a `recvae nightly` config, ready to paste."""
     return (
         f"# recvae tune: trial {trial.number}, valid {run.metric} = {trial.value:.5f}; paste into "
         "the nightly job's config in place of its [train] section\n"
