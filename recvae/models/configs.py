@@ -29,6 +29,8 @@ Activation = Literal["tanh", "relu", "sigmoid"]
 Likelihood = Literal["multinomial", "gaussian", "logistic"]
 LRSchedule = Literal["none", "step", "exponential", "plateau"]
 Normalise = Literal["zscore", "softmax"]
+Precision = Literal["fp32", "tf32", "bf16"]
+PRECISIONS = ("fp32", "tf32", "bf16")  # what each means: recvae.models.precision
 # Devices a run may name (recvae.device resolves them): auto = CUDA when present, else the CPU.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -57,8 +59,11 @@ class LoopConfig:
     seed: int = 0  # one seed; every random stream is derived from it
     threads: int = 0  # torch threads while training and scoring; 0 = all cores
     device: str = "cpu"  # "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"; recvae.device
+    precision: Precision = "fp32"  # dense layers in fp32, tf32 (CUDA) or bf16 autocast
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be fp32, tf32 or bf16, got {self.precision!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ValueError(
                 f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got {self.device!r}"
@@ -179,6 +184,10 @@ class RecVAEConfig:
                 (self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}"),
                 (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
                 (self.n_enc_epochs > 0, f"n_enc_epochs must be positive: {self.n_enc_epochs}"),
+                (
+                    self.loop.precision != "bf16",
+                    "precision bf16 is for multvae and multdae; recvae trains in fp32 or tf32",
+                ),
             ]
         )
 

@@ -36,6 +36,7 @@ from recvae.models.base import (
     read_model_json,
     write_model_json,
 )
+from recvae.models.precision import matmul_precision
 from recvae.models.torch_sparse import normalised_values, row_norms, torch_csr
 from recvae.train import EpochCallback, epoch_seed, run_loop
 
@@ -118,7 +119,7 @@ class TorchAutoencoder:
         loop = self.config.loop
         self.run_on = model_device(self.device)
         distributed.init_from_env(self.run_on)  # joins torchrun's process group, if launched
-        with torch_threads(loop.threads):
+        with torch_threads(loop.threads), matmul_precision(loop.precision, self.run_on):
             self.n_items = train.shape[1]
             self.module = self._build_module(self.n_items)
             # initialised on the CPU from the seed (the same weights on every device and rank)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from recvae import distributed
 from recvae.device import to_device
 from recvae.models.configs import MultDAEConfig, MultVAEConfig
+from recvae.models.precision import autocast_dtype, dense_autocast, float32_autocast_off
 from recvae.models.torch_autoencoder import NOISE, SHUFFLE, TorchAutoencoder
 from recvae.models.torch_sparse import (
     MultinomialNLL,
@@ -99,12 +100,17 @@ class AutoencoderModule(torch.nn.Module):
         return [p for params in (self.encoder, self.decoder) for p in params[1::2]]
 
     def encode(self, x: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
-        """Encoder output for a CSR batch (xt: its transpose, needed only when training)."""
+        """Encoder output for a CSR batch (xt: its transpose, needed only when training).
+
+        Under bf16 precision the trainer calls this inside torch.autocast: the dense layers
+        after the first compute in bfloat16, the sparse first layer stays float32 (MKL's sparse
+        kernel is float32)."""
         weight, bias = self.encoder[0], self.encoder[1]
-        if xt is None:
-            h = torch.addmm(bias, x, weight)
-        else:
-            h = SparseInputLinear.apply(weight, bias, x, xt)
+        with float32_autocast_off(x.device):
+            if xt is None:
+                h = torch.addmm(bias, x, weight)
+            else:
+                h = SparseInputLinear.apply(weight, bias, x, xt)
         for index in range(2, len(self.encoder), 2):
             h = torch.addmm(self.encoder[index + 1], self.activation(h), self.encoder[index])
         return h
@@ -219,7 +225,12 @@ class AutoencoderTrainer:
         values = to_device(values, device)
         x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
         xt = transpose_csr(batch, values)
-        h = self.module.encode(x, xt)
+        # bf16: the dense layers under autocast; the latent code, the KL term and the loss
+        # (with the softmax normaliser) are float32 whatever the precision
+        dense = autocast_dtype(config.loop.precision)
+        with dense_autocast(device, dense):
+            h = self.module.encode(x, xt)
+        h = h.float()
         kl = torch.zeros((), device=device)
         if eps is not None:
             mu, logvar = self.module.split_latent(h)
@@ -228,7 +239,9 @@ class AutoencoderTrainer:
             kl = 0.5 * torch.sum(-logvar + logvar.exp() + mu * mu - 1.0, dim=1).mean()
         else:
             z = self.module.activation(h)
-        logits = self.module.decode(z)
+        with dense_autocast(device, dense):
+            logits = self.module.decode(z)
+        logits = logits.float()
         return likelihood_nll(config.likelihood, logits, batch), kl
 
 
