@@ -18,3 +18,34 @@ def test_sparse_times_dense_by_hand_including_an_empty_row():
 def test_sparse_times_dense_with_no_rows():
     dense = np.ones((4, 3), dtype=np.float32)
     assert sparse_times_dense(sp.csr_matrix((0, 4), dtype=np.float32), dense).shape == (0, 3)
+
+
+def test_sparse_input_linear_writes_the_weight_gradient_into_the_reused_buffer():
+    """With a grad buffer the weight gradient is the same numbers, lands in that buffer (no
+    fresh table per batch) and adds to a gradient already there; without one it is returned."""
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    from recvae.models.torch_sparse import SparseInputLinear, torch_csr, transpose_csr
+
+    batch = sp.random(6, 9, density=0.4, format="csr", dtype=np.float32, random_state=3)
+    values = torch.from_numpy(batch.data)
+    x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
+    xt = transpose_csr(batch, values)
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(9, 4, generator=generator, requires_grad=True)
+    bias = torch.zeros(4, requires_grad=True)
+    SparseInputLinear.apply(weight, bias, x, xt).square().sum().backward()
+    expected = weight.grad.clone()
+    np.testing.assert_allclose(
+        expected.numpy(), batch.T @ (2 * (batch @ weight.detach().numpy())), rtol=1e-5
+    )
+    buffer = torch.full((9, 4), float("nan"))
+    for _ in range(2):  # zero_grad(set_to_none=True) between batches: the buffer is reused
+        weight.grad = None
+        SparseInputLinear.apply(weight, bias, x, xt, buffer).square().sum().backward()
+        assert weight.grad is buffer
+        assert torch.equal(weight.grad, expected)
+    SparseInputLinear.apply(weight, bias, x, xt, buffer).square().sum().backward()
+    assert torch.allclose(weight.grad, 2 * expected)  # accumulates like autograd would

@@ -81,6 +81,8 @@ class AutoencoderModule(torch.nn.Module):
             for d_in, d_out in itertools.pairwise(dims):
                 params.append(torch.nn.Parameter(torch.empty(d_in, d_out)))
                 params.append(torch.nn.Parameter(torch.empty(d_out)))
+        # the first layer's weight-gradient table, reused every batch (set by the trainer)
+        self.first_grad: torch.Tensor | None = None
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """The paper's init: Xavier-uniform weights, biases ~ truncated normal(0, 0.001)."""
@@ -110,7 +112,7 @@ class AutoencoderModule(torch.nn.Module):
             if xt is None:
                 h = torch.addmm(bias, x, weight)
             else:
-                h = SparseInputLinear.apply(weight, bias, x, xt)
+                h = SparseInputLinear.apply(weight, bias, x, xt, self.first_grad)
         for index in range(2, len(self.encoder), 2):
             h = torch.addmm(self.encoder[index + 1], self.activation(h), self.encoder[index])
         return h
@@ -159,6 +161,9 @@ class AutoencoderTrainer:
             {"params": self.module.weights(), "weight_decay": 2.0 * config.l2},
             {"params": self.module.biases(), "weight_decay": 0.0},
         ]
+        # one items x hidden table for the first layer's weight gradient, for the whole fit
+        # (SparseInputLinear): no fresh allocation and page faults per batch
+        self.module.first_grad = torch.empty_like(self.module.encoder[0])
         # fused: one kernel per step for all parameters (~20x faster than the default on CPU)
         self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
 
