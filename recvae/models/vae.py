@@ -112,14 +112,23 @@ class AutoencoderModule(torch.nn.Module):
     def decode(self, z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over all items; `out` (a float32 buffer of the right shape) receives them
         without an extra users x items copy when scoring."""
-        h = z
-        last = len(self.decoder) - 2
-        for index in range(0, last, 2):
-            h = self.activation(torch.addmm(self.decoder[index + 1], h, self.decoder[index]))
-        bias, weight = self.decoder[last + 1], self.decoder[last]
+        h = self.decode_hidden(z)
+        weight, bias = self.output_layer()
         if out is None:
             return torch.addmm(bias, h, weight)
         return torch.addmm(bias, h, weight, out=out)
+
+    def decode_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The input of the decoder's last layer (z itself when the decoder has one layer)."""
+        h = z
+        for index in range(0, len(self.decoder) - 2, 2):
+            h = self.activation(torch.addmm(self.decoder[index + 1], h, self.decoder[index]))
+        return h
+
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight (hidden x items), bias (items)) of the decoder's last layer."""
+        last = len(self.decoder) - 2
+        return self.decoder[last], self.decoder[last + 1]
 
     def split_latent(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return h[:, : self.latent_dim], h[:, self.latent_dim :]
@@ -276,6 +285,14 @@ class AutoencoderBase(TorchAutoencoder):
         h = self.module.encode(x, None)
         z = self.module.split_latent(h)[0] if self.variational else self.module.activation(h)
         self.module.decode(z, out=out)
+
+    def _output_input(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.module.encode(x, None)
+        z = self.module.split_latent(h)[0] if self.variational else self.module.activation(h)
+        return self.module.decode_hidden(z)
+
+    def _output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module.output_layer()
 
 
 class MultVAE(AutoencoderBase):
