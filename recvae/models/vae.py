@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from recvae import distributed
 from recvae.device import to_device
 from recvae.models.configs import MultDAEConfig, MultVAEConfig
+from recvae.models.sampled_softmax import NegativeSampler, sampled_multinomial_nll
 from recvae.models.torch_autoencoder import NOISE, SHUFFLE, TorchAutoencoder
 from recvae.models.torch_sparse import (
     MultinomialNLL,
@@ -164,6 +165,11 @@ class AutoencoderTrainer:
         ]
         # fused: one kernel per step for all parameters (~20x faster than the default on CPU)
         self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
+        self.sampler = (
+            NegativeSampler(self.train, config.negatives, config.proposal)
+            if config.softmax == "sampled"
+            else None
+        )
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         return self.model._score_batch(history)
@@ -220,6 +226,8 @@ class AutoencoderTrainer:
         eps = None
         if self.module.variational:
             eps = torch.randn((batch.shape[0], self.module.latent_dim), generator=noise)[part]
+        # drawn for the whole batch (every rank the same), like the noise above
+        candidates = None if self.sampler is None else self.sampler.draw(batch.indices, noise)
         if part.stop == part.start:
             return None
         if (part.start, part.stop) != (0, batch.shape[0]):
@@ -237,6 +245,10 @@ class AutoencoderTrainer:
             kl = 0.5 * torch.sum(-logvar + logvar.exp() + mu * mu - 1.0, dim=1).mean()
         else:
             z = self.module.activation(h)
+        if candidates is not None:
+            weight, bias = self.module.output_layer()
+            hidden = self.module.decode_hidden(z)
+            return sampled_multinomial_nll(hidden, weight, bias, batch, candidates), kl
         logits = self.module.decode(z)
         return likelihood_nll(config.likelihood, logits, batch), kl
 
