@@ -1,7 +1,9 @@
 """Batch top-N: users in chunks -> model.score -> mask seen and filtered items -> top-K -> frames.
 
 Scoring streams: only one chunk of users is ever held as a dense (chunk x items) score matrix, so
-memory is bounded by `chunk_size` whatever the number of users. Each chunk becomes a Polars frame
+memory is bounded by `chunk_size` whatever the number of users. With `item_block`, a chunk is
+scored item block by item block into a running top-K (recvae.topk.RunningTopK) and only a
+(chunk x block) array is held; the rows are the same. Each chunk becomes a Polars frame
 of rows (user_id, rank, item_id, score, model_version, fallback) with the ORIGINAL ids, ready for
 a writer in `recvae.export`.
 
