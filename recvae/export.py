@@ -217,6 +217,7 @@ class ExportRequest:
     deny_items_file: Path | None = None
     exclude_seen: bool = True
     chunk_size: int = 1000
+    item_block: int | None = None  # items per block for item-chunked top-K (None: all at once)
     shard: int = 0
     num_shards: int = 1
     ingest_options: object | None = None
@@ -288,6 +289,7 @@ def export_top_n(request: ExportRequest, show_progress: bool = False) -> ExportR
         allow_items=allow,
         deny_items=deny,
         chunk_size=request.chunk_size,
+        item_block=request.item_block,
     )
     fallback_users = int((np.diff(users.history.indptr) == 0).sum())
     schema = empty_frame(users.ids.dtype, items.ids.dtype).schema

@@ -29,9 +29,12 @@ import math
 import os
 import sys
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from recvae.errors import RecvaeError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 LOGGER_NAME = "recvae"
 FORMATS = ("human", "json")
@@ -131,6 +134,42 @@ def configure(
     logger.setLevel(min(numeric, logging.INFO))
     _current_format = chosen
     return logger
+
+
+class _StatusLines:
+    """A file for a rich Console that turns each printed line into one log record, so a
+    command's status lines come out as JSON records under `--log-format json`."""
+
+    def __init__(self, event: str) -> None:
+        self._logger = logging.getLogger(f"{LOGGER_NAME}.cli")
+        self._event = event
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self._logger.info(line.rstrip(), extra={"event": self._event})
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending.strip():
+            self._logger.info(self._pending.rstrip(), extra={"event": self._event})
+        self._pending = ""
+
+    def isatty(self) -> bool:
+        return False
+
+
+def status_console(event: str = "status", **options: Any) -> Console:
+    """The Console a command prints its status lines to: stderr for people, or one JSON log
+    record per line (event `event`) when the logs are JSON, so stderr stays pure JSON lines."""
+    from rich.console import Console
+
+    if _current_format == "json":
+        options.pop("stderr", None)
+        return Console(file=_StatusLines(event), soft_wrap=True, highlight=False, **options)
+    return Console(stderr=True, **options)
 
 
 def current_format() -> str:

@@ -1,7 +1,9 @@
 """Batch top-N: users in chunks -> model.score -> mask seen and filtered items -> top-K -> frames.
 
 Scoring streams: only one chunk of users is ever held as a dense (chunk x items) score matrix, so
-memory is bounded by `chunk_size` whatever the number of users. Each chunk becomes a Polars frame
+memory is bounded by `chunk_size` whatever the number of users. With `item_block`, a chunk is
+scored item block by item block into a running top-K (recvae.topk.RunningTopK) and only a
+(chunk x block) array is held; the rows are the same. Each chunk becomes a Polars frame
 of rows (user_id, rank, item_id, score, model_version, fallback) with the ORIGINAL ids, ready for
 a writer in `recvae.export`.
 
@@ -27,8 +29,8 @@ import scipy.sparse as sp
 from recvae.data.split import as_csr
 from recvae.data.vocab import Vocabulary
 from recvae.errors import RecvaeError
-from recvae.models.base import Recommender
-from recvae.topk import top_k
+from recvae.models.base import Recommender, score_blocks, slice_blocks
+from recvae.topk import RunningTopK, mask_seen_block, top_k
 
 OUTPUT_COLUMNS = ("user_id", "rank", "item_id", "score", "model_version", "fallback")
 
@@ -42,8 +44,13 @@ class ScoringOptions:
     allow_items: np.ndarray | None = None  # dense item indices that may be recommended
     deny_items: np.ndarray | None = None  # dense item indices that must never be recommended
     chunk_size: int = 1000
+    # items per block for item-chunked top-K (None: score all items at once). With a block,
+    # a chunk's scores are held as (chunk x block), not (chunk x items); the result is the same.
+    item_block: int | None = None
 
     def __post_init__(self) -> None:
+        if self.item_block is not None and self.item_block < 1:
+            raise RecvaeError(f"item block must be at least 1, got {self.item_block}")
         if self.k < 1:
             raise RecvaeError(f"k must be at least 1, got {self.k}")
         if self.chunk_size < 1:
@@ -173,7 +180,7 @@ def recommend_chunks(
     for start in range(0, len(users), options.chunk_size):
         chunk = users.take(np.arange(start, min(start + options.chunk_size, len(users))))
         yield _chunk_frame(
-            model, chunk, items, k, options.exclude_seen, blocked, model_version, popularity
+            model, chunk, items, k, options, blocked, model_version, popularity
         )
         if on_chunk is not None:
             on_chunk(len(chunk))
@@ -184,27 +191,19 @@ def _chunk_frame(
     chunk: UsersToScore,
     items: Vocabulary,
     k: int,
-    exclude_seen: bool,
+    options: ScoringOptions,
     blocked: np.ndarray | None,
     model_version: str,
     popularity: np.ndarray,
 ) -> pl.DataFrame:
     history = chunk.history
     fallback = np.diff(history.indptr) == 0
-    with_history = np.flatnonzero(~fallback)
-    if len(with_history) == len(fallback):  # the common case: score in place, no second copy
-        scores = _checked_scores(model, history)
+    if options.item_block is None:
+        indices, values = _chunk_top_k(model, history, fallback, k, options, blocked, popularity)
     else:
-        scores = np.empty(history.shape, dtype=np.float32)
-        if len(with_history):
-            scores[with_history] = _checked_scores(model, history[with_history])
-        scores[fallback] = popularity
-    if exclude_seen:
-        rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
-        scores[rows, history.indices] = -np.inf
-    if blocked is not None:
-        scores[:, blocked] = -np.inf
-    indices, values = top_k(scores, k)
+        indices, values = _chunk_top_k_by_blocks(
+            model, history, fallback, k, options, blocked, popularity
+        )
     keep = np.isfinite(values)
     user_rows, ranks = np.nonzero(keep)
     return pl.DataFrame(
@@ -217,6 +216,80 @@ def _chunk_frame(
             "fallback": fallback[user_rows],
         }
     )
+
+
+def _chunk_top_k(
+    model: Recommender,
+    history: sp.csr_matrix,
+    fallback: np.ndarray,
+    k: int,
+    options: ScoringOptions,
+    blocked: np.ndarray | None,
+    popularity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-K of one chunk of users, scored over all items at once (chunk x items floats)."""
+    with_history = np.flatnonzero(~fallback)
+    if len(with_history) == len(fallback):  # the common case: score in place, no second copy
+        scores = _checked_scores(model, history)
+    else:
+        scores = np.empty(history.shape, dtype=np.float32)
+        if len(with_history):
+            scores[with_history] = _checked_scores(model, history[with_history])
+        scores[fallback] = popularity
+    if options.exclude_seen:
+        mask_seen_block(scores, history, 0)
+    if blocked is not None:
+        scores[:, blocked] = -np.inf
+    return top_k(scores, k)
+
+
+def _chunk_top_k_by_blocks(
+    model: Recommender,
+    history: sp.csr_matrix,
+    fallback: np.ndarray,
+    k: int,
+    options: ScoringOptions,
+    blocked: np.ndarray | None,
+    popularity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same top-K, scored item block by item block with a running top-K (chunk x block
+    floats at a time, for models that score a block on their own; see `score_blocks`)."""
+    assert options.item_block is not None
+    n_items = history.shape[1]
+    with_history = np.flatnonzero(~fallback)
+    model_blocks = (
+        score_blocks(model, history[with_history], options.item_block)
+        if len(with_history)
+        else slice_blocks(np.empty((0, n_items), dtype=np.float32), options.item_block)
+    )
+    running = RunningTopK(history.shape[0], k, n_items)
+    for start, block_scores in model_blocks:
+        width = block_scores.shape[1]
+        block_scores = _checked_block(block_scores, len(with_history), start, width, n_items)
+        scores = np.empty((history.shape[0], width), dtype=np.float32)
+        scores[with_history] = block_scores
+        scores[fallback] = popularity[start : start + width]
+        if options.exclude_seen:
+            mask_seen_block(scores, history, start)
+        if blocked is not None:
+            scores[:, blocked[start : start + width]] = -np.inf
+        running.add(start, scores)
+    return running.result()
+
+
+def _checked_block(
+    scores: np.ndarray, rows: int, start: int, width: int, n_items: int
+) -> np.ndarray:
+    """One block of a model's scores, refusing a wrong shape or non-finite values."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape[0] != rows or width < 1 or start + width > n_items:
+        raise RecvaeError(
+            f"model returned a score block {scores.shape} at item {start} for {rows} users "
+            f"and {n_items} items"
+        )
+    if not np.isfinite(scores).all():
+        raise RecvaeError("model returned NaN or infinite scores; the model is broken")
+    return scores
 
 
 def _checked_scores(model: Recommender, history: sp.csr_matrix) -> np.ndarray:

@@ -152,6 +152,25 @@ def test_shards_together_equal_the_unsharded_export(tmp_path):
     assert pl.concat(parts).equals(pl.read_csv(tmp_path / "all.csv"))
 
 
+def test_item_block_export_has_the_same_rows_as_the_unblocked_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from recvae.cli import app
+
+    model_dir, ds, _ = make_model_and_dataset(tmp_path)
+    base = ["recommend", str(model_dir), "--history", str(ds), "--k", "4"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "all.csv")]).exit_code == 0
+    blocked = [*base, "--item-block", "5", "--out", str(tmp_path / "blocked.csv")]
+    result = runner.invoke(app, blocked)
+    assert result.exit_code == 0, result.output
+    whole, chunked = pl.read_csv(tmp_path / "all.csv"), pl.read_csv(tmp_path / "blocked.csv")
+    assert chunked.drop("score").equals(whole.drop("score"))
+    assert (chunked["score"] - whole["score"]).abs().max() < 1e-5
+    bad = runner.invoke(app, [*base, "--item-block", "0", "--out", str(tmp_path / "x.csv")])
+    assert bad.exit_code == 2
+
+
 def test_recommend_for_listed_users_includes_unknown_user_as_fallback(tmp_path):
     from typer.testing import CliRunner
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,12 +102,36 @@ def test_cli_json_logs_cover_ingest_training_saving_promotion_and_export(tmp_pat
         ["recommend", str(tmp_path / "store"), "--history", str(tmp_path / "ds"), "--k", "3",
          "--out", str(tmp_path / "recs.parquet")],
     ]  # fmt: skip
-    events = []
+    records = []
     for command in commands:
         result = runner.invoke(app, ["--log-format", "json", *command])
         assert result.exit_code == 0, result.output
-        events += [line["event"] for line in json_lines(result.stderr) if "event" in line]
+        lines = result.stderr.splitlines()
+        assert all(line.startswith("{") for line in lines), result.stderr  # pure JSON lines
+        records += json_lines(result.stderr)
+    events = [r["event"] for r in records if r.get("event") not in (None, "status")]
     assert events == ["ingest", "epoch", "epoch", "model_saved", "promote", "export"]
+    status = [r["message"] for r in records if r.get("event") == "status"]
+    assert any(message.startswith("training multvae on ") for message in status), status
+    assert any(message.startswith("saved ") for message in status), status
+
+
+def test_cli_json_logs_report_an_error_as_one_json_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recvae.cli import main
+
+    monkeypatch.setattr(
+        sys, "argv", ["recvae", "--log-format", "json", "train", str(tmp_path / "nope"),
+                      "--out", str(tmp_path / "m")],
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "error" and record["event"] == "error"
+    assert str(tmp_path / "nope") in record["message"]
 
 
 def test_cli_refuses_an_unknown_log_format() -> None:

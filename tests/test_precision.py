@@ -110,3 +110,9 @@ def test_cli_set_precision_trains_in_bf16_and_refuses_a_bad_value(tmp_path):
 def test_loop_config_built_directly_refuses_an_unknown_precision():
     with pytest.raises(ValueError, match="precision must be fp32, tf32 or bf16, got 'fp16'"):
         LoopConfig(precision="fp16")
+
+
+def test_bf16_with_the_sampled_softmax_trains_finite_numbers():
+    model = MultVAE(precision="bf16", softmax="sampled", negatives=8, **SMALL).fit(block_matrix())
+    assert all(np.isfinite(r["loss"]) for r in model.history)
+    assert np.isfinite(model.score(block_matrix()[:5])).all()

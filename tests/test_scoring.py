@@ -146,3 +146,49 @@ def test_read_ids_keeps_leading_zeros_and_select_users_casts_to_history_type(tmp
     assert picked.ids.to_list() == [123, 7]
     with pytest.raises(RecvaeError, match="does not exist"):
         read_ids(tmp_path / "missing.txt", "user list")
+
+
+# ---- item-chunked top-K (ScoringOptions.item_block) --------------------------------------------
+
+
+class TiedScores(FixedScores):
+    """Integer scores with many ties per row, and its own item-block scorer."""
+
+    def __init__(self, n_items):
+        super().__init__(np.zeros(n_items))
+        self.block_widths = []
+
+    def score(self, history):
+        rows = np.arange(history.shape[0])[:, None]
+        return ((rows + np.arange(history.shape[1])) % 3).astype(np.float32)
+
+    def score_blocks(self, history, block_size):
+        full = self.score(history)
+        for start in range(0, full.shape[1], block_size):
+            self.block_widths.append(full[:, start : start + block_size].shape[1])
+            yield start, full[:, start : start + block_size]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("with_own_blocks", [True, False])
+def test_item_blocks_give_exactly_the_unblocked_export(block, with_own_blocks):
+    rng = np.random.default_rng(block)
+    rows = (rng.random((17, 5)) < 0.3).astype(np.float32)
+    rows[3] = 0  # a popularity fallback user
+    model = TiedScores(5) if with_own_blocks else FixedScores([1, 2, 2, 1, 0])
+    for options in (
+        {"k": 3},
+        {"k": 5, "exclude_seen": False},
+        {"k": 4, "allow_items": np.array([0, 2, 3, 4])},
+        {"k": 2, "deny_items": np.array([1])},
+    ):
+        whole = run(model, users(rows), chunk_size=6, **options)
+        blocked = run(model, users(rows), chunk_size=6, item_block=block, **options)
+        assert whole.equals(blocked), (options, whole, blocked)
+    if with_own_blocks:
+        assert max(model.block_widths) <= block
+
+
+def test_item_block_must_be_positive():
+    with pytest.raises(RecvaeError, match="item block must be at least 1, got 0"):
+        ScoringOptions(item_block=0)

@@ -45,3 +45,57 @@ def test_top_k_matches_a_stable_sort_on_many_ties_and_minus_inf():
         expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         assert (indices == expected).all()
         assert (values == np.take_along_axis(scores, expected, axis=1)).all()
+
+
+# ---- item-chunked top-K ------------------------------------------------------------------------
+
+
+def _blockwise(scores, k, block):
+    from recvae.topk import RunningTopK
+
+    running = RunningTopK(scores.shape[0], k, scores.shape[1])
+    for start in range(0, scores.shape[1], block):
+        running.add(start, scores[:, start : start + block].copy())
+    return running.result()
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 37, 100])
+@pytest.mark.parametrize("k", [1, 4, 10, 37])
+def test_running_top_k_equals_top_k_with_ties_and_masked_items(block, k):
+    rng = np.random.default_rng(block * 100 + k)
+    # few distinct values: many ties, inside the cut and across it; zeros become masked (-inf)
+    scores = rng.integers(0, 4, size=(30, 37)).astype(np.float32)
+    scores[scores == 0] = -np.inf
+    scores[0] = -np.inf  # a row with nothing finite: every item ties at -inf
+    indices, values = _blockwise(scores, k, block)
+    expected_indices, expected_values = top_k(scores, k)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(values, expected_values)
+    assert indices.dtype == np.int64 and values.dtype == np.float32
+
+
+def test_running_top_k_ties_rank_by_item_index_across_blocks():
+    scores = np.array([[1, 2, 2, 0, 2, 2, 1]], np.float32)
+    indices, values = _blockwise(scores, 3, 2)
+    assert indices.tolist() == [[1, 2, 4]]
+    assert values.tolist() == [[2, 2, 2]]
+
+
+def test_running_top_k_refuses_blocks_out_of_order_or_missing():
+    from recvae.topk import RunningTopK
+
+    running = RunningTopK(2, 2, 6)
+    running.add(0, np.zeros((2, 3), np.float32))
+    with pytest.raises(RecvaeError, match="starting at item 3"):
+        running.add(4, np.zeros((2, 2), np.float32))
+    with pytest.raises(RecvaeError, match="saw 3 of 6 items"):
+        running.result()
+
+
+def test_mask_seen_block_masks_only_the_block_columns():
+    from recvae.topk import mask_seen_block
+
+    history = sp.csr_matrix(np.array([[1, 0, 0, 1, 0], [0, 0, 1, 0, 1]], np.float32))
+    block = np.zeros((2, 2), np.float32)  # items 2 and 3
+    mask_seen_block(block, history, 2)
+    assert block.tolist() == [[0, -np.inf], [-np.inf, 0]]

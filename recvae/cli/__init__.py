@@ -12,6 +12,7 @@ for the commands that train or publish, an MLflow run (recvae.tracking):
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -118,6 +119,11 @@ def main() -> None:
     except RecvaeError as error:
         # escape: messages quote config sections like [gate] that rich would read as markup
         # soft_wrap: one line however narrow the terminal (or pipe) is
-        message = f"[bold red]error:[/] {escape(str(error))}"
-        err_console.print(message, highlight=False, soft_wrap=True)
+        from recvae.logs import current_format
+
+        if current_format() == "json":  # stderr stays one JSON record per line
+            logging.getLogger("recvae.cli").error(str(error), extra={"event": "error"})
+        else:
+            message = f"[bold red]error:[/] {escape(str(error))}"
+            err_console.print(message, highlight=False, soft_wrap=True)
         sys.exit(2)

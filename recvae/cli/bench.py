@@ -54,14 +54,13 @@ def bench(
     ] = None,
 ) -> None:
     """Run every model of a suite on every data set, tune on validation, write the report."""
-    from rich.console import Console
-
     from recvae.bench.config import load_suite
     from recvae.bench.report import write_report
     from recvae.bench.runner import run_suite
     from recvae.errors import RecvaeError
+    from recvae.logs import status_console
 
-    console = Console(stderr=True)
+    console = status_console()
     suite = load_suite(config, parse_data_paths(data or []))
     if skip_missing:
         present = [d for d in suite.datasets if d.path is None or d.path.exists()]

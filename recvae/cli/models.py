@@ -42,12 +42,12 @@ def _model_name(model_dir: Path) -> str:
 
 
 def _promote(store: Any, version: str, reason: str, force: bool) -> None:
-    from rich.console import Console
+    from recvae.logs import status_console
 
     change = store.promote(version, reason=reason, force=force)
     typer.echo(f"current -> {version}")
     if change is not None:
-        Console(stderr=True).print(
+        status_console(event="warning").print(
             f"[yellow]warning:[/] {change.describe()}", highlight=False, soft_wrap=True
         )
 

@@ -66,6 +66,15 @@ def recommend(
             min=1, help="Users scored at once; memory ~ chunk x items x 4 bytes, e.g. 1000"
         ),
     ] = 1000,
+    item_block: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Score items in blocks of this many with a running top-K: memory ~ chunk x "
+            "block x 4 bytes instead of chunk x items; same rows as without, e.g. 50000 "
+            "(default: all items at once)",
+        ),
+    ] = None,
     history_table: Annotated[
         str | None,
         typer.Option(help="Table when --history is a DuckDB database file, e.g. events"),
@@ -121,6 +130,7 @@ def recommend(
         deny_items_file=deny_items,
         exclude_seen=not include_seen,
         chunk_size=chunk_size,
+        item_block=item_block,
         shard=shard,
         num_shards=num_shards,
         ingest_options=IngestOptions(**reader.reader_fields(), table=history_table),

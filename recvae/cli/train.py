@@ -133,12 +133,11 @@ def train_command(
     data-parallel over the N processes; rank 0 alone validates and writes (README "GPUs and
     clusters").
     """
-    from rich.console import Console
-
     from recvae import distributed
     from recvae.data.dataset import Dataset
     from recvae.data.split import ProtocolSpec
     from recvae.io import check_output
+    from recvae.logs import status_console
     from recvae.models.configs import setting_types
     from recvae.workflow.fit import TrainSpec, fit_model
 
@@ -163,7 +162,7 @@ def train_command(
     )
     if log is None and checkpoint_dir is not None:
         log = checkpoint_dir / "log.jsonl"
-    console = Console(stderr=True, quiet=not main)  # under torchrun, rank 0 reports
+    console = status_console(quiet=not main)  # under torchrun, rank 0 reports
     ranks = distributed.ranks()
     world = f" on {ranks.world} processes" if ranks.world > 1 else ""
     console.print(

@@ -96,15 +96,15 @@ def tune_command(
     import logging
 
     import optuna
-    from rich.console import Console
 
     from recvae.io import check_output
+    from recvae.logs import status_console
     from recvae.tuning.report import best_trial, write_outputs
     from recvae.tuning.study import StudyOptions, run_study
 
     use_device(device)
     check_output(out, "study", [p for p in (dataset_dir, space) if p is not None])
-    console = Console(stderr=True)
+    console = status_console()
     optuna.logging.set_verbosity(logging.WARNING)
     command = shlex.join(
         ["recvae", "tune", str(dataset_dir), "--model", model, "--trials", str(trials)]

@@ -12,6 +12,7 @@ implicit runs its own thread pool; a multi-threaded BLAS underneath it oversubsc
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -24,6 +25,7 @@ from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
 from recvae.models.base import (
     check_history,
+    item_blocks,
     load_array,
     model_config,
     read_model_json,
@@ -81,6 +83,14 @@ class ALS:
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         return (self.user_factors(history) @ self.item_factors.T).astype(np.float32, copy=False)
+
+    def score_blocks(
+        self, history: sp.csr_matrix, block_size: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """User factors once, then user factors @ item_factors[block].T per item block."""
+        users, items = self.user_factors(history), self.item_factors
+        for block in item_blocks(items.shape[0], block_size):
+            yield block.start, (users @ items[block].T).astype(np.float32, copy=False)
 
     def save(self, path: Path) -> None:
         path = Path(path)

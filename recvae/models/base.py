@@ -15,7 +15,7 @@ file and what is wrong, never a traceback: the helpers below read every file a m
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -42,6 +42,38 @@ class Recommender(Protocol):
 
     @classmethod
     def load(cls, path: Path) -> Self: ...
+
+
+def score_blocks(
+    model: Recommender, history: sp.csr_matrix, block_size: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, scores of items [start, start + width)) for each item block, in item order.
+
+    Item-chunked top-K (recvae.scoring) asks for scores block by block so that a catalogue of a
+    million items never needs a (users x items) array. A model that can score an item block on
+    its own (a `score_blocks(history, block_size)` method: the autoencoders, EASE, ALS, BPR)
+    does; any other model is scored in full once and sliced, which is exact but bounds nothing.
+    """
+    if block_size < 1:
+        raise RecvaeError(f"item block must be at least 1, got {block_size}")
+    own = getattr(model, "score_blocks", None)
+    if own is not None:
+        yield from own(history, block_size)
+        return
+    scores = np.asarray(model.score(history), dtype=np.float32)
+    yield from slice_blocks(scores, block_size)
+
+
+def slice_blocks(scores: np.ndarray, block_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The column blocks of a full score matrix (the fallback of `score_blocks`)."""
+    for start in range(0, scores.shape[1], block_size):
+        yield start, scores[:, start : start + block_size]
+
+
+def item_blocks(n_items: int, block_size: int) -> Iterator[slice]:
+    """Consecutive item slices of at most `block_size` items covering [0, n_items)."""
+    for start in range(0, n_items, block_size):
+        yield slice(start, min(start + block_size, n_items))
 
 
 def model_config(

@@ -11,6 +11,7 @@ not BPR's own user factors; `fold_in_confidence` and `fold_in_regularization` tu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -24,6 +25,7 @@ from recvae.errors import RecvaeError
 from recvae.models.als import resolve_threads
 from recvae.models.base import (
     check_history,
+    item_blocks,
     load_array,
     model_config,
     read_model_json,
@@ -83,6 +85,20 @@ class BPR:
             history, vectors, self.config.fold_in_confidence, self.config.fold_in_regularization
         )
         return (users @ vectors.T + bias).astype(np.float32, copy=False)
+
+    def score_blocks(
+        self, history: sp.csr_matrix, block_size: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """The fold-in once, then user vectors @ item vectors[block].T + bias per item block."""
+        items = self._fitted_items()
+        history = check_history(history, items.shape[0], self.name)
+        vectors, bias = items[:, :-1], items[:, -1]
+        users = ridge_fold_in(
+            history, vectors, self.config.fold_in_confidence, self.config.fold_in_regularization
+        )
+        for block in item_blocks(items.shape[0], block_size):
+            scores = users @ vectors[block].T + bias[block]
+            yield block.start, scores.astype(np.float32, copy=False)
 
     def save(self, path: Path) -> None:
         path = Path(path)

@@ -31,6 +31,8 @@ LRSchedule = Literal["none", "step", "exponential", "plateau"]
 Normalise = Literal["zscore", "softmax"]
 Precision = Literal["fp32", "tf32", "bf16"]
 PRECISIONS = ("fp32", "tf32", "bf16")  # what each means: recvae.models.precision
+Softmax = Literal["full", "sampled"]
+Proposal = Literal["popularity", "uniform"]
 # Devices a run may name (recvae.device resolves them): auto = CUDA when present, else the CPU.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -98,6 +100,11 @@ class MultVAEConfig:
     # ML-20M; on ml-1m (13 updates per epoch) it keeps beta under 0.02 for 200 epochs.
     anneal_steps: int | None = None
     l2: float = 0.0  # adds l2 * sum of squared weights (biases exempt) to the loss, like `lam`
+    # "sampled": each update's softmax runs over the batch's items plus `negatives` items drawn
+    # from `proposal`, log-proposal corrected (recvae.models.sampled_softmax); scoring is exact
+    softmax: Softmax = "full"
+    negatives: int = 4096
+    proposal: Proposal = "popularity"
     loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
@@ -127,6 +134,9 @@ class MultDAEConfig:
     activation: Activation = "tanh"
     likelihood: Likelihood = "multinomial"
     l2: float = 2e-5
+    softmax: Softmax = "full"  # as for Mult-VAE
+    negatives: int = 4096
+    proposal: Proposal = "popularity"
     loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
@@ -142,6 +152,30 @@ def autoencoder_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool
             f"hidden_dims must be positive: {config.hidden_dims}",
         ),
         (config.l2 >= 0, f"l2 must be >= 0, got {config.l2}"),
+        *sampled_softmax_checks(config),
+    ]
+
+
+def sampled_softmax_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool, str]]:
+    """The sampled-softmax settings: known words, a positive count, a multinomial likelihood."""
+    return [
+        (
+            config.softmax in ("full", "sampled"),
+            f"softmax must be 'full' or 'sampled', got {config.softmax!r}",
+        ),
+        (
+            config.proposal in ("popularity", "uniform"),
+            f"proposal must be 'popularity' or 'uniform', got {config.proposal!r}",
+        ),
+        (
+            isinstance(config.negatives, int) and config.negatives >= 1,
+            f"negatives must be a positive number of sampled items, got {config.negatives!r}",
+        ),
+        (
+            config.softmax == "full" or config.likelihood == "multinomial",
+            f"softmax = 'sampled' needs likelihood = 'multinomial' (the softmax it samples), "
+            f"got likelihood = {config.likelihood!r}",
+        ),
     ]
 
 

@@ -13,6 +13,7 @@ numpy/scipy with OpenBLAS has crashed on this machine above ~33k items.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -25,6 +26,7 @@ from recvae.data.split import Holdout, as_csr
 from recvae.errors import RecvaeError
 from recvae.models.base import (
     check_history,
+    item_blocks,
     load_array,
     model_config,
     read_model_json,
@@ -169,6 +171,15 @@ class EASE:
         weights = self._fitted_weights()
         history = check_history(history, weights.shape[0], self.name)
         return sparse_times_dense(history, weights)  # MKL, all cores (scipy's uses one)
+
+    def score_blocks(
+        self, history: sp.csr_matrix, block_size: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """history @ B[:, block] for each item block (see recvae.models.base.score_blocks)."""
+        weights = self._fitted_weights()
+        history = check_history(history, weights.shape[0], self.name)
+        for block in item_blocks(weights.shape[1], block_size):
+            yield block.start, sparse_times_dense(history, np.ascontiguousarray(weights[:, block]))
 
     def save(self, path: Path) -> None:
         path = Path(path)

@@ -385,6 +385,12 @@ class RecVAE(TorchAutoencoder):
         mu, _ = self.module.encoder(x, None)
         torch.addmm(self.module.decoder_bias, mu, self.module.decoder_weight, out=out)
 
+    def _output_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module.encoder(x, None)[0]
+
+    def _output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module.decoder_weight, self.module.decoder_bias
+
     def _tensors_to_save(self) -> dict[str, torch.Tensor]:
         """Encoder and decoder only: the old encoder is restored as a copy of the encoder."""
         return {

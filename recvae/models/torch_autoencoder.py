@@ -30,6 +30,7 @@ from recvae.errors import RecvaeError
 from recvae.models.base import (
     check_history,
     check_tensor_shapes,
+    item_blocks,
     load_tensors,
     model_config,
     model_size,
@@ -170,6 +171,14 @@ class TorchAutoencoder:
         """Write the logits of one normalised CSR input batch `x` into `out` (inference)."""
         raise NotImplementedError
 
+    def _output_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the output layer (users x hidden) for a normalised CSR batch `x`."""
+        raise NotImplementedError
+
+    def _output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight (hidden x items), bias (items)) of the output layer: logits = h @ W + b."""
+        raise NotImplementedError
+
     def _tensors_to_save(self) -> dict[str, torch.Tensor]:
         assert self.module is not None
         return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
@@ -228,6 +237,39 @@ class TorchAutoencoder:
         self.module.to(self.run_on)
         with torch_threads(self.config.loop.threads):
             return self._score_batch(history)
+
+    def score_blocks(
+        self, history: sp.csr_matrix, block_size: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Logits item block by item block (recvae.models.base.score_blocks): the hidden layer
+        once per call, then the output layer restricted to each block's columns, so no
+        (users x items) array is ever built."""
+        if self.module is None:
+            raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
+        history = check_history(history, self.n_items, self.name)
+        self.run_on = model_device(self.device)
+        self.module.to(self.run_on)
+        step = self.config.loop.eval_batch_size
+        norms = row_norms(history)
+        with torch_threads(self.config.loop.threads), torch.inference_mode():
+            parts = []
+            for start in range(0, history.shape[0], step):
+                batch = as_csr(history[start : start + step])
+                values = to_device(normalised_values(batch, norms[start : start + step]),
+                                   self.run_on)  # fmt: skip
+                parts.append(
+                    self._output_input(torch_csr(batch.indptr, batch.indices, values, batch.shape))
+                )
+            hidden = torch.cat(parts) if parts else None
+            weight, bias = self._output_layer()
+        for block in item_blocks(self.n_items, block_size):
+            with torch_threads(self.config.loop.threads), torch.inference_mode():
+                if hidden is None:
+                    scores = np.empty((0, block.stop - block.start), dtype=np.float32)
+                else:
+                    logits = torch.addmm(bias[block], hidden, weight[:, block])
+                    scores = logits.cpu().numpy()
+            yield block.start, scores
 
     def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
         """Logits of every history row, batch by batch on the model's device; on the CPU they

@@ -33,6 +33,7 @@ from recvae import distributed
 from recvae.device import to_device
 from recvae.models.configs import MultDAEConfig, MultVAEConfig
 from recvae.models.precision import autocast_dtype, dense_autocast, float32_autocast_off
+from recvae.models.sampled_softmax import NegativeSampler, sampled_multinomial_nll
 from recvae.models.torch_autoencoder import NOISE, SHUFFLE, TorchAutoencoder
 from recvae.models.torch_sparse import (
     MultinomialNLL,
@@ -120,14 +121,23 @@ class AutoencoderModule(torch.nn.Module):
     def decode(self, z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over all items; `out` (a float32 buffer of the right shape) receives them
         without an extra users x items copy when scoring."""
-        h = z
-        last = len(self.decoder) - 2
-        for index in range(0, last, 2):
-            h = self.activation(torch.addmm(self.decoder[index + 1], h, self.decoder[index]))
-        bias, weight = self.decoder[last + 1], self.decoder[last]
+        h = self.decode_hidden(z)
+        weight, bias = self.output_layer()
         if out is None:
             return torch.addmm(bias, h, weight)
         return torch.addmm(bias, h, weight, out=out)
+
+    def decode_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The input of the decoder's last layer (z itself when the decoder has one layer)."""
+        h = z
+        for index in range(0, len(self.decoder) - 2, 2):
+            h = self.activation(torch.addmm(self.decoder[index + 1], h, self.decoder[index]))
+        return h
+
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight (hidden x items), bias (items)) of the decoder's last layer."""
+        last = len(self.decoder) - 2
+        return self.decoder[last], self.decoder[last + 1]
 
     def split_latent(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return h[:, : self.latent_dim], h[:, self.latent_dim :]
@@ -166,6 +176,11 @@ class AutoencoderTrainer:
         self.module.first_grad = torch.empty_like(self.module.encoder[0])
         # fused: one kernel per step for all parameters (~20x faster than the default on CPU)
         self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
+        self.sampler = (
+            NegativeSampler(self.train, config.negatives, config.proposal)
+            if config.softmax == "sampled"
+            else None
+        )
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         return self.model._score_batch(history)
@@ -222,6 +237,8 @@ class AutoencoderTrainer:
         eps = None
         if self.module.variational:
             eps = torch.randn((batch.shape[0], self.module.latent_dim), generator=noise)[part]
+        # drawn for the whole batch (every rank the same), like the noise above
+        candidates = None if self.sampler is None else self.sampler.draw(batch.indices, noise)
         if part.stop == part.start:
             return None
         if (part.start, part.stop) != (0, batch.shape[0]):
@@ -244,6 +261,12 @@ class AutoencoderTrainer:
             kl = 0.5 * torch.sum(-logvar + logvar.exp() + mu * mu - 1.0, dim=1).mean()
         else:
             z = self.module.activation(h)
+        if candidates is not None:  # the sampled output layer and its loss stay float32
+            weight, bias = self.module.output_layer()
+            with dense_autocast(device, dense):
+                hidden = self.module.decode_hidden(z)
+            hidden = hidden.float()
+            return sampled_multinomial_nll(hidden, weight, bias, batch, candidates), kl
         with dense_autocast(device, dense):
             logits = self.module.decode(z)
         logits = logits.float()
@@ -294,6 +317,14 @@ class AutoencoderBase(TorchAutoencoder):
         h = self.module.encode(x, None)
         z = self.module.split_latent(h)[0] if self.variational else self.module.activation(h)
         self.module.decode(z, out=out)
+
+    def _output_input(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.module.encode(x, None)
+        z = self.module.split_latent(h)[0] if self.variational else self.module.activation(h)
+        return self.module.decode_hidden(z)
+
+    def _output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module.output_layer()
 
 
 class MultVAE(AutoencoderBase):
