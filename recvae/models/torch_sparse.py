@@ -115,6 +115,31 @@ class SparseInputLinear(torch.autograd.Function):
         return None, grad.sum(0), None, None, None
 
 
+class DenseOutputLinear(torch.autograd.Function):
+    """h @ W + b for the decoder's output layer, with the weight gradient h^T @ grad written
+    into a reused `grad_buffer` (hidden x items) the way `SparseInputLinear` does, instead of
+    a fresh table per batch. The same products as torch.addmm's own backward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, grad_buffer: Any
+    ):
+        ctx.save_for_backward(h, weight)
+        ctx.grad_buffer = grad_buffer
+        return torch.addmm(bias, h, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        h, weight = ctx.saved_tensors
+        grad_h = grad.mm(weight.t()) if ctx.needs_input_grad[0] else None
+        if ctx.needs_input_grad[1]:
+            if weight.grad is None:
+                weight.grad = torch.mm(h.t(), grad, out=ctx.grad_buffer)
+            else:
+                weight.grad.addmm_(h.t(), grad)
+        return grad_h, None, grad.sum(0), None
+
+
 class MultinomialNLL(torch.autograd.Function):
     """-sum_j x_j log softmax(logits)_j per row, averaged over rows, with x given sparsely.
 

@@ -36,6 +36,7 @@ from recvae.models.precision import autocast_dtype, dense_autocast, float32_auto
 from recvae.models.sampled_softmax import NegativeSampler, sampled_multinomial_nll
 from recvae.models.torch_autoencoder import NOISE, SHUFFLE, TorchAutoencoder
 from recvae.models.torch_sparse import (
+    DenseOutputLinear,
     MultinomialNLL,
     SparseInputLinear,
     normalised_values,
@@ -84,6 +85,8 @@ class AutoencoderModule(torch.nn.Module):
                 params.append(torch.nn.Parameter(torch.empty(d_out)))
         # the first layer's weight-gradient table, reused every batch (set by the trainer)
         self.first_grad: torch.Tensor | None = None
+        # the output layer's weight-gradient table, reused every batch (set by the trainer)
+        self.output_grad: torch.Tensor | None = None
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """The paper's init: Xavier-uniform weights, biases ~ truncated normal(0, 0.001)."""
@@ -123,6 +126,11 @@ class AutoencoderModule(torch.nn.Module):
         without an extra users x items copy when scoring."""
         h = self.decode_hidden(z)
         weight, bias = self.output_layer()
+        # training in float32: the weight gradient goes to the reused table (bf16 keeps
+        # autocast's own addmm, whose gradient arrives through a cast anyway)
+        reuse = self.output_grad is not None and torch.is_grad_enabled()
+        if out is None and reuse and not torch.is_autocast_enabled(h.device.type):
+            return DenseOutputLinear.apply(h, weight, bias, self.output_grad)
         if out is None:
             return torch.addmm(bias, h, weight)
         return torch.addmm(bias, h, weight, out=out)
@@ -174,6 +182,7 @@ class AutoencoderTrainer:
         # one items x hidden table for the first layer's weight gradient, for the whole fit
         # (SparseInputLinear): no fresh allocation and page faults per batch
         self.module.first_grad = torch.empty_like(self.module.encoder[0])
+        self.module.output_grad = torch.empty_like(self.module.output_layer()[0])
         # fused: one kernel per step for all parameters (~20x faster than the default on CPU)
         self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
         self.sampler = (
