@@ -49,3 +49,25 @@ def test_sparse_input_linear_writes_the_weight_gradient_into_the_reused_buffer()
         assert torch.equal(weight.grad, expected)
     SparseInputLinear.apply(weight, bias, x, xt, buffer).square().sum().backward()
     assert torch.allclose(weight.grad, 2 * expected)  # accumulates like autograd would
+
+
+def test_dense_output_linear_matches_addmm_and_reuses_its_weight_gradient_table():
+    import torch
+
+    from recvae.models.torch_sparse import DenseOutputLinear
+
+    generator = torch.Generator().manual_seed(1)
+    h0 = torch.randn(5, 3, generator=generator)
+    weight = torch.randn(3, 7, generator=generator, requires_grad=True)
+    bias = torch.randn(7, generator=generator, requires_grad=True)
+    h = h0.clone().requires_grad_(True)
+    torch.addmm(bias, h, weight).square().sum().backward()
+    expected = (h.grad.clone(), weight.grad.clone(), bias.grad.clone())
+    buffer = torch.full((3, 7), float("nan"))
+    for _ in range(2):
+        weight.grad = bias.grad = None
+        h = h0.clone().requires_grad_(True)
+        DenseOutputLinear.apply(h, weight, bias, buffer).square().sum().backward()
+        assert weight.grad is buffer
+        for got, want in zip((h.grad, weight.grad, bias.grad), expected, strict=True):
+            assert torch.equal(got, want)
