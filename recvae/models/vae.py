@@ -9,7 +9,9 @@ Speed: the first layer multiplies the sparse batch directly (MKL sparse x dense,
 weight gradient), so its cost grows with the interactions, not users x items; the multinomial
 loss is a fused log-softmax + sparse gather whose gradient is softmax * row total - x. The only
 dense users x items arrays are one batch of logits (and, for the Gaussian and logistic
-likelihoods, one dense batch of the input).
+likelihoods, one dense batch of the input). The two items x hidden weight-gradient tables (first and
+output layer) are allocated once per fit and written in place every batch, not allocated and
+page-faulted afresh (benchmarks/reports/cpu-scale-2026-12-02).
 
 Layout: the settings are in recvae.models.configs, the sparse kernels in
 recvae.models.torch_sparse, fitting/scoring/persistence in recvae.models.torch_autoencoder;
