@@ -18,9 +18,8 @@ command to completion, and check the invariants:
   or the previous complete one; after the rerun it is readable, every row and the file's recvae
   metadata name the store's current version; no temporary file (beside the export, nor a spill
   directory in the run's TMPDIR) is left.
-- nightly (the job command, `recvae nightly --config` where it exists, else
-  `python jobs/nightly_train.py --config`): after the rerun (exit 0 promoted or 3 refused by the
-  gate) the store's current model loads, the export's rows name the current version, and no
+- nightly (`recvae nightly --config`, or the command given with --nightly-command): after the
+  rerun (exit 0 promoted or 3 refused by the gate) the store's current model loads, the export's rows name the current version, and no
   temporary file is left in the store, work directory, export directory or TMPDIR.
 
 Every child runs with TMPDIR set to a directory of the harness, so scratch files of killed runs
@@ -422,12 +421,8 @@ chunk_size = 50
 
 
 def default_nightly_command() -> str:
-    """`recvae nightly --config {config}` where that command exists, else the jobs/ script."""
-    probe = subprocess.run(
-        [str(BIN / "recvae"), "nightly", "--help"], capture_output=True, text=True
-    )
-    if probe.returncode == 0:
-        return f"{BIN / 'recvae'} nightly --config {{config}}"
+    """The packaged nightly job of this checkout's environment."""
+    return f"{BIN / 'recvae'} nightly --config {{config}}"
     return f"{sys.executable} {ROOT / 'jobs' / 'nightly_train.py'} --config {{config}}"
 
 
@@ -544,8 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--nightly-command",
         default=None,
-        help="command line with {config}; default: `recvae nightly --config {config}` if it "
-        "exists, else `python jobs/nightly_train.py --config {config}`",
+        help="command line with {config}; default: `recvae nightly --config {config}`",
     )
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--items", type=int, default=400)
