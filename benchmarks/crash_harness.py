@@ -19,8 +19,9 @@ command to completion, and check the invariants:
   metadata name the store's current version; no temporary file (beside the export, nor a spill
   directory in the run's TMPDIR) is left.
 - nightly (`recvae nightly --config`, or the command given with --nightly-command): after the
-  rerun (exit 0 promoted or 3 refused by the gate) the store's current model loads, the export's rows name the current version, and no
-  temporary file is left in the store, work directory, export directory or TMPDIR.
+  rerun (exit 0 promoted or 3 refused by the gate) the store's current model loads, the export's
+  rows name the current version, and no temporary file is left in the store, work directory,
+  export directory or TMPDIR.
 
 Every child runs with TMPDIR set to a directory of the harness, so scratch files of killed runs
 are seen (torch's own compile cache, torchinductor_*, is not a temporary and is not counted).
