@@ -236,10 +236,7 @@ def _chunk_top_k(
         if len(with_history):
             scores[with_history] = _checked_scores(model, history[with_history])
         scores[fallback] = popularity
-    if options.exclude_seen:
-        mask_seen_block(scores, history, 0)
-    if blocked is not None:
-        scores[:, blocked] = -np.inf
+    _mask_block(scores, history, 0, options, blocked)
     return top_k(scores, k)
 
 
@@ -269,12 +266,24 @@ def _chunk_top_k_by_blocks(
         scores = np.empty((history.shape[0], width), dtype=np.float32)
         scores[with_history] = block_scores
         scores[fallback] = popularity[start : start + width]
-        if options.exclude_seen:
-            mask_seen_block(scores, history, start)
-        if blocked is not None:
-            scores[:, blocked[start : start + width]] = -np.inf
+        _mask_block(scores, history, start, options, blocked)
         running.add(start, scores)
     return running.result()
+
+
+def _mask_block(
+    scores: np.ndarray,
+    history: sp.csr_matrix,
+    start: int,
+    options: ScoringOptions,
+    blocked: np.ndarray | None,
+) -> None:
+    """Rule out, in the block of items from `start`, the users' seen items (unless asked to keep
+    them) and the items the allow/deny lists block: one rule for full and block-wise scoring."""
+    if options.exclude_seen:
+        mask_seen_block(scores, history, start)
+    if blocked is not None:
+        scores[:, blocked[start : start + scores.shape[1]]] = -np.inf
 
 
 def _checked_block(
