@@ -374,6 +374,53 @@ class AutoencoderBase(TorchAutoencoder):
     def _make_trainer(self, train: sp.csr_matrix) -> AutoencoderTrainer:
         return AutoencoderTrainer(self, train)
 
+    def _gradient_floats(self, module: AutoencoderModule, batch_items: int) -> int:
+        """Dense Adam: every parameter's gradient (the sampled output layer's too: indexing
+        sends back an items-sized table). Lazy Adam: the first layer's rows of the batch's
+        items and, sampled, the candidates' output columns; full softmax keeps its dense
+        output table."""
+        total = sum(p.numel() for p in module.parameters())
+        if resolved_optimizer(self.config) == "adam":
+            return total
+        first = module.encoder[0]
+        weight, bias = module.output_layer()
+        rows = batch_items * first.shape[1]
+        if self.config.softmax == "sampled":
+            columns = self._candidates(weight.shape[1], batch_items)
+            output = columns * (weight.shape[0] + 1)
+        else:
+            output = weight.numel() + bias.numel()
+        return total - first.numel() - weight.numel() - bias.numel() + rows + output
+
+    def _batch_floats(
+        self, module: AutoencoderModule, n_items: int, batch: int, batch_items: int
+    ) -> int:
+        """Full softmax: logits and log-softmax, batch x items each (a third table, the dense
+        input, for the gaussian and logistic likelihoods). Sampled: logits, corrected logits
+        and log-softmax over the candidates, and the gathered output columns."""
+        if self.config.softmax == "sampled":
+            columns = self._candidates(n_items, batch_items)
+            return 3 * batch * columns + module.output_layer()[0].shape[0] * columns
+        tables = 2 if self.config.likelihood == "multinomial" else 3
+        return tables * batch * n_items
+
+    def _candidates(self, n_items: int, batch_items: int) -> int:
+        """Most items a sampled batch scores: its own items plus the negatives."""
+        return min(n_items, batch_items + self.config.negatives)
+
+    def _memory_advice(self) -> str:
+        c = self.config
+        steps = ["smaller hidden_dims or latent_dim"]
+        if c.softmax == "full":
+            steps.append('softmax = "sampled" (its default optimizer is lazy_adam)')
+        elif resolved_optimizer(c) == "adam":
+            steps.append('optimizer = "lazy_adam" (row-wise updates)')
+        steps += [
+            "a smaller batch_size or eval_batch_size",
+            "fewer items (filter rare items at ingest, e.g. a minimum item count)",
+        ]
+        return "to need less: " + ", ".join(steps)
+
     def _logits_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
         h = self.module.encode(x, None)
         z = self.module.split_latent(h)[0] if self.variational else self.module.activation(h)
