@@ -163,6 +163,22 @@ def test_lazy_adam_with_full_softmax_updates_the_first_layer_row_wise():
     assert not torch.equal(state["decoder.1"][6:], initial["decoder.1"][6:])
 
 
+def test_a_resumed_lazy_adam_run_ends_with_the_uninterrupted_weights(tmp_path):
+    """The row-wise moments and step counts are checkpointed like Adam's own state."""
+    train = sp.csr_matrix((np.random.default_rng(6).random((40, 30)) < 0.2).astype("f4"))
+    settings = {**SMALL, "softmax": "sampled", "negatives": 5, "batch_size": 10}
+
+    def stop_after_two(epoch, record):
+        return epoch == 2
+
+    whole = MultVAE(epochs=4, **settings).fit(train)
+    MultVAE(epochs=4, **settings).fit(train, checkpoint_dir=tmp_path, callback=stop_after_two)
+    resumed = MultVAE(epochs=4, **settings).fit(train, checkpoint_dir=tmp_path)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    for key, value in whole.module.state_dict().items():
+        assert torch.equal(resumed.module.state_dict()[key], value), key
+
+
 # --- under torchrun -----------------------------------------------------------------------------
 
 
