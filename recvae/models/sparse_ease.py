@@ -343,26 +343,33 @@ def neighbour_gram(
     """G_NN (off-diagonal, float64) for each item whose neighbours are a row of `slots`.
 
     Entry (s, t), G between the s-th and t-th neighbours, is read from the dense block when both
-    are in it; else it is found where the t-th is in the s-th's own list (a sorted search of that
-    list against the row), or the other way round (the transpose); else it stays 0.
+    are in it. Otherwise, for s outside the block, it is found where t is in s's own list (a
+    sorted search of that list against the row), and the (t, s) entry is the same number; a pair
+    that neither lookup finds stays 0. (A pair of a popular t and a rarer s is thus looked up in
+    s's list only: that item's co-occurrences are the smaller ones.)
     """
     n_items, m = table.shape[0] - 1, table.shape[1]
-    b = slots.shape[0]
-    lists = table[slots].reshape(b, m * m)  # s-th neighbour's own list, for every s
-    found = torch.searchsorted(slots, lists).clamp_(max=m - 1)
-    hit = (slots.gather(1, found) == lists) & (lists < n_items)
-    flat = torch.arange(m).repeat_interleave(m).unsqueeze(0) * m + found
-    flat = torch.where(hit, flat, m * m)  # misses land in a spare column, dropped below
-    gram = torch.zeros(b, m * m + 1, dtype=torch.float64)
-    gram.scatter_(1, flat, values[slots].reshape(b, m * m).to(torch.float64))
-    gram = gram[:, : m * m].reshape(b, m, m)
-    gram = torch.maximum(gram, gram.transpose(1, 2))
-    inside = hood.dense_position[slots]  # (b, m), -1 outside the dense block
+    inside = hood.dense_position[slots]  # (b, m), -1 outside the dense block and for pads
+    gram = torch.zeros(*inside.shape, m, dtype=torch.float64)
     if hood.dense.numel():
         rows = inside.clamp(min=0)
-        dense = hood.dense[rows.unsqueeze(2), rows.unsqueeze(1)].to(torch.float64)
         both = (inside.unsqueeze(2) >= 0) & (inside.unsqueeze(1) >= 0)
-        gram = torch.where(both, dense, gram)
+        width = hood.dense.shape[0]
+        dense = torch.take(hood.dense, rows.unsqueeze(2) * width + rows.unsqueeze(1))
+        gram = torch.where(both, dense, 0.0).to(torch.float64)
+    batch_row, slot = torch.nonzero((inside < 0) & (slots < n_items), as_tuple=True)
+    if len(slot):
+        neighbour = slots[batch_row, slot]
+        lists = table[neighbour]  # (k, m): each outside neighbour's own list
+        row = slots[batch_row]
+        found = torch.searchsorted(row, lists).clamp_(max=m - 1)
+        hit = (row.gather(1, found) == lists) & (lists < n_items)
+        which = batch_row.unsqueeze(1).expand(-1, m)[hit]
+        s = slot.unsqueeze(1).expand(-1, m)[hit]
+        t = found[hit]
+        found_values = values[neighbour][hit].to(torch.float64)
+        gram[which, s, t] = found_values
+        gram[which, t, s] = found_values
     return gram
 
 
