@@ -194,8 +194,8 @@ class TorchAutoencoder:
     def _memory_advice(self) -> str:
         return (
             "to need less: smaller hidden and latent sizes, a smaller batch_size or "
-            "eval_batch_size, or fewer items (filter rare items at ingest, e.g. a minimum item "
-            "count)"
+            "eval_batch_size (or no validation: no best-weights copy), or fewer items (filter "
+            "rare items at ingest, e.g. a minimum item count)"
         )
 
     def _run_key(self, train: sp.csr_matrix) -> dict[str, Any]:

@@ -416,7 +416,7 @@ class AutoencoderBase(TorchAutoencoder):
         elif resolved_optimizer(c) == "adam":
             steps.append('optimizer = "lazy_adam" (row-wise updates)')
         steps += [
-            "a smaller batch_size or eval_batch_size",
+            "a smaller batch_size or eval_batch_size (or no validation: no best-weights copy)",
             "fewer items (filter rare items at ingest, e.g. a minimum item count)",
         ]
         return "to need less: " + ", ".join(steps)
