@@ -21,6 +21,7 @@ MODEL_CLASSES: dict[str, str] = {
     "ease": "recvae.models.ease:EASE",
     "blend": "recvae.models.blend:Blend",
     "popularity": "recvae.models.popularity:Popularity",
+    "joint": "recvae.models.joint:Joint",
 }
 
 
