@@ -111,7 +111,44 @@ def report(args: argparse.Namespace) -> None:
                     )
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     plot(results, out)
-    print(json.dumps(results["paired"], indent=1))
+    (out / "report.md").write_text(markdown(results, out))
+    print(out / "report.md")
+
+
+def markdown(results: dict[str, Any], out: Path) -> str:
+    """notes.md (the findings, written by hand) followed by the generated tables."""
+    notes = out / "notes.md"
+    lines = [notes.read_text().rstrip() if notes.is_file() else "# Joint model", "",
+             "## Every run (generated from the JSON files beside this report)", ""]  # fmt: skip
+    for dataset, runs in results["runs"].items():
+        lines += [f"### {dataset}", "",
+                  "| run | model | settings | Recall@20 | NDCG@20 | best / run | fit s | s/epoch |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for name, r in sorted(runs.items(), key=lambda kv: -kv[1]["valid"]["ndcg@20"]):
+            epochs = f"{r['best_epoch']} / {r['epochs_run']}" if "best_epoch" in r else ""
+            per_epoch = f"{r['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in r else ""
+            lines.append(
+                f"| {name} | {r['model']} | `{json.dumps(r['settings'])}` "
+                f"| {r['valid']['recall_lightgcn@20']:.4f} | {r['valid']['ndcg@20']:.4f} "
+                f"| {epochs} | {r['fit_seconds']:.0f} | {per_epoch} |"
+            )
+        pairs = results["paired"].get(dataset, {})
+        if pairs:
+            lines += [
+                "",
+                "Paired per-user differences (run - baseline) on the same valid users:",
+                "",
+                "| comparison | metric | difference | paired SE | margin (SE) | relative |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            for key, rows in pairs.items():
+                for metric, row in rows.items():
+                    lines.append(
+                        f"| {key} | {metric} | {row['difference']:+.4f} | {row['paired_se']:.4f} "
+                        f"| {row['margin_se']:+.1f} | {row['relative']:+.1%} |"
+                    )
+        lines += ["", f"![{dataset}]({dataset}-ndcg.png)", ""]
+    return "\n".join(lines) + "\n"
 
 
 def plot(results: dict[str, Any], out: Path) -> None:

@@ -72,8 +72,28 @@ def test_linear_logits_equal_history_times_weights():
         ),
         shape=(x.shape[1], x.shape[1]),
     )
-    expected = (x[:7] @ weights).toarray() + model.module.bias.detach().numpy()
+    expected = (x[:7] @ weights).toarray()  # the item bias is left out of the scores
     np.testing.assert_allclose(model.score(x[:7]), expected, rtol=1e-5, atol=1e-5)
+    scored = Joint(**FAST, epochs=1, deep=False, item_bias="scored").fit(x)
+    bias = scored.module.item_bias.detach().numpy()
+    assert np.abs(bias).max() > 0
+    np.testing.assert_allclose(
+        scored.score(x[:7]) - (x[:7] @ weights).toarray(), np.tile(bias, (7, 1)), atol=1e-4
+    )
+
+
+def test_start_bias_matches_item_counts():
+    """The start's bias makes the expected count of every item equal to its observed count."""
+    from recvae.models.joint import fit_start
+
+    x = block_matrix()
+    x[:40, 0] = 1.0  # item 0 more popular than the rest of its block
+    x = sp.csr_matrix(x)
+    scale, bias = fit_start(x, None, seed=0)
+    assert scale == 0.0
+    probs = np.exp(bias) / np.exp(bias).sum()
+    counts = np.asarray(x.sum(axis=0)).ravel()
+    np.testing.assert_allclose(probs, counts / counts.sum(), rtol=1e-3)
 
 
 def test_start_is_the_scaled_closed_form():
@@ -108,7 +128,8 @@ def test_switched_off_paths_have_no_weights():
     assert linear_only.module.deep is None
     deep_only = Joint(**FAST, epochs=1, linear=False).fit(x)
     names = dict(deep_only.module.named_parameters())
-    assert "edge_weight" not in names and all(n.startswith("deep.") for n in names)
+    assert "edge_weight" not in names
+    assert all(n.startswith("deep.") for n in names if n != "item_bias")
 
 
 def test_fixed_linear_path_does_not_move():

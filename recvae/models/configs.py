@@ -247,6 +247,12 @@ class JointConfig:
     linear_l2: float | None = None  # EASE l2 of the start; None = 6 x interactions per item
     linear_init: Literal["ease", "zero"] = "ease"
     train_linear: bool = True  # False: the closed form stays fixed, only the deep path learns
+    # targets = the items dropped from the input (VASP's input splitting); False: the whole
+    # history is the target and the linear path sees all of it (Mult-VAE's way)
+    split_input: bool = True
+    # the learnt item bias soaks up the popularity the likelihood wants; "train_only" leaves it
+    # out of the scores (logit adjustment: that much popularity costs top-K ranking)
+    item_bias: Literal["train_only", "scored"] = "train_only"
     loop: LoopConfig = LoopConfig(epochs=50, patience=5)
 
     def __post_init__(self) -> None:
@@ -254,6 +260,10 @@ class JointConfig:
             [
                 (self.deep or self.linear, "deep and linear are both off: turn one of them on"),
                 (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+                (
+                    self.dropout > 0 or not self.split_input,
+                    "split_input needs dropout > 0 (the dropped items are the targets)",
+                ),
                 (self.latent_dim > 0, f"latent_dim must be positive, got {self.latent_dim}"),
                 (
                     all(d > 0 for d in self.hidden_dims),
@@ -268,6 +278,10 @@ class JointConfig:
                 (
                     self.linear_l2 is None or self.linear_l2 > 0,
                     f"linear_l2 must be positive (or unset), got {self.linear_l2}",
+                ),
+                (
+                    self.item_bias in ("train_only", "scored"),
+                    f"item_bias must be train_only or scored, got {self.item_bias!r}",
                 ),
                 (
                     self.linear_init in ("ease", "zero"),

@@ -59,12 +59,13 @@ __all__ = ["Joint", "JointConfig", "JointModule"]
 
 # the scales tried for the closed-form start (logits = scale x EASE scores)
 SCALES = np.geomspace(1.0, 3000.0, 36)
-SCALE_USERS = 1000  # training users the start's scale is fitted on
+SCALE_USERS = 1000  # training users the start's scale and bias are fitted on
+BIAS_STEPS = 15
 
 
 class JointModule(torch.nn.Module):
     """The deep path (Mult-VAE's network, or None), the linear path's edge weights over a fixed
-    item graph (buffers `indptr`, `targets`, or none) and, without a deep path, an item bias."""
+    item graph (buffers `indptr`, `targets`, or none) and one item bias."""
 
     def __init__(self, n_items: int, n_edges: int, config: JointConfig) -> None:
         super().__init__()
@@ -75,8 +76,10 @@ class JointModule(torch.nn.Module):
                 n_items, tuple(config.hidden_dims), config.latent_dim, config.activation,
                 config.variational,
             )  # fmt: skip
-        else:
-            self.bias = torch.nn.Parameter(torch.zeros(n_items))
+        # the model's one item bias (the deep path's output bias stays 0): the popularity the
+        # likelihood wants; with item_bias = "train_only" it is left out of the scores
+        self.item_bias = torch.nn.Parameter(torch.zeros(n_items))
+        self.score_bias = config.item_bias == "scored"
         self.linear = config.linear
         if config.linear:
             self.edge_weight = torch.nn.Parameter(torch.zeros(n_edges))
@@ -85,8 +88,19 @@ class JointModule(torch.nn.Module):
         self._indptr: np.ndarray | None = None  # a CPU copy of `indptr` for the expansion
 
     def reset_parameters(self, generator: torch.Generator) -> None:
+        """The deep path's paper init; beside a linear path its output layer starts at zero,
+        so the joint model starts exactly as the linear path's closed form (a random output
+        layer would add noise logits that cost ranking quality at the start)."""
         if self.deep is not None:
             self.deep.reset_parameters(generator)
+            with torch.no_grad():
+                self.deep.output_layer()[1].zero_()  # item_bias stands in for it
+                if self.linear:
+                    self.deep.output_layer()[0].zero_()
+
+    def set_bias(self, bias: np.ndarray) -> None:
+        with torch.no_grad():
+            self.item_bias.copy_(torch.from_numpy(bias))
 
     def set_graph(self, graph: ItemGraph, scale: float) -> None:
         """The linear path's structure and its starting weights (scale x the closed form)."""
@@ -128,6 +142,15 @@ class JointModule(torch.nn.Module):
             return self.deep.decode(z), h
         return self.deep.decode(self.deep.activation(h)), h
 
+    def combine(
+        self, deep: torch.Tensor | None, linear: torch.Tensor | None, training: bool
+    ) -> torch.Tensor:
+        """The model's logits: the sum of the paths' logits (a product of the paths'
+        unnormalised probabilities) and, in training or when scored, the item bias."""
+        parts = [t for t in (deep, linear) if t is not None]
+        total = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        return total + self.item_bias if training or self.score_bias else total
+
     def item_axes(self) -> dict[str, int]:
         raise RecvaeError("joint: warm start is not supported (the item graph is data-bound)")
 
@@ -147,14 +170,15 @@ class JointTrainer:
         groups: list[dict[str, Any]] = []
         deep = self.module.deep
         if deep is not None:
+            output_bias = deep.output_layer()[1]
+            output_bias.requires_grad_(False)  # item_bias stands in for it
             groups += [
                 {"params": deep.weights(), "weight_decay": 2.0 * config.l2},
-                {"params": deep.biases(), "weight_decay": 0.0},
+                {"params": [b for b in deep.biases() if b is not output_bias]},
             ]
             deep.first_grad = torch.empty_like(deep.encoder[0])
             deep.output_grad = torch.empty_like(deep.output_layer()[0])
-        else:
-            groups.append({"params": [self.module.bias], "weight_decay": 0.0})
+        groups.append({"params": [self.module.item_bias], "weight_decay": 0.0})
         if config.linear:
             self.module.edge_weight.requires_grad_(config.train_linear)
             if config.train_linear:
@@ -190,16 +214,21 @@ class JointTrainer:
     def _batch_loss(
         self, users: np.ndarray, noise: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nll, kl) of one batch. One dropout mask per batch: the deep path sees the kept
+        items (normalised, Mult-VAE's way); with `split_input` the linear path sees them too and
+        the targets are the dropped items only (VASP's input splitting: the model is trained
+        to find items it was not shown, as it is used), else both see and predict it all."""
         config, module = self.config, self.module
         device = self.model.run_on
         batch = self.train[users]
+        keep = torch.ones(batch.nnz, dtype=torch.bool)
+        if config.dropout > 0:
+            keep = torch.rand(batch.nnz, generator=noise) >= config.dropout
+        inflate = keep / (1.0 - config.dropout)  # inverted dropout: expected input unchanged
         kl = torch.zeros((), device=device)
-        logits = None
+        deep = None
         if module.deep is not None:
-            values = torch.from_numpy(normalised_values(batch, self.norms[users]))
-            if config.dropout > 0:
-                keep = torch.rand(values.shape[0], generator=noise) >= config.dropout
-                values = values * keep / (1.0 - config.dropout)
+            values = torch.from_numpy(normalised_values(batch, self.norms[users])) * inflate
             eps = None
             if module.deep.variational:
                 eps = torch.randn((batch.shape[0], config.latent_dim), generator=noise)
@@ -207,17 +236,23 @@ class JointTrainer:
             values = to_device(values, device)
             x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
             with dense_autocast(device, autocast_dtype(config.loop.precision)):
-                logits, h = module.deep_logits(x, transpose_csr(batch, values), eps)
-            logits, h = logits.float(), h.float()
+                deep, h = module.deep_logits(x, transpose_csr(batch, values), eps)
+            deep, h = deep.float(), h.float()
             if eps is not None:
                 mu, logvar = module.deep.split_latent(h)
                 kl = 0.5 * torch.sum(-logvar + logvar.exp() + mu * mu - 1.0, dim=1).mean()
-        else:
-            logits = module.bias.expand(batch.shape[0], -1)
+        raw = torch.from_numpy(np.asarray(batch.data, dtype=np.float32))
+        linear = None
         if config.linear:
-            raw = to_device(torch.from_numpy(np.asarray(batch.data, dtype=np.float32)), device)
-            logits = logits + module.linear_logits(batch, raw)
-        return likelihood_nll("multinomial", logits, batch), kl
+            shown = raw * inflate if config.split_input else raw
+            linear = module.linear_logits(batch, to_device(shown, device))
+        target = batch
+        if config.split_input:
+            target = sp.csr_matrix(
+                ((raw * ~keep).numpy(), batch.indices, batch.indptr), shape=batch.shape
+            )
+        scores = module.combine(deep, linear, training=True)
+        return likelihood_nll("multinomial", scores, target), kl
 
 
 class Joint(TorchAutoencoder):
@@ -231,6 +266,7 @@ class Joint(TorchAutoencoder):
         super().__init__(config, **overrides)
         self._graph: ItemGraph | None = None
         self._n_edges = 0
+        self._bias: np.ndarray | None = None
         self.linear_scale = 0.0  # the start's fitted scale (recorded in model.json)
         self.linear_l2 = 0.0  # the l2 the start used
 
@@ -240,19 +276,22 @@ class Joint(TorchAutoencoder):
         if options.get("warm_start") is not None:
             raise RecvaeError("joint: warm start is not supported (the item graph is data-bound)")
         c = self.config
-        if c.linear and sp.issparse(train) and train.nnz:
+        if sp.issparse(train) and train.nnz and train.shape[1] > 0:
             x = as_csr(sp.csr_matrix(train, dtype=np.float32))
-            self.linear_l2 = c.linear_l2 if c.linear_l2 is not None else default_l2(x)
-            graph = neighbour_ease(x, c.neighbours, self.linear_l2)
-            if c.linear_init == "ease":
-                self.linear_scale = fit_scale(x, graph, c.loop.seed)
-            else:
-                self.linear_scale = 0.0
-            self._graph, self._n_edges = graph, graph.n_edges
+            graph = None
+            if c.linear:
+                self.linear_l2 = c.linear_l2 if c.linear_l2 is not None else default_l2(x)
+                graph = neighbour_ease(x, c.neighbours, self.linear_l2)
+                self._graph, self._n_edges = graph, graph.n_edges
+            start = graph if c.linear_init == "ease" else None
+            self.linear_scale, self._bias = fit_start(x, start, c.loop.seed)
         return super().fit(train, valid, **options)
 
     def _build_module(self, n_items: int) -> JointModule:
         module = JointModule(n_items, self._n_edges, self.config)
+        if self._bias is not None:
+            module.set_bias(self._bias)
+            self._bias = None
         if self._graph is not None:
             module.set_graph(self._graph, self.linear_scale)
             self._graph = None  # the module holds it now
@@ -276,16 +315,15 @@ class Joint(TorchAutoencoder):
 
     def _batch_logits(self, batch: sp.csr_matrix, norms: np.ndarray) -> torch.Tensor:
         module, device = self.module, self.run_on
+        deep = linear = None
         if module.deep is not None:
             values = to_device(normalised_values(batch, norms), device)
             x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
-            logits = module.deep_logits(x, None, None)[0]
-        else:
-            logits = module.bias.expand(batch.shape[0], -1)
+            deep = module.deep_logits(x, None, None)[0]
         if module.linear:
             raw = to_device(torch.from_numpy(np.asarray(batch.data, dtype=np.float32)), device)
-            logits = logits + module.linear_logits(batch, raw)
-        return logits
+            linear = module.linear_logits(batch, raw)
+        return module.combine(deep, linear, training=False)
 
     def score_blocks(self, history: sp.csr_matrix, block_size: int) -> Any:
         """Item blocks of the full scores (the linear path has no cheaper per-block form)."""
@@ -348,22 +386,39 @@ def check_graph(indptr: torch.Tensor, targets: torch.Tensor, n_items: int, file:
         raise RecvaeError(f"{file}: the linear path's item graph is inconsistent; {DAMAGED}")
 
 
-def fit_scale(train: sp.csr_matrix, graph: ItemGraph, seed: int) -> float:
-    """The scale s for which softmax(s x EASE scores) fits a sample of training users best
-    (lowest multinomial NLL over the SCALES grid): EASE's scores are regression outputs near
-    [0, 1], far too flat as logits over thousands of items."""
+def fit_start(train: sp.csr_matrix, graph: ItemGraph | None, seed: int) -> tuple[float, np.ndarray]:
+    """The start's scale s and item bias b, fitted on a sample of training users so that
+    softmax(s x closed-form scores + b) fits their histories best: s over the SCALES grid (EASE's
+    scores are regression outputs near [0, 1], far too flat as logits over thousands of items),
+    then b by matching expected to observed item counts (a few fixed-point steps). Without a
+    graph only b (the popularity logits)."""
     rows = np.flatnonzero(np.diff(train.indptr) > 0)
     rng = np.random.default_rng(seed)
     if len(rows) > SCALE_USERS:
         rows = np.sort(rng.choice(rows, SCALE_USERS, replace=False))
     x = train[rows]
-    scores = torch.from_numpy((x @ graph.matrix()).toarray().astype(np.float32))
     r = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
     values = torch.from_numpy(x.data.astype(np.float32))
-    best, best_nll = 1.0, np.inf
-    for scale in SCALES:
-        log_probs = torch.log_softmax(scores * float(scale), dim=1)
-        nll = float(-(values * log_probs[r, x.indices]).sum())
-        if nll < best_nll:
-            best, best_nll = float(scale), nll
-    return best
+    scores = torch.zeros(x.shape, dtype=torch.float32)
+    best = 0.0
+    if graph is not None:
+        scores = torch.from_numpy((x @ graph.matrix()).toarray().astype(np.float32))
+        best_nll = np.inf
+        for scale in SCALES:
+            log_probs = torch.log_softmax(scores * float(scale), dim=1)
+            nll = float(-(values * log_probs[r, x.indices]).sum())
+            if nll < best_nll:
+                best, best_nll = float(scale), nll
+    logits = scores * best
+    totals = torch.from_numpy(np.asarray(x.sum(axis=1), dtype=np.float32).ravel())
+    # observed counts from every training user, scaled to the sample (no zero for rare items)
+    observed = np.asarray(train.sum(axis=0), dtype=np.float64).ravel()
+    observed = observed * float(totals.sum()) / max(observed.sum(), 1e-12)
+    observed = torch.from_numpy(np.maximum(observed, 1e-3))
+    bias = torch.zeros(x.shape[1], dtype=torch.float64)
+    for _ in range(BIAS_STEPS):
+        probs = torch.softmax(logits + bias.float(), dim=1)
+        expected = (probs * totals[:, None]).sum(0).double()
+        bias += torch.log(observed / expected.clamp_min(1e-12))
+        bias -= bias.mean()
+    return best, bias.float().numpy()
