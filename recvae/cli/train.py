@@ -186,9 +186,7 @@ def train_command(
     console = status_console(quiet=not main)  # under torchrun, rank 0 reports
     ranks = distributed.ranks()
     world = f" on {ranks.world} processes" if ranks.world > 1 else ""
-    console.print(
-        f"training {model} on {dataset_dir} ({dataset.matrix.nnz:,} interactions){world}"
-    )
+    console.print(f"training {model} on {dataset_dir} ({dataset.matrix.nnz:,} interactions){world}")
     result = fit_model(
         dataset, spec, protocol, checkpoint_dir=checkpoint_dir, log_path=log,
         progress=progress, metric=metric, dataset_path=dataset_dir,
@@ -297,6 +295,7 @@ def train_auto(
     protocol = ProtocolSpec("auto", valid_users=valid_users or 0, seed=settings.seed)
     console = status_console()
     console.print(f"training auto on {dataset_dir} ({dataset.matrix.nnz:,} interactions)")
+
     def say(line: str) -> None:
         console.print(line, markup=False, highlight=False)
 

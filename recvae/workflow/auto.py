@@ -59,8 +59,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ease-l2-100", "ease", {"l2": 100.0}, "linear"),
     Candidate("ease-l2-500", "ease", {"l2": 500.0}, "linear"),
     Candidate("ease-l2-2000", "ease", {"l2": 2000.0}, "linear"),
-    Candidate("als-reg-10", "als", {"factors": 256, "regularization": 10.0, "alpha": 10.0}, "linear"),
-    Candidate("als-reg-100", "als", {"factors": 256, "regularization": 100.0, "alpha": 10.0}, "linear"),
+    Candidate("als-reg-10", "als", {"factors": 256, "regularization": 10.0}, "linear"),
+    Candidate("als-reg-100", "als", {"factors": 256, "regularization": 100.0}, "linear"),
     Candidate("multdae", "multdae", {}, "deep"),
     Candidate("recvae", "recvae", {}, "deep"),
 )
@@ -118,9 +118,7 @@ def parse_budget(text: str | float | int) -> float:
         raw = str(text).strip().lower().replace(" ", "")
         match = _BUDGET.match(raw)
         if not raw or match is None or not any(match.groups()):
-            raise RecvaeError(
-                f"budget {text!r}: expected a duration such as 90s, 30m, 2h or 1h30m"
-            )
+            raise RecvaeError(f"budget {text!r}: expected a duration such as 90s, 30m, 2h or 1h30m")
         hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
         seconds = hours * 3600 + minutes * 60 + secs
     if not math.isfinite(seconds) or seconds <= 0:
@@ -130,7 +128,7 @@ def parse_budget(text: str | float | int) -> float:
 
 def format_seconds(seconds: float) -> str:
     """90 -> '1m30s', 7200 -> '2h0m', 12.3 -> '12s'."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60}m"
     if seconds >= 60:
@@ -179,7 +177,9 @@ def fit_auto(
     protocol = split_settings or ProtocolSpec("auto", seed=config.seed)
     split = make_split(dataset, protocol)
     if split.valid is None:
-        raise RecvaeError("auto picks by validation: it needs validation users (not --no-validation)")
+        raise RecvaeError(
+            "auto picks by validation: it needs validation users (not --no-validation)"
+        )
     metric = _fitting_metric(config.metric, split.valid.n_items)
     pool = tuple(candidates if candidates is not None else CANDIDATES)
     if config.candidates:
@@ -350,7 +350,9 @@ class _Runner:
         settings = self._settings(candidate, extra)
         number = len(self.rows) + 1
         limit = f", time limit {format_seconds(extra['time_limit'])}" if extra else ""
-        self.say(f"auto [{number}/{self.total}]: fitting {candidate.label} ({candidate.kind}{limit})")
+        self.say(
+            f"auto [{number}/{self.total}]: fitting {candidate.label} ({candidate.kind}{limit})"
+        )
         spec = TrainSpec.of(candidate.model, settings, source=f"auto candidate {candidate.label}")
         result = fit_model(
             self.dataset, spec, self.protocol, metric=self.metric, dataset_path=self.dataset_path
@@ -422,7 +424,9 @@ class _Runner:
         model = Blend.from_members(
             [m.model for m in members], weights, split.valid.n_items, "zscore"
         )
-        evaluation = evaluate(model, split.valid, ks=validation_ks(self.metric, split.valid.n_items))
+        evaluation = evaluate(
+            model, split.valid, ks=validation_ks(self.metric, split.valid.n_items)
+        )
         seconds = time.perf_counter() - started
         fitted_seconds = deep["fit_seconds"] + linear["fit_seconds"] + seconds
         training = {"seconds": round(fitted_seconds, 3), "warm_start": None, "checkpoint_dir": None}
@@ -431,7 +435,9 @@ class _Runner:
             self.metric, self.dataset_path,
         )  # fmt: skip
         metadata["seed"] = self.config.seed
-        self.results[BLEND_LABEL] = FitResult(model, self.dataset.items, split, evaluation, metadata)
+        self.results[BLEND_LABEL] = FitResult(
+            model, self.dataset.items, split, evaluation, metadata
+        )
         row = self._row(
             blend, "fitted", settings={"members": [deep["label"], linear["label"]],
                                        "weights": list(weights), "normalise": "zscore"},
