@@ -50,6 +50,9 @@ class Candidate:
     model: str  # a name of the model registry (recvae.models.MODEL_CLASSES)
     settings: Mapping[str, Any]
     kind: Kind
+    # a stand-in: runs only when every candidate of this model was skipped (e.g. a scalable
+    # EASE when the catalogue is too big for exact EASE's memory or time)
+    instead_of: str | None = None
 
 
 # The fixed candidate set, in the order it runs. Adding a model is one line here. The settings
@@ -289,6 +292,11 @@ class _Runner:
     # -- candidates --
 
     def run_linear(self, candidate: Candidate, deadline: float) -> None:
+        if candidate.instead_of is not None:
+            tried = [r for r in self.rows if r["model"] == candidate.instead_of]
+            if any(r["status"] == "fitted" for r in tried):
+                self._skip(candidate, f"not needed: {candidate.instead_of} was fitted")
+                return
         left = deadline - time.perf_counter()
         why = self._cannot_fit(candidate, left)
         if why:
