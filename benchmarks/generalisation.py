@@ -230,6 +230,39 @@ def run_baseline(dataset: str, model: str) -> None:
     save_step(dataset, model, payload, per_user)
 
 
+def run_adopt(args: argparse.Namespace) -> None:
+    """A baseline fitted by another benchmark on the same split with the same evaluation code
+    (benchmarks/joint_bench.py: train.txt, scored on valid.txt by recvae.evaluate): its per-user
+    values and fit time are taken as they are instead of refitting (EASE on Gowalla costs 12
+    minutes and 7 GB). Only for the LightGCN splits, whose test part is fixed."""
+    if DATASETS[args.dataset]["ingest"] is not LIGHTGCN:
+        sys.exit("adopt is for the LightGCN splits only (the others' test users are drawn here)")
+    _dev, test, shape = load(args.dataset)
+    source = json.loads(Path(args.json).read_text())
+    arrays = np.load(args.per_user)
+    per_user = {name: arrays[name] for name in (recall_name(args.dataset), "ndcg@20")}
+    users = int(test.history.shape[0])
+    if any(len(values) != users for values in per_user.values()):
+        sys.exit(f"{args.per_user}: {len(per_user['ndcg@20'])} users, the test part has {users}")
+    means = {name: float(values.mean()) for name, values in per_user.items()}
+    for name, value in source["valid"].items():
+        if name in means and abs(means[name] - value) > 1e-9:
+            sys.exit(f"{args.per_user} does not match {args.json} on {name}")
+    known = DATASETS[args.dataset][args.model]
+    if source.get("settings") and {k: float(v) for k, v in source["settings"].items()} != {
+        k: float(v) for k, v in known.items() if k in source["settings"]
+    }:
+        sys.exit(f"{args.json} has settings {source['settings']}, expected {known}")
+    payload = {
+        "data": shape, "model": args.model, "settings": known,
+        "tuning": "known tuned settings (tuned on the split scored here: the baseline's best "
+        f"case); fitted by {args.json} (same split, same evaluation code), not refitted here",
+        "grid": [], "grid_seconds": 0.0, "seconds": source["fit_seconds"], "test": means,
+        "test_users": users, "seed": 0, "adopted_from": [str(args.json), str(args.per_user)],
+    }  # fmt: skip
+    save_step(args.dataset, args.model, payload, per_user)
+
+
 # ---- report --------------------------------------------------------------------------------
 
 
@@ -413,6 +446,12 @@ def main() -> None:
     step.add_argument("dataset", choices=list(DATASETS))
     step.add_argument("--models", default="ease,als")
     step.set_defaults(run=run_baselines)
+    step = sub.add_parser("adopt")
+    step.add_argument("dataset", choices=list(DATASETS))
+    step.add_argument("model", choices=["ease", "als"])
+    step.add_argument("--json", required=True, help="the other benchmark's step JSON")
+    step.add_argument("--per-user", required=True, help="its per-user .npz")
+    step.set_defaults(run=run_adopt)
     sub.add_parser("report").set_defaults(run=report)
     args = parser.parse_args()
     args.run(args)
