@@ -232,3 +232,9 @@ def test_nightly_check_refuses_bad_auto_settings(tmp_path, train, words):
     synth_log(tmp_path / "log.parquet", n_users=50)
     done = nightly(write_config(tmp_path, train=train), "--check")
     assert done.exit_code == 2 and words in done.output
+
+
+def test_candidate_settings_keep_the_model_own_loop_defaults():
+    """RecVAE's loop defaults (lr 5e-4, 50 rounds) survive auto's loop keys."""
+    config = auto._config("recvae", {"seed": 0, "threads": 1, "time_limit": 5.0}, "recvae")
+    assert (config.loop.lr, config.loop.epochs, config.loop.time_limit) == (5e-4, 50, 5.0)

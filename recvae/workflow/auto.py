@@ -361,7 +361,7 @@ class _Runner:
         self.say(
             f"auto [{number}/{self.total}]: fitting {candidate.label} ({candidate.kind}{limit})"
         )
-        spec = TrainSpec.of(candidate.model, settings, source=f"auto candidate {candidate.label}")
+        spec = TrainSpec(candidate.model, _config(candidate.model, settings, candidate.label))
         result = fit_model(
             self.dataset, spec, self.protocol, metric=self.metric, dataset_path=self.dataset_path
         )
@@ -484,22 +484,30 @@ class _Runner:
                 members.append({"model": model, **_nested(model, settings)})
             settings = {"members": members, "weights": best["weights"], "normalise": "zscore",
                         "metric": self.metric}  # fmt: skip
-            spec = TrainSpec.of("blend", settings, source="auto blend")
+            spec = TrainSpec("blend", _config("blend", settings, "blend"))
         else:
             model, settings = self._final_settings(best["label"])
-            spec = TrainSpec.of(model, settings, source=f"auto refit {best['label']}")
+            spec = TrainSpec(model, _config(model, settings, best["label"]))
         return fit_model(
             self.dataset, spec, ProtocolSpec("none"), metric=self.metric,
             dataset_path=self.dataset_path,
         )  # fmt: skip
 
 
-def _nested(model: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Flat settings as a blend member's table (loop keys under `loop`)."""
-    from recvae.config import config_to_dict
-    from recvae.models.configs import make_config
+def _config(model: str, settings: Mapping[str, Any], label: str) -> Any:
+    """The model's default config with `settings` applied. (`make_config` from a dict builds a
+    partial `loop` table on LoopConfig's defaults, which would drop RecVAE's own loop defaults,
+    lr 5e-4 and 50 rounds.)"""
+    from recvae.models.configs import make_config, with_settings
 
-    return config_to_dict(make_config(model, settings))
+    return with_settings(make_config(model), settings, source=f"auto candidate {label}")
+
+
+def _nested(model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Flat settings as a blend member's full table (loop keys under `loop`)."""
+    from recvae.config import config_to_dict
+
+    return config_to_dict(_config(model, settings, model))
 
 
 def with_overrides(config: AutoConfig, **overrides: Any) -> AutoConfig:
