@@ -331,7 +331,7 @@ def _header() -> list[str]:
         "Written by `python benchmarks/generalisation.py report` from the step JSONs in `steps/`"
         " (commands in the script's docstring). Machine: "
         f"{info['machine'].get('cpu', '?')}, shared by several sessions (timings are noisy). "
-        f"Versions: {json.dumps(info.get('packages', {}))}.",
+        f"Versions: {json.dumps(info.get('versions', {}))}.",
         "",
         "Protocol: auto sees only the development part of each data set, holds out its own "
         "validation users from it (10%, seed 0), picks by its default metric (ndcg@100) and "
