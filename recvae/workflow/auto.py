@@ -15,7 +15,8 @@ How the budget is spent (the reasoning is "cheap and strong first, the rest to w
   model refits with its chosen epochs and no validation, about as long as its selection fit);
 - linear models (EASE with a short l2 grid, ALS) first, within LINEAR_SHARE of the selection
   time; each is skipped, with the reason, when its estimate does not fit in the time left or
-  when exact EASE's dense matrices do not fit in memory;
+  when exact EASE's dense matrices do not fit in memory (sparse EASE, recvae.models.sparse_ease,
+  then stands in with the same l2 grid);
 - then the deep models share what is left, one after the other: each gets the time left
   divided by the deep models still to run as its loop's `time_limit`, and early stopping
   (the loop's data-scaled patience) hands unused time on to the next.
@@ -57,13 +58,19 @@ class Candidate:
 
 # The fixed candidate set, in the order it runs. Adding a model is one line here. The settings
 # are generic (no data set was tuned for): EASE's l2 spans the range Steck reports useful, ALS
-# two regularisation strengths at 256 factors, the deep models their defaults.
+# two regularisation strengths at 256 factors, the deep models their defaults. Exact EASE is
+# skipped when its two dense items x items matrices do not fit in memory or its estimated time
+# (EASE_SECONDS_PER_ITEM3) in the linear models' share; sparse EASE then runs instead.
 CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ease-l2-100", "ease", {"l2": 100.0}, "linear"),
     Candidate("ease-l2-500", "ease", {"l2": 500.0}, "linear"),
     Candidate("ease-l2-2000", "ease", {"l2": 2000.0}, "linear"),
     Candidate("als-reg-10", "als", {"factors": 256, "regularization": 10.0}, "linear"),
     Candidate("als-reg-100", "als", {"factors": 256, "regularization": 100.0}, "linear"),
+    # sparse EASE (each item's top 200 neighbours) stands in when exact EASE cannot run
+    Candidate("sparse-ease-l2-100", "sparse_ease", {"l2": 100.0}, "linear", "ease"),
+    Candidate("sparse-ease-l2-500", "sparse_ease", {"l2": 500.0}, "linear", "ease"),
+    Candidate("sparse-ease-l2-2000", "sparse_ease", {"l2": 2000.0}, "linear", "ease"),
     Candidate("multdae", "multdae", {}, "deep"),
     Candidate("recvae", "recvae", {}, "deep"),
 )
