@@ -203,6 +203,10 @@ class Model:
             "auto" if validation else "none", valid_users=valid_users or 0, seed=spec.seed or 0
         )
         result = fit_model(dataset, spec, protocol)  # the one fit path (recvae.workflow.fit)
+        return self._adopt(result, dataset)
+
+    def _adopt(self, result: Any, dataset: Dataset) -> Self:
+        """Take a `FitResult` of `dataset` as this model's state (fit and `auto` share it)."""
         self.recommender = result.model
         seconds = result.metadata["training"]["seconds"]
         self.items, self.users, self.history = dataset.items, dataset.users, dataset.matrix
@@ -519,6 +523,44 @@ MODELS: dict[str, type[Model]] = {
     cls.name: cls
     for cls in (MultVAE, MultDAE, RecVAE, Joint, EASE, SparseEASE, ALS, BPR, Popularity, Blend)
 }
+
+
+def auto(
+    data: Any,
+    *,
+    budget: str | float | None = None,
+    metric: str = "ndcg@100",
+    candidates: Sequence[str] = (),
+    refit: bool = True,
+    threads: int = 0,
+    seed: int = 0,
+    valid_users: int | None = None,
+) -> Model:
+    """Choose the model for `data` as `recvae train --model auto` does and return it fitted.
+
+    Within `budget` ("30m", "2h", "1h30m" or seconds; default: scaled with the data, 3 minutes
+    plus 1 per 100,000 interactions) it fits a fixed set of candidates (EASE with a short l2
+    grid, ALS, Mult-DAE, RecVAE, and a blend of the best deep and the best linear one) on the
+    data's split, or with `valid_users` users (default 10%, at most 10,000) held out, picks the
+    best by the validation `metric` and refits it on all data (`refit=False`: keep the fit
+    on the training part). The result is the winner's class (e.g. `EASE`); its
+    `metadata["auto"]` lists every candidate's score, settings, time and, for one skipped,
+    why. `candidates` restricts the set to some labels (`recvae.workflow.auto.CANDIDATES`).
+    """
+    from recvae.config import config_from_dict
+    from recvae.data.split import ProtocolSpec
+    from recvae.workflow.auto import AutoConfig, fit_auto
+
+    if isinstance(budget, int | float) and not isinstance(budget, bool):
+        budget = f"{budget}s"
+    settings = {"budget": budget or "", "metric": metric, "candidates": list(candidates),
+                "refit": refit, "threads": threads, "seed": seed}  # fmt: skip
+    config = config_from_dict(AutoConfig, settings, source="recvae.auto")
+    dataset = ingest(data)
+    protocol = ProtocolSpec("auto", valid_users=valid_users or 0, seed=seed)
+    result = fit_auto(dataset, config, protocol)
+    model = MODELS[result.fit.model.name]()
+    return model._adopt(result.fit, dataset)
 
 
 def load(path: str | Path) -> Model:

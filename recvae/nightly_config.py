@@ -3,7 +3,7 @@
     [paths]    store, work_dir, export          (relative to the config file's directory)
     [data]     sources, window_days, [data.ingest] (any `recvae ingest` option)
     [split]    valid_users, heldout_fraction, seed
-    [train]    model, warm_start, [train.config] (the model's settings)
+    [train]    model (or "auto"), budget (auto), warm_start, [train.config] (the model's settings)
     [gate]     metric, tolerance, max_volume_drop
     [export]   k, chunk_size, item_block, format, table
     [registry] keep
@@ -43,6 +43,7 @@ class NightlyConfig:
     model: str = "multvae"
     warm_start: bool = True
     model_settings: dict[str, Any] = field(default_factory=dict)
+    budget: str = ""  # model = "auto": its time budget ("" = scaled with the data)
     gate_metric: str = "ndcg@100"
     tolerance: float = 0.0
     max_volume_drop: float = 0.5  # refuse when users or interactions fall by more than this
@@ -111,6 +112,16 @@ def _text_list(value: Any) -> list[str]:
     return values
 
 
+def _budget(value: Any) -> str:
+    from recvae.workflow.auto import parse_budget
+
+    try:
+        parse_budget(value if isinstance(value, str) else "")
+    except RecvaeError:
+        raise _Expected("a duration such as 90s, 30m, 2h or 1h30m") from None
+    return value
+
+
 def _table(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Expected("a table")
@@ -140,6 +151,7 @@ SETTINGS: dict[tuple[str, str], tuple[str, Checker]] = {
     ("train", "model"): ("model", _text),
     ("train", "warm_start"): ("warm_start", _boolean),
     ("train", "config"): ("model_settings", _table),
+    ("train", "budget"): ("budget", _budget),
     ("gate", "metric"): ("gate_metric", _text),
     ("gate", "tolerance"): ("tolerance", _number(-1, 1)),
     ("gate", "max_volume_drop"): ("max_volume_drop", _number(0, 1)),
@@ -249,10 +261,17 @@ def build_model(config: NightlyConfig) -> Any:
     """[train] model with [train.config] as the workflow's checked `TrainSpec`: the same check
     the fit uses, done before any work."""
     from recvae.models import MODEL_CLASSES
-    from recvae.nightly import train_spec
+    from recvae.nightly import auto_config, train_spec
 
+    if config.budget and config.model != "auto":
+        raise RecvaeError(
+            f'{config.config_path}: [train] budget is for model = "auto", not '
+            f"model = {config.model!r}"
+        )
+    if config.model == "auto":
+        return auto_config(config)
     if config.model not in MODEL_CLASSES:
-        known = ", ".join(sorted(MODEL_CLASSES))
+        known = ", ".join(sorted([*MODEL_CLASSES, "auto"]))
         raise RecvaeError(
             f"{config.config_path}: [train] model = {config.model!r}: expected one of {known}"
         )

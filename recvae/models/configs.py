@@ -48,8 +48,13 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 class LoopConfig:
     """The training-loop table every epoch-trained model shares (recvae.train.run_loop)."""
 
-    epochs: int = 200
-    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    epochs: int = 200  # the most epochs; early stopping (patience) usually ends far sooner
+    # Stop after this many validations without improvement; 0 = never. None (the default) scales
+    # with the data set: at least 10 epochs' worth and at least 500 updates' worth, in
+    # validations (`recvae.train.effective_patience`): a small set with a few updates per epoch
+    # gets more epochs of patience than an ML-20M-sized one.
+    patience: int | None = None
+    time_limit: float = 0.0  # seconds of training, after which the loop stops; 0 = no limit
     metric: str = "ndcg@100"  # validation metric that picks the best epoch
     validate_every: int = 1
     lr: float = 1e-3
@@ -74,7 +79,11 @@ class LoopConfig:
         _check(
             [
                 (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
-                (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+                (
+                    self.patience is None or self.patience >= 0,
+                    f"patience must be >= 0 (or unset: scaled with the data), got {self.patience}",
+                ),
+                (self.time_limit >= 0, f"time_limit must be >= 0 seconds, got {self.time_limit}"),
                 (self.lr > 0, f"lr must be positive, got {self.lr}"),
                 (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
                 (self.eval_batch_size > 0, f"eval_batch_size must be > 0: {self.eval_batch_size}"),

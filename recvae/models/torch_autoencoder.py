@@ -201,7 +201,7 @@ class TorchAutoencoder:
     def _run_key(self, train: sp.csr_matrix) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: model, data and the settings that shape
         the weights (the epoch budget, patience, threads and device may change between runs)."""
-        free = {"epochs", "patience", "threads", "eval_batch_size", "device"}
+        free = {"epochs", "patience", "time_limit", "threads", "eval_batch_size", "device"}
         config = config_to_dict(self.config)
         config["loop"] = {k: v for k, v in config["loop"].items() if k not in free}
         return {
