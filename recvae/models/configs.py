@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from recvae.config import config_from_dict, update_config
+from recvae.config import config_from_dict, merged_settings, update_config
 
 Activation = Literal["tanh", "relu", "sigmoid"]
 Likelihood = Literal["multinomial", "gaussian", "logistic"]
@@ -500,7 +500,14 @@ def make_config(name: str, settings: Mapping[str, Any] | Any = None, source: str
     cls = config_class(name)
     if isinstance(settings, cls):
         return settings
-    return config_from_dict(cls, dict(settings or {}), source=source or name)
+    values = dict(settings or {})
+    try:
+        defaults = cls()
+    except TypeError:  # a config with required keys (none today) has no defaults to start from
+        return config_from_dict(cls, values, source=source or name)
+    # laid over the model's own defaults, so a partial `loop` table keeps RecVAE's lr and epochs
+    # instead of falling back to LoopConfig's
+    return config_from_dict(cls, merged_settings(defaults, values), source=source or name)
 
 
 def with_settings(config: Any, overrides: Mapping[str, Any], source: str = "") -> Any:
