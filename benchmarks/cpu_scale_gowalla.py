@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpu_scale_bench import DATASETS, _train, load_lightgcn  # noqa: E402
+from cpu_scale_bench import DATASETS, _train, load_lightgcn
 
-from recvae.models.vae import MultVAE  # noqa: E402
-from recvae.provenance import run_info  # noqa: E402
+from recvae.models.vae import MultVAE
+from recvae.provenance import run_info
 
 FOLDER = DATASETS / "gowalla-lightgcn"
 PRECISION_STEPS = ("fp32:0", "bf16:0", "fp32:1", "bf16:1")
@@ -88,7 +88,8 @@ def ddp_step(step: str, args: argparse.Namespace) -> dict[str, Any]:
         command = [*recvae, *common, "--set", "threads=2"]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                   "--master-port", "29547", "-m", "recvae", *common, "--set", "threads=1"]  # fmt: skip
+                   "--master-port", "29547", "-m", "recvae", *common,
+                   "--set", "threads=1"]  # fmt: skip
     # the epoch log goes to CHECKPOINT_DIR/log.jsonl (torchrun would read `--log` as --log-dir)
     command += ["--out", str(out), "--checkpoint-dir", str(checkpoints)]
     result = _train(command, env, checkpoints / "log.jsonl")
@@ -216,7 +217,7 @@ def write_report(steps: dict[str, dict[str, Any]], out: Path) -> None:
             f"{p['bf16_minus_fp32_last_ndcg@20']:+.4f}); seed-to-seed spread fp32 "
             f"{_f(p['seed_spread_last_ndcg@20']['fp32'], 4)}, bf16 "
             f"{_f(p['seed_spread_last_ndcg@20']['bf16'], 4)}: the difference is {verdict} the "
-            "larger spread. Two seeds give a crude spread; this is a check, not a significance test.",
+            "larger spread. Two seeds give a crude spread: a check, not a significance test.",
         ]
     lines += ["", "## 2 gloo processes x 1 thread against 1 process x 2 threads (Gowalla)", ""]
     ddp = [steps[s] for s in DDP_STEPS if s in steps]
