@@ -38,7 +38,7 @@ def inject() -> None:
     last = Path(os.environ["RECVAE_KILL_CHECKPOINT"]) / "last"
     train_epoch = AutoencoderTrainer.train_epoch
 
-    def killing_train_epoch(self, epoch, step, on_batch):  # noqa: ANN001, ANN202
+    def killing_train_epoch(self, epoch, step, on_batch):
         first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if epoch == at and distributed.ranks().rank == rank and first_attempt:
             wait_for_checkpoint(last, at)
