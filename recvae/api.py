@@ -442,6 +442,17 @@ class EASE(Model):
     name: ClassVar[str] = "ease"
 
 
+class SparseEASE(Model):
+    """Sparse EASE: each item regresses on its top co-occurring `neighbours` only, so memory grows
+    with items x neighbours, not items^2 (e.g. `SparseEASE(l2=200.0, neighbours=100)`); settings
+    are `SparseEASEConfig` fields.
+
+    similar_items: the scores a one-item history gives (that item's row of the sparse B).
+    """
+
+    name: ClassVar[str] = "sparse_ease"
+
+
 class ALS(Model):
     """Implicit-feedback ALS via `implicit`; settings `factors`, `regularization`, `alpha`, ...
 
@@ -487,7 +498,8 @@ class Blend(Model):
 
 
 MODELS: dict[str, type[Model]] = {
-    cls.name: cls for cls in (MultVAE, MultDAE, RecVAE, EASE, ALS, BPR, Popularity, Blend)
+    cls.name: cls
+    for cls in (MultVAE, MultDAE, RecVAE, EASE, SparseEASE, ALS, BPR, Popularity, Blend)
 }
 
 

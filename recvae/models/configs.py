@@ -241,6 +241,40 @@ class EASEConfig:
             )
 
 
+@dataclass(frozen=True)
+class SparseEASEConfig:
+    """Sparse EASE (recvae.models.sparse_ease): each item regresses on its `neighbours` items of
+    highest co-occurrence only, so memory grows with items x neighbours, not items^2."""
+
+    l2: float = 500.0  # L2 weight lambda, as for EASE
+    neighbours: int = 200  # regressors per item (m); >= n_items - 1 with min_cooccurrence 0: EASE
+    # pairs co-occurring fewer times are never neighbours; 0: items that never co-occur fill the
+    # free slots, most popular first
+    min_cooccurrence: float = 1.0
+    # co-occurrences among this many most popular items are kept exactly, in a dense float32
+    # block (256 MiB at 8192); beyond it, pairs neither of whose lists holds the other count as 0
+    dense_items: int = 8192
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (self.l2 > 0, f"l2 must be positive, got {self.l2}"),
+                (
+                    isinstance(self.neighbours, int) and self.neighbours >= 1,
+                    f"neighbours must be a positive number of items, got {self.neighbours!r}",
+                ),
+                (
+                    self.min_cooccurrence >= 0,
+                    f"min_cooccurrence must be >= 0, got {self.min_cooccurrence}",
+                ),
+                (
+                    isinstance(self.dense_items, int) and self.dense_items >= 0,
+                    f"dense_items must be a number of items >= 0, got {self.dense_items!r}",
+                ),
+            ]
+        )
+
+
 def factor_checks(factors: int, regularization: float, iterations: int) -> list[tuple[bool, str]]:
     return [
         (factors >= 1 and iterations >= 1, "factors and iterations must be >= 1"),
@@ -355,6 +389,7 @@ CONFIG_CLASSES: dict[str, type] = {
     "multdae": MultDAEConfig,
     "recvae": RecVAEConfig,
     "ease": EASEConfig,
+    "sparse_ease": SparseEASEConfig,
     "als": ALSConfig,
     "bpr": BPRConfig,
     "popularity": PopularityConfig,
@@ -414,6 +449,7 @@ __all__ = [
     "MultVAEConfig",
     "PopularityConfig",
     "RecVAEConfig",
+    "SparseEASEConfig",
     "config_class",
     "make_config",
     "setting_types",
