@@ -173,3 +173,18 @@ def test_an_export_that_does_not_fit_is_refused_naming_item_block(tmp_path, monk
     blocked = ExportRequest(model=model_dir, history=ds, dest=tmp_path / "recs.csv", k=3,
                             item_block=1)  # fmt: skip
     assert export_top_n(blocked).summary.rows > 0
+
+
+def test_under_torchrun_every_local_rank_counts(monkeypatch):
+    estimate = MemoryEstimate("m", (("weights", GIB),), processes=3)
+    assert estimate.total == 3 * GIB
+    assert estimate.line() == (
+        "m: memory estimate 3.00 GiB (weights 1.00 GiB x 3 processes on this machine)"
+    )
+    seen = []
+    monkeypatch.setattr("recvae.models.torch_autoencoder.check_fits", seen.append)
+    monkeypatch.setattr("recvae.distributed.launched", lambda: True)
+    monkeypatch.setattr("recvae.distributed.init_from_env", lambda device: None)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    MultDAE(latent_dim=4, epochs=1, threads=1).fit(_train())
+    assert seen[0].processes == 2 and seen[0].total == 2 * sum(size for _, size in seen[0].parts)
