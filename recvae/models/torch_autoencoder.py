@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -121,7 +122,9 @@ class TorchAutoencoder:
         loop = self.config.loop
         self.run_on = model_device(self.device)
         if self.run_on.type == "cpu":  # a GPU run's weights live in device memory instead
-            check_fits(self.memory_estimate(train, valid))
+            # under torchrun every rank on this machine holds a whole model
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if distributed.launched() else 1
+            check_fits(replace(self.memory_estimate(train, valid), processes=local))
         distributed.init_from_env(self.run_on)  # joins torchrun's process group, if launched
         with torch_threads(loop.threads), matmul_precision(loop.precision, self.run_on):
             self.n_items = train.shape[1]
