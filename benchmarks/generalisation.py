@@ -444,6 +444,27 @@ def _plot(rows: list[Any]) -> None:
     fig.suptitle("Test: auto (defaults) vs tuned EASE and tuned ALS")
     fig.tight_layout()
     fig.savefig(REPORT / "test-metrics.png", dpi=120)
+    plt.close(fig)
+    # paired differences, auto minus each baseline, with 2 paired standard errors
+    fig, ax = plt.subplots(figsize=(11, 4))
+    labels, means, errors = [], [], []
+    for dataset, _found, entry, _recall in rows:
+        for baseline, metrics in entry["paired"].items():
+            for metric, numbers in metrics.items():
+                labels.append(f"{dataset}\nvs {baseline} {metric.split('@')[0].split('_')[0]}")
+                means.append(numbers["mean"])
+                errors.append(2 * numbers["stderr"])
+    x = np.arange(len(labels))
+    colours = ["tab:green" if m - e > 0 else "tab:red" if m + e < 0 else "tab:grey"
+               for m, e in zip(means, errors, strict=True)]  # fmt: skip
+    ax.bar(x, means, yerr=errors, color=colours, capsize=3)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("auto minus baseline (@20)")
+    ax.set_title("Per-user paired differences on test, +-2 standard errors")
+    fig.tight_layout()
+    fig.savefig(REPORT / "paired-differences.png", dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
