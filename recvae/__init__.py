@@ -20,7 +20,7 @@ from recvae.errors import RecvaeError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALS", "BPR", "EASE", "Blend", "Model", "MultDAE", "MultVAE", "Popularity", "RecVAE",
+    "ALS", "BPR", "EASE", "Blend", "Joint", "Model", "MultDAE", "MultVAE", "Popularity", "RecVAE",
     "RecvaeError", "__version__", "auto", "ingest", "load",
 ]  # fmt: skip
 _API = frozenset(__all__) - {"RecvaeError", "__version__"}
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         BPR,
         EASE,
         Blend,
+        Joint,
         Model,
         MultDAE,
         MultVAE,

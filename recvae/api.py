@@ -436,6 +436,16 @@ class RecVAE(Model):
         return module.decoder_weight.detach().numpy().T
 
 
+class Joint(Model):
+    """Mult-VAE + a sparse EASE-started item-item path trained together (recvae.models.joint);
+    settings are `JointConfig` fields, e.g. `Joint(neighbours=100, epochs=30)`.
+
+    similar_items: the joint scores for a one-item history.
+    """
+
+    name: ClassVar[str] = "joint"
+
+
 class EASE(Model):
     """EASE (Steck 2019), closed form; setting `l2` (e.g. `EASE(l2=200.0)`).
 
@@ -503,7 +513,7 @@ class Blend(Model):
 
 MODELS: dict[str, type[Model]] = {
     cls.name: cls
-    for cls in (MultVAE, MultDAE, RecVAE, EASE, SparseEASE, ALS, BPR, Popularity, Blend)
+    for cls in (MultVAE, MultDAE, RecVAE, Joint, EASE, SparseEASE, ALS, BPR, Popularity, Blend)
 }
 
 

@@ -236,6 +236,71 @@ class RecVAEConfig:
 
 
 @dataclass(frozen=True)
+class JointConfig:
+    """The joint model (recvae.models.joint): a Mult-VAE (or Mult-DAE) path and a sparse linear
+    item-item path whose logits are added, trained together by the multinomial likelihood.
+    The linear path starts from EASE's closed form restricted to each item's `neighbours`
+    most similar items (items x neighbours weights, never items x items)."""
+
+    deep: bool = True  # the Mult-VAE / Mult-DAE path; off = the linear path alone
+    variational: bool = True  # Mult-VAE (KL term, sampled latent); False = Mult-DAE
+    hidden_dims: tuple[int, ...] = (600,)
+    latent_dim: int = 200
+    dropout: float = 0.5  # on the deep path's normalised input
+    activation: Activation = "tanh"
+    beta_cap: float = 0.2
+    anneal_steps: int | None = None  # as Mult-VAE's: None = over the epoch budget
+    l2: float = 0.0  # deep path weights
+    linear: bool = True  # the item-item path; off = the deep path alone
+    neighbours: int = 100  # inputs per target item in the linear path
+    linear_l2: float | None = None  # EASE l2 of the start; None = 6 x interactions per item
+    linear_init: Literal["ease", "zero"] = "ease"
+    train_linear: bool = True  # False: the closed form stays fixed, only the deep path learns
+    # targets = the items dropped from the input (VASP's input splitting); False: the whole
+    # history is the target and the linear path sees all of it (Mult-VAE's way)
+    split_input: bool = True
+    # the learnt item bias soaks up the popularity the likelihood wants; "train_only" leaves it
+    # out of the scores (logit adjustment: that much popularity costs top-K ranking)
+    item_bias: Literal["train_only", "scored"] = "train_only"
+    loop: LoopConfig = LoopConfig(epochs=50, patience=5)
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (self.deep or self.linear, "deep and linear are both off: turn one of them on"),
+                (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+                (
+                    self.dropout > 0 or not self.split_input,
+                    "split_input needs dropout > 0 (the dropped items are the targets)",
+                ),
+                (self.latent_dim > 0, f"latent_dim must be positive, got {self.latent_dim}"),
+                (
+                    all(d > 0 for d in self.hidden_dims),
+                    f"hidden_dims must be positive: {self.hidden_dims}",
+                ),
+                (self.beta_cap >= 0, f"beta_cap must be >= 0, got {self.beta_cap}"),
+                (self.l2 >= 0, f"l2 must be >= 0, got {self.l2}"),
+                (
+                    isinstance(self.neighbours, int) and self.neighbours >= 1,
+                    f"neighbours must be a positive number of items, got {self.neighbours!r}",
+                ),
+                (
+                    self.linear_l2 is None or self.linear_l2 > 0,
+                    f"linear_l2 must be positive (or unset), got {self.linear_l2}",
+                ),
+                (
+                    self.item_bias in ("train_only", "scored"),
+                    f"item_bias must be train_only or scored, got {self.item_bias!r}",
+                ),
+                (
+                    self.linear_init in ("ease", "zero"),
+                    f"linear_init must be 'ease' or 'zero', got {self.linear_init!r}",
+                ),
+            ]
+        )
+
+
+@dataclass(frozen=True)
 class EASEConfig:
     l2: float = 500.0  # L2 weight lambda; Steck tunes it in the hundreds to thousands
 
@@ -396,6 +461,7 @@ CONFIG_CLASSES: dict[str, type] = {
     "bpr": BPRConfig,
     "popularity": PopularityConfig,
     "blend": BlendConfig,
+    "joint": JointConfig,
 }
 
 
@@ -446,6 +512,7 @@ __all__ = [
     "BPRConfig",
     "BlendConfig",
     "EASEConfig",
+    "JointConfig",
     "LoopConfig",
     "MultDAEConfig",
     "MultVAEConfig",
