@@ -317,6 +317,9 @@ def report(args: argparse.Namespace) -> None:
     lines += ["", "## Where a candidate lost", ""]
     lines += [f"- {line}" for line in losses] or ["- auto did not lose to a baseline anywhere."]
     lines += _candidate_losses(rows)
+    notes = REPORT / "notes.md"  # what ran differently from the plan, written by hand
+    if notes.is_file():
+        lines += ["", "## Notes", "", notes.read_text().strip()]
     (REPORT / "results.json").write_text(json.dumps(results, indent=1, default=str))
     _plot(rows)
     (REPORT / "report.md").write_text("\n".join(lines) + "\n")
@@ -388,7 +391,10 @@ def _candidates(rows: list[Any]) -> list[str]:
     for dataset, found, _entry, _recall in rows:
         step = found["auto"]
         metric = step["metric"]
-        lines += [f"### {dataset} (budget {step['budget']}, winner {step['winner']})", "",
+        commit = step["run_info"]["git_commit"][:7]
+        title = f"{dataset} (budget {step['budget']}, winner {step['winner']}, commit {commit})"
+        lines += [f"### {title}",
+                  "",
                   f"| candidate | status | validation {metric} | fit seconds | notes |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for row in step["candidates"]:
