@@ -230,6 +230,7 @@ class Model:
         allow_items: Iterable[Any] | None = None,
         deny_items: Iterable[Any] | None = None,
         history: Any = None,
+        item_block: int | None = None,
     ) -> pl.DataFrame:
         """Top-`k` items for each of `users` (original ids), best first.
 
@@ -239,7 +240,10 @@ class Model:
         `allow_items` restricts the candidates and `deny_items` removes some (ids the model does
         not know are ignored: it cannot recommend them anyway). Users come from the data the
         model was fitted on, or from `history` (anything `recvae.ingest` accepts). An id that is
-        not there raises a RecvaeError naming it.
+        not there raises a RecvaeError naming it. `item_block` (e.g. 50000, for large
+        catalogues): score the items in blocks of this many with a running top-K, so that a
+        chunk of users holds (chunk x block) scores instead of (chunk x items); the rows are
+        the same.
         """
         from recvae.scoring import UsersToScore, align_items
 
@@ -258,7 +262,7 @@ class Model:
         rows = _lookup(user_vocab, _id_list(users), "user")
         frame = self._top_n(
             UsersToScore(user_vocab.original(rows), matrix[rows]),
-            k, exclude_seen, allow_items, deny_items,
+            k, exclude_seen, allow_items, deny_items, item_block,
         )  # fmt: skip
         return frame
 
@@ -337,12 +341,16 @@ class Model:
         exclude_seen: bool,
         allow_items: Iterable[Any] | None,
         deny_items: Iterable[Any] | None,
+        item_block: int | None = None,
     ) -> pl.DataFrame:
         from recvae.scoring import ScoringOptions, recommend_chunks
 
         items = self._fitted_items()
         allow, deny = _item_filter(allow_items, items), _item_filter(deny_items, items)
-        options = ScoringOptions(k=k, exclude_seen=exclude_seen, allow_items=allow, deny_items=deny)
+        options = ScoringOptions(
+            k=k, exclude_seen=exclude_seen, allow_items=allow, deny_items=deny,
+            item_block=item_block,
+        )  # fmt: skip
         frames = recommend_chunks(
             self.recommender, users, items, options, self.name, self._fallback_ranking()
         )

@@ -300,6 +300,7 @@ def export_target(config: NightlyConfig) -> Any:
         table=config.export_table,
         k=config.k,
         chunk_size=config.chunk_size,
+        item_block=config.item_block,
     )
 
 

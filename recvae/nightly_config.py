@@ -5,7 +5,7 @@
     [split]    valid_users, heldout_fraction, seed
     [train]    model (or "auto"), budget (auto), warm_start, [train.config] (the model's settings)
     [gate]     metric, tolerance, max_volume_drop
-    [export]   k, chunk_size, format, table
+    [export]   k, chunk_size, item_block, format, table
     [registry] keep
 
 A typo, a wrong type (`k = "ten"`) or a value out of range (`chunk_size = 0`) stops the job with
@@ -49,6 +49,8 @@ class NightlyConfig:
     max_volume_drop: float = 0.5  # refuse when users or interactions fall by more than this
     k: int = 100
     chunk_size: int = 1000
+    # items per block for item-chunked top-K: memory chunk_size x item_block, not x items
+    item_block: int | None = None
     export_format: str | None = None
     export_table: str = "recommendations"
     keep_versions: int = 5
@@ -155,6 +157,7 @@ SETTINGS: dict[tuple[str, str], tuple[str, Checker]] = {
     ("gate", "max_volume_drop"): ("max_volume_drop", _number(0, 1)),
     ("export", "k"): ("k", _integer(1)),
     ("export", "chunk_size"): ("chunk_size", _integer(1)),
+    ("export", "item_block"): ("item_block", _integer(1)),
     ("export", "format"): ("export_format", _choice("parquet", "csv", "duckdb")),
     ("export", "table"): ("export_table", _text),
     ("registry", "keep"): ("keep_versions", _integer(1)),

@@ -159,9 +159,13 @@ class BatchUpdates:
         self.optimizer.zero_grad(set_to_none=True)
         if loss is not None:
             (loss * share if self.world > 1 else loss).backward()
-        if self.world > 1:
+        if self.world > 1:  # row-wise gradients (LazyAdam) are summed by its own step
+            row_wise = getattr(self.optimizer, "row_wise_params", set)()
             distributed.all_reduce_gradients(
-                p for group in self.optimizer.param_groups for p in group["params"]
+                p
+                for group in self.optimizer.param_groups
+                for p in group["params"]
+                if p not in row_wise
             )
         self.optimizer.step()
         self.step += 1

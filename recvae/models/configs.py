@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from recvae.config import config_from_dict, update_config
+from recvae.config import config_from_dict, merged_settings, update_config
 
 Activation = Literal["tanh", "relu", "sigmoid"]
 Likelihood = Literal["multinomial", "gaussian", "logistic"]
@@ -33,6 +33,7 @@ Precision = Literal["fp32", "tf32", "bf16"]
 PRECISIONS = ("fp32", "tf32", "bf16")  # what each means: recvae.models.precision
 Softmax = Literal["full", "sampled"]
 Proposal = Literal["popularity", "uniform"]
+Optimizer = Literal["auto", "adam", "lazy_adam"]
 # Devices a run may name (recvae.device resolves them): auto = CUDA when present, else the CPU.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -114,6 +115,9 @@ class MultVAEConfig:
     softmax: Softmax = "full"
     negatives: int = 4096
     proposal: Proposal = "popularity"
+    # "lazy_adam": Adam on only the item rows a batch touches (recvae.models.lazy_adam; untouched
+    # rows keep their weights and moments); "auto": lazy_adam when softmax = "sampled", else adam
+    optimizer: Optimizer = "auto"
     loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
@@ -146,6 +150,7 @@ class MultDAEConfig:
     softmax: Softmax = "full"  # as for Mult-VAE
     negatives: int = 4096
     proposal: Proposal = "popularity"
+    optimizer: Optimizer = "auto"  # as for Mult-VAE
     loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
@@ -163,6 +168,17 @@ def autoencoder_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool
         (config.l2 >= 0, f"l2 must be >= 0, got {config.l2}"),
         *sampled_softmax_checks(config),
     ]
+
+
+def resolved_optimizer(config: MultVAEConfig | MultDAEConfig) -> str:
+    """Returns "adam" or "lazy_adam". "auto" is lazy_adam exactly when softmax = "sampled": sampled
+    softmax is the large-catalogue mode, where dense Adam's items x hidden gradients and steps
+    (two such matrices per update) dominate an update and its memory; with the full softmax
+    the output layer's gradient covers every item anyway, and dense Adam stays the paper's
+    update (results of existing full-softmax settings are unchanged)."""
+    if config.optimizer == "auto":
+        return "lazy_adam" if config.softmax == "sampled" else "adam"
+    return config.optimizer
 
 
 def sampled_softmax_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool, str]]:
@@ -184,6 +200,10 @@ def sampled_softmax_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[
             config.softmax == "full" or config.likelihood == "multinomial",
             f"softmax = 'sampled' needs likelihood = 'multinomial' (the softmax it samples), "
             f"got likelihood = {config.likelihood!r}",
+        ),
+        (
+            config.optimizer in ("auto", "adam", "lazy_adam"),
+            f"optimizer must be 'auto', 'adam' or 'lazy_adam', got {config.optimizer!r}",
         ),
     ]
 
@@ -480,7 +500,14 @@ def make_config(name: str, settings: Mapping[str, Any] | Any = None, source: str
     cls = config_class(name)
     if isinstance(settings, cls):
         return settings
-    return config_from_dict(cls, dict(settings or {}), source=source or name)
+    values = dict(settings or {})
+    try:
+        defaults = cls()
+    except TypeError:  # a config with required keys (none today) has no defaults to start from
+        return config_from_dict(cls, values, source=source or name)
+    # laid over the model's own defaults, so a partial `loop` table keeps RecVAE's lr and epochs
+    # instead of falling back to LoopConfig's
+    return config_from_dict(cls, merged_settings(defaults, values), source=source or name)
 
 
 def with_settings(config: Any, overrides: Mapping[str, Any], source: str = "") -> Any:

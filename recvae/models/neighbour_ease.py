@@ -78,6 +78,7 @@ def neighbour_ease(train: sp.csr_matrix, m: int, l2: float, chunk: int = 256) ->
     gram = (x.T @ x).tocsr()
     gram.sort_indices()
     sets = neighbour_sets(gram, m)
+    columns = x.tocsc()  # G[N, N] = X_N' X_N: a few users per column, cheaper than slicing G
     n = gram.shape[0]
     sources, targets, weights = [], [], []
     for start in range(0, n, chunk):
@@ -88,8 +89,9 @@ def neighbour_ease(train: sp.csr_matrix, m: int, l2: float, chunk: int = 256) ->
         for row, j in enumerate(items):
             cols = sets[j]
             k = len(cols)
-            a[row, :k, :k] = gram[cols][:, cols].toarray()
-            b[row, :k] = gram[cols, j].toarray().ravel()
+            sub = columns[:, cols]
+            a[row, :k, :k] = (sub.T @ sub).toarray()
+            b[row, :k] = (sub.T @ columns[:, [j]]).toarray().ravel()
         a += l2 * np.eye(width)  # padding rows solve to exactly 0
         solved = torch.linalg.solve(torch.from_numpy(a), torch.from_numpy(b)).numpy()
         for row, j in enumerate(items):
