@@ -33,93 +33,14 @@ from recvae.models.base import (
     write_model_json,
 )
 from recvae.models.configs import EASEConfig
+from recvae.models.memory import (  # noqa: F401  (moved there; importable from here as before)
+    available_memory_bytes,
+    cgroup_memory_headroom,
+    meminfo_available,
+)
 from recvae.models.torch_sparse import sparse_times_dense
 
 DENSE_COPIES = 2  # fit keeps at most two dense n_items^2 float32 matrices alive at once
-
-
-def available_memory_bytes() -> int | None:
-    """What this process can allocate now: the smaller of the machine's MemAvailable and the
-    headroom under its cgroup memory limit (a container's limit), or None if neither is known."""
-    known = [n for n in (meminfo_available(), cgroup_memory_headroom()) if n is not None]
-    return min(known) if known else None
-
-
-def meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
-    """MemAvailable from /proc/meminfo (what the kernel can hand out now), or None if unknown."""
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-# cgroup v1 reports "no limit" as a page-rounded 2^63 - 1
-_NO_LIMIT = 2**60
-
-
-def cgroup_memory_headroom(
-    root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")
-) -> int | None:
-    """Bytes the cgroups of this process still allow (limit - working set), tightest level first.
-
-    cgroup v2: memory.max and memory.current; v1: memory.limit_in_bytes and
-    memory.usage_in_bytes. Every level from the process's cgroup up to the root counts, since a
-    parent's limit binds its children. Inactive file cache is reclaimable, so it is not counted
-    as used (the "working set", as container runtimes report it). None when there is no limit.
-    """
-    try:
-        lines = self_cgroup.read_text().splitlines()
-    except OSError:
-        return None
-    headrooms: list[int] = []
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, relative = rest.partition(":")
-        if hierarchy == "0" and controllers == "":
-            base, files = root, ("memory.max", "memory.current", "inactive_file")
-            if (root / "unified").is_dir() and not (root / "cgroup.controllers").exists():
-                base = root / "unified"  # hybrid mount: v2 under unified/
-        elif "memory" in controllers.split(","):
-            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
-                                             "total_inactive_file")  # fmt: skip
-        else:
-            continue
-        directory = base / relative.strip("/")
-        while True:
-            headroom = _cgroup_level_headroom(directory, *files)
-            if headroom is not None:
-                headrooms.append(headroom)
-            if directory == base or base not in directory.parents:
-                break
-            directory = directory.parent
-    return min(headrooms) if headrooms else None
-
-
-def _cgroup_level_headroom(
-    directory: Path, limit_file: str, usage_file: str, inactive: str
-) -> int | None:
-    try:
-        limit_text = (directory / limit_file).read_text().strip()
-    except OSError:
-        return None
-    if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= _NO_LIMIT:
-        return None
-    try:
-        usage = int((directory / usage_file).read_text().strip())
-    except (OSError, ValueError):
-        usage = 0
-    try:
-        for line in (directory / "memory.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == inactive:
-                usage -= int(value)
-                break
-    except (OSError, ValueError):
-        pass
-    return max(0, int(limit_text) - max(usage, 0))
 
 
 def check_fits_in_memory(n_items: int, available: int | None = None) -> None:

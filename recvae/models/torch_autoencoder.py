@@ -37,6 +37,7 @@ from recvae.models.base import (
     read_model_json,
     write_model_json,
 )
+from recvae.models.memory import FLOAT, MemoryEstimate, check_fits
 from recvae.models.precision import matmul_precision
 from recvae.models.torch_sparse import normalised_values, row_norms, torch_csr
 from recvae.train import EpochCallback, epoch_seed, run_loop
@@ -119,6 +120,8 @@ class TorchAutoencoder:
             raise RecvaeError(f"{self.name}: the training matrix has no interactions")
         loop = self.config.loop
         self.run_on = model_device(self.device)
+        if self.run_on.type == "cpu":  # a GPU run's weights live in device memory instead
+            check_fits(self.memory_estimate(train, valid))
         distributed.init_from_env(self.run_on)  # joins torchrun's process group, if launched
         with torch_threads(loop.threads), matmul_precision(loop.precision, self.run_on):
             self.n_items = train.shape[1]
@@ -147,10 +150,58 @@ class TorchAutoencoder:
         self.best_metrics, self.stopped = result.best_metrics, result.stopped
         return self
 
+    def memory_estimate(
+        self, train: sp.csr_matrix, valid: Holdout | None = None
+    ) -> MemoryEstimate:
+        """What fitting on `train` (validating on `valid`) will allocate (recvae.models.memory):
+        the weights, Adam's two moments, the gradients, one batch's activations, validation
+        scoring (eval_batch_size users x items, scores and their copy), the copy of the best
+        validated weights the loop keeps, and the trainer's copy of the data. The parameter
+        counts come from the module built on torch's meta device (shapes only, nothing
+        allocated)."""
+        n_users, n_items = train.shape
+        with torch.device("meta"):
+            module = self._build_module(n_items)
+        params = list(module.parameters())
+        trained = sum(p.numel() for p in params if p.requires_grad)
+        loop = self.config.loop
+        batch = max(1, min(loop.batch_size, n_users))
+        # a batch's distinct items: at most the batch's interactions, at most every item
+        batch_items = min(n_items, -(-train.nnz * batch // max(1, n_users)))
+        scored = 0 if valid is None else min(loop.eval_batch_size, valid.history.shape[0])
+        data = train.nnz * (train.data.itemsize + 8) + (n_users + 1) * 8  # values, int64 indices
+        weights = sum(p.numel() for p in params) * FLOAT
+        parts = (
+            ("weights", weights),
+            ("Adam state", 2 * trained * FLOAT),
+            ("gradients", self._gradient_floats(module, batch_items) * FLOAT),
+            ("batch", self._batch_floats(module, n_items, batch, batch_items) * FLOAT),
+            ("validation", 2 * scored * n_items * FLOAT),
+            ("best weights", 0 if valid is None else weights),  # the loop's copy (run_loop)
+            ("data", data),
+        )
+        return MemoryEstimate(self.name, parts, self._memory_advice())
+
+    def _gradient_floats(self, module: Any, batch_items: int) -> int:
+        """Floats of the gradients of one update: by default every trained parameter's."""
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    def _batch_floats(self, module: Any, n_items: int, batch: int, batch_items: int) -> int:
+        """Floats of one batch's activations: by default the full softmax's logits and its
+        log-softmax table (batch x items each)."""
+        return 2 * batch * n_items
+
+    def _memory_advice(self) -> str:
+        return (
+            "to need less: smaller hidden and latent sizes, a smaller batch_size or "
+            "eval_batch_size (or no validation: no best-weights copy), or fewer items (filter "
+            "rare items at ingest, e.g. a minimum item count)"
+        )
+
     def _run_key(self, train: sp.csr_matrix) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: model, data and the settings that shape
         the weights (the epoch budget, patience, threads and device may change between runs)."""
-        free = {"epochs", "patience", "threads", "eval_batch_size", "device"}
+        free = {"epochs", "patience", "time_limit", "threads", "eval_batch_size", "device"}
         config = config_to_dict(self.config)
         config["loop"] = {k: v for k, v in config["loop"].items() if k not in free}
         return {
