@@ -53,8 +53,15 @@ GOWALLA = Path("/work/shared/datasets/gowalla-lightgcn")
 MODELS: dict[str, tuple[str, list[str]]] = {
     "als": ("als", []),
     "multvae-full": ("multvae", ["softmax=full"]),
+    # optimizer "auto": row-wise (lazy) Adam under sampled softmax (recvae.models.lazy_adam)
     "multvae-sampled": ("multvae", ["softmax=sampled", "negatives=4096", "proposal=popularity"]),
-    "ease": ("sparse_ease", []),
+    # the same with dense Adam (every item row stepped each update), for the comparison
+    "multvae-sampled-dense": (
+        "multvae",
+        ["softmax=sampled", "negatives=4096", "proposal=popularity", "optimizer=adam"],
+    ),
+    # h3's settings for 1M items (memory ~ items x neighbours)
+    "ease": ("sparse_ease", ["l2=100.0", "neighbours=100"]),
 }
 
 
@@ -182,7 +189,7 @@ def train_partial(args: argparse.Namespace) -> None:
     settings: dict[str, Any] = {"epochs": 1, "threads": THREADS, "batch_size": BATCH}
     for item in sets + list(args.set or []):
         key, value = item.split("=", 1)
-        settings[key] = int(value) if value.isdigit() else value
+        settings[key] = _toml_value(value)
     started = time.perf_counter()
     dataset = Dataset.load(folder(args.items) / "data")
     train = dataset.matrix[: args.max_users]
@@ -236,6 +243,35 @@ def step_export(args: argparse.Namespace) -> None:
             result["export_seconds"] = record["seconds"]
             result["users_per_second"] = round(record["users"] / record["seconds"], 1)
     save(f"export-{args.model}-{label(args.items)}", result)
+
+
+def step_estimate(args: argparse.Namespace) -> None:
+    """The memory each model's own estimate (logged before a fit; what the refusal compares
+    with free memory) gives for each catalogue, to set beside the measured peaks. Cheap: shapes
+    only, nothing is trained."""
+    from recvae.data.dataset import Dataset
+    from recvae.models import build_model
+    from recvae.models.sparse_ease import estimate_fit_bytes
+
+    out: dict[str, Any] = {}
+    for items in CATALOGUES:
+        if not (folder(items) / "data").exists():
+            continue
+        train = Dataset.load(folder(items) / "data").matrix
+        for model, (name, sets) in MODELS.items():
+            settings = {k: _toml_value(v) for k, v in (item.split("=", 1) for item in sets)}
+            if name == "sparse_ease":
+                gib = estimate_fit_bytes(*train.shape, train.nnz, settings["neighbours"]) / 2**30
+            else:
+                gib = build_model(name, settings).memory_estimate(train).total / 2**30
+            out[f"{model}-{label(items)}"] = round(gib, 2)
+    save("estimates", {"estimate_gib": out})
+
+
+def _toml_value(text: str) -> Any:
+    import tomllib
+
+    return tomllib.loads(f"v = {text}")["v"] if text[0].isdigit() else text
 
 
 def step_gowalla(args: argparse.Namespace) -> None:
@@ -296,7 +332,8 @@ def load_results() -> dict[str, dict[str, Any]]:
 
 MODEL_LABELS = {
     "multvae-full": "Mult-VAE, full softmax",
-    "multvae-sampled": "Mult-VAE, sampled softmax (4096 popularity negatives)",
+    "multvae-sampled": "Mult-VAE, sampled softmax (4096 popularity negatives), lazy Adam",
+    "multvae-sampled-dense": "Mult-VAE, sampled softmax, dense Adam",
     "ease": "scalable EASE (sparse_ease)",
     "als": "ALS (implicit)",
 }
@@ -572,13 +609,16 @@ def main(argv: list[str] | None = None) -> int:
     gowalla.add_argument("--seed", type=int, default=0)
     gowalla.add_argument("--validate-every", type=int, default=1)
     gowalla.add_argument("--data", type=Path, default=GOWALLA, help="a LightGCN split folder")
+    sub.add_parser("estimate")
     sub.add_parser("report")
     args = parser.parse_args(argv)
     if args.step == "report":
         write_report(load_results(), REPORT)
         return 0
-    {"synth": step_synth, "ingest": step_ingest, "train": step_train, "export": step_export,
-     "all": step_all, "gowalla": step_gowalla}[args.step](args)  # fmt: skip
+    steps = {"synth": step_synth, "ingest": step_ingest, "train": step_train,
+             "export": step_export, "all": step_all, "gowalla": step_gowalla,
+             "estimate": step_estimate}  # fmt: skip
+    steps[args.step](args)
     return 0
 
 
