@@ -47,6 +47,7 @@ INTERACTIONS = 20_000_000
 CATALOGUES = (10_000, 100_000, 1_000_000)
 BATCH = 500  # Mult-VAE users per update (the paper's default)
 THREADS = 2
+LIMIT_GIB = 16  # the memory target for the 1M-item runs
 GOWALLA = Path("/work/shared/datasets/gowalla-lightgcn")
 
 # What each model name of this benchmark trains: the `recvae train --model` and its --set lines.
@@ -372,6 +373,7 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
 
 
 def model_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    estimates = results.get("estimates", {}).get("estimate_gib", {})
     rows = []
     for model in MODEL_LABELS:
         for items in CATALOGUES:
@@ -389,7 +391,11 @@ def model_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                            users_per_second=export.get("users_per_second"),
                            export_rss=export["peak_rss_gib"], export_users=export["users"],
                            item_block=export["item_block"])  # fmt: skip
+            row["estimate_gib"] = estimates.get(f"{model}-{label(items)}")
             row["skipped"] = SKIPPED.get((model, items))
+            if not train and not row["skipped"] and (row["estimate_gib"] or 0) > LIMIT_GIB:
+                row["skipped"] = (f"not run: its own memory estimate, {row['estimate_gib']:.1f} "
+                                  f"GiB, is over the {LIMIT_GIB} GiB target")  # fmt: skip
             rows.append(row)
     return rows
 
@@ -541,20 +547,23 @@ def write_report(results: dict[str, dict[str, Any]], out: Path) -> None:
               "for the first U users of the dataset; users/s is the export's own scoring + "
               "writing time (its log line), without loading the model and histories.", "",
               "| model | items | training time (s) | what was timed | training peak RSS GiB | "
-              "export users/s | export users | item block | export peak RSS GiB |",
-              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+              "its estimate GiB | export users/s | export users | item block | "
+              "export peak RSS GiB |",
+              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for row in rows:
         name = MODEL_LABELS[row["model"]]
         if "train_ok" not in row:
             why = row["skipped"] or "not run"
-            lines.append(f"| {name} | {row['items']:,} | {why} | | | | | | |")
+            lines.append(f"| {name} | {row['items']:,} | {why} | | | "
+                         f"{_fmt(row['estimate_gib'], 2)} | | | | |")
             continue
         time_cell = _fmt(row["train_seconds"]) if row["train_ok"] else "failed (see log)"
         export_cells = (f"{_fmt(row['users_per_second'], 0)} | {row['export_users']:,} | "
                         f"{row['item_block']:,} | {row['export_rss']:.2f}"
                         if row.get("export_ok") else "not run | | |")  # fmt: skip
         lines.append(f"| {name} | {row['items']:,} | {time_cell} | {row['train_what']} | "
-                     f"{row['train_rss']:.2f} | {export_cells} |")  # fmt: skip
+                     f"{row['train_rss']:.2f} | {_fmt(row['estimate_gib'], 2)} | "
+                     f"{export_cells} |")  # fmt: skip
     lines += ["", "![time and peak memory against items](scale.png)", "", "## Growth", "",
               "Log-log slope from the smallest to the largest catalogue measured (1.0: linear in "
               "the number of items; 0: flat).", "",
