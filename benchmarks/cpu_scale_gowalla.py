@@ -320,13 +320,17 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path("benchmarks/reports/cpu-scale-gowalla-2026-12-02")
     )
     parser.add_argument("--step", required=True,
-                        choices=[*PRECISION_STEPS, SPEED_STEP, *DDP_STEPS, "report"])  # fmt: skip
+                        help="one step, or several run in turn in one process: fp32:1,bf16:1")
     parser.add_argument("--speed-repeats", type=int, default=2, help="fp32/bf16 epoch pairs")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of each precision run")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, precision runs")
     parser.add_argument("--ddp-epochs", type=int, default=2, help="epochs of the one/two runs")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work/cpu-scale-gowalla"))
     args = parser.parse_args(argv)
+    known = {*PRECISION_STEPS, SPEED_STEP, *DDP_STEPS}
+    wanted = args.step.split(",")
+    if args.step != "report" and not set(wanted) <= known:
+        parser.error(f"--step must be report or among {sorted(known)}, got {args.step!r}")
     if not FOLDER.exists():
         print(f"{FOLDER} is absent; nothing to measure", file=sys.stderr)
         return 2
@@ -339,17 +343,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out / 'report.md'}")
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    if args.step == SPEED_STEP:
-        run = speed_step(args)
-    elif args.step in DDP_STEPS:
-        run = ddp_step(args.step, args)
-    else:
-        run = precision_step(args.step, args)
-    run["step_seconds"] = time.perf_counter() - started
-    run["argv"] = sys.argv[1:] if argv is None else argv
-    (steps_dir / f"{args.step.replace(':', '_')}.json").write_text(json.dumps(run, indent=2))
-    print(json.dumps(run))
+    for step in wanted:
+        started = time.perf_counter()
+        if step == SPEED_STEP:
+            run = speed_step(args)
+        elif step in DDP_STEPS:
+            run = ddp_step(step, args)
+        else:
+            run = precision_step(step, args)
+        run["step_seconds"] = time.perf_counter() - started
+        run["argv"] = sys.argv[1:] if argv is None else argv
+        (steps_dir / f"{step.replace(':', '_')}.json").write_text(json.dumps(run, indent=2))
+        print(json.dumps(run), flush=True)
     return 0
 
 
