@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALS", "BPR", "EASE", "Blend", "Joint", "Model", "MultDAE", "MultVAE", "Popularity", "RecVAE",
-    "RecvaeError", "__version__", "ingest", "load",
+    "RecvaeError", "SparseEASE", "__version__", "auto", "ingest", "load",
 ]  # fmt: skip
 _API = frozenset(__all__) - {"RecvaeError", "__version__"}
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         MultVAE,
         Popularity,
         RecVAE,
+        auto,
         ingest,
         load,
     )

@@ -24,6 +24,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "als": {"factors": 4, "iterations": 10, "num_threads": 1},
     "bpr": {"factors": 4, "iterations": 200, "learning_rate": 0.05, "num_threads": 1},
     "ease": {"l2": 1.0},
+    "sparse_ease": {"l2": 1.0, "neighbours": 5},
     "multvae": {"epochs": 30, "batch_size": 16},
     "multdae": {"epochs": 30, "batch_size": 16},
     "recvae": {"epochs": 30, "batch_size": 16},

@@ -19,6 +19,7 @@ MODEL_CLASSES: dict[str, str] = {
     "als": "recvae.models.als:ALS",
     "bpr": "recvae.models.bpr:BPR",
     "ease": "recvae.models.ease:EASE",
+    "sparse_ease": "recvae.models.sparse_ease:SparseEASE",
     "blend": "recvae.models.blend:Blend",
     "popularity": "recvae.models.popularity:Popularity",
     "joint": "recvae.models.joint:Joint",

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from recvae.config import config_from_dict, update_config
+from recvae.config import config_from_dict, merged_settings, update_config
 
 Activation = Literal["tanh", "relu", "sigmoid"]
 Likelihood = Literal["multinomial", "gaussian", "logistic"]
@@ -33,6 +33,7 @@ Precision = Literal["fp32", "tf32", "bf16"]
 PRECISIONS = ("fp32", "tf32", "bf16")  # what each means: recvae.models.precision
 Softmax = Literal["full", "sampled"]
 Proposal = Literal["popularity", "uniform"]
+Optimizer = Literal["auto", "adam", "lazy_adam"]
 # Devices a run may name (recvae.device resolves them): auto = CUDA when present, else the CPU.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -47,8 +48,13 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 class LoopConfig:
     """The training-loop table every epoch-trained model shares (recvae.train.run_loop)."""
 
-    epochs: int = 200
-    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    epochs: int = 200  # the most epochs; early stopping (patience) usually ends far sooner
+    # Stop after this many validations without improvement; 0 = never. None (the default) scales
+    # with the data set: at least 10 epochs' worth and at least 500 updates' worth, in
+    # validations (`recvae.train.effective_patience`): a small set with a few updates per epoch
+    # gets more epochs of patience than an ML-20M-sized one.
+    patience: int | None = None
+    time_limit: float = 0.0  # seconds of training, after which the loop stops; 0 = no limit
     metric: str = "ndcg@100"  # validation metric that picks the best epoch
     validate_every: int = 1
     lr: float = 1e-3
@@ -73,7 +79,11 @@ class LoopConfig:
         _check(
             [
                 (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
-                (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+                (
+                    self.patience is None or self.patience >= 0,
+                    f"patience must be >= 0 (or unset: scaled with the data), got {self.patience}",
+                ),
+                (self.time_limit >= 0, f"time_limit must be >= 0 seconds, got {self.time_limit}"),
                 (self.lr > 0, f"lr must be positive, got {self.lr}"),
                 (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
                 (self.eval_batch_size > 0, f"eval_batch_size must be > 0: {self.eval_batch_size}"),
@@ -105,6 +115,9 @@ class MultVAEConfig:
     softmax: Softmax = "full"
     negatives: int = 4096
     proposal: Proposal = "popularity"
+    # "lazy_adam": Adam on only the item rows a batch touches (recvae.models.lazy_adam; untouched
+    # rows keep their weights and moments); "auto": lazy_adam when softmax = "sampled", else adam
+    optimizer: Optimizer = "auto"
     loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
@@ -137,6 +150,7 @@ class MultDAEConfig:
     softmax: Softmax = "full"  # as for Mult-VAE
     negatives: int = 4096
     proposal: Proposal = "popularity"
+    optimizer: Optimizer = "auto"  # as for Mult-VAE
     loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
@@ -154,6 +168,17 @@ def autoencoder_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool
         (config.l2 >= 0, f"l2 must be >= 0, got {config.l2}"),
         *sampled_softmax_checks(config),
     ]
+
+
+def resolved_optimizer(config: MultVAEConfig | MultDAEConfig) -> str:
+    """Returns "adam" or "lazy_adam". "auto" is lazy_adam exactly when softmax = "sampled": sampled
+    softmax is the large-catalogue mode, where dense Adam's items x hidden gradients and steps
+    (two such matrices per update) dominate an update and its memory; with the full softmax
+    the output layer's gradient covers every item anyway, and dense Adam stays the paper's
+    update (results of existing full-softmax settings are unchanged)."""
+    if config.optimizer == "auto":
+        return "lazy_adam" if config.softmax == "sampled" else "adam"
+    return config.optimizer
 
 
 def sampled_softmax_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool, str]]:
@@ -175,6 +200,10 @@ def sampled_softmax_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[
             config.softmax == "full" or config.likelihood == "multinomial",
             f"softmax = 'sampled' needs likelihood = 'multinomial' (the softmax it samples), "
             f"got likelihood = {config.likelihood!r}",
+        ),
+        (
+            config.optimizer in ("auto", "adam", "lazy_adam"),
+            f"optimizer must be 'auto', 'adam' or 'lazy_adam', got {config.optimizer!r}",
         ),
     ]
 
@@ -295,9 +324,50 @@ class JointConfig:
 @dataclass(frozen=True)
 class EASEConfig:
     l2: float = 500.0  # L2 weight lambda; Steck tunes it in the hundreds to thousands
+    # where scoring runs (fit is on the CPU): "auto", "cpu", "cuda" or "cuda:N"; the item x item
+    # matrix moves to a GPU only when it fits there (recvae.models.ease)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _check([(self.l2 > 0, f"l2 must be positive, got {self.l2}")])
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise ValueError(
+                f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got {self.device!r}"
+            )
+
+
+@dataclass(frozen=True)
+class SparseEASEConfig:
+    """Sparse EASE (recvae.models.sparse_ease): each item regresses on its `neighbours` items of
+    highest co-occurrence only, so memory grows with items x neighbours, not items^2."""
+
+    l2: float = 500.0  # L2 weight lambda, as for EASE
+    neighbours: int = 200  # regressors per item (m); >= n_items - 1 with min_cooccurrence 0: EASE
+    # pairs co-occurring fewer times are never neighbours; 0: items that never co-occur fill the
+    # free slots, most popular first
+    min_cooccurrence: float = 1.0
+    # co-occurrences among this many most popular items are kept exactly, in a dense float32
+    # block (256 MiB at 8192); beyond it, pairs neither of whose lists holds the other count as 0
+    dense_items: int = 8192
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (self.l2 > 0, f"l2 must be positive, got {self.l2}"),
+                (
+                    isinstance(self.neighbours, int) and self.neighbours >= 1,
+                    f"neighbours must be a positive number of items, got {self.neighbours!r}",
+                ),
+                (
+                    self.min_cooccurrence >= 0,
+                    f"min_cooccurrence must be >= 0, got {self.min_cooccurrence}",
+                ),
+                (
+                    isinstance(self.dense_items, int) and self.dense_items >= 0,
+                    f"dense_items must be a number of items >= 0, got {self.dense_items!r}",
+                ),
+            ]
+        )
 
 
 def factor_checks(factors: int, regularization: float, iterations: int) -> list[tuple[bool, str]]:
@@ -414,6 +484,7 @@ CONFIG_CLASSES: dict[str, type] = {
     "multdae": MultDAEConfig,
     "recvae": RecVAEConfig,
     "ease": EASEConfig,
+    "sparse_ease": SparseEASEConfig,
     "als": ALSConfig,
     "bpr": BPRConfig,
     "popularity": PopularityConfig,
@@ -437,7 +508,14 @@ def make_config(name: str, settings: Mapping[str, Any] | Any = None, source: str
     cls = config_class(name)
     if isinstance(settings, cls):
         return settings
-    return config_from_dict(cls, dict(settings or {}), source=source or name)
+    values = dict(settings or {})
+    try:
+        defaults = cls()
+    except TypeError:  # a config with required keys (none today) has no defaults to start from
+        return config_from_dict(cls, values, source=source or name)
+    # laid over the model's own defaults, so a partial `loop` table keeps RecVAE's lr and epochs
+    # instead of falling back to LoopConfig's
+    return config_from_dict(cls, merged_settings(defaults, values), source=source or name)
 
 
 def with_settings(config: Any, overrides: Mapping[str, Any], source: str = "") -> Any:
@@ -475,6 +553,7 @@ __all__ = [
     "MultVAEConfig",
     "PopularityConfig",
     "RecVAEConfig",
+    "SparseEASEConfig",
     "config_class",
     "make_config",
     "setting_types",

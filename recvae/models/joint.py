@@ -285,16 +285,19 @@ class Joint(TorchAutoencoder):
                 self._graph, self._n_edges = graph, graph.n_edges
             start = graph if c.linear_init == "ease" else None
             self.linear_scale, self._bias = fit_start(x, start, c.loop.seed)
-        return super().fit(train, valid, **options)
+        try:
+            return super().fit(train, valid, **options)
+        finally:
+            self._graph, self._bias = None, None  # the module holds them now
 
     def _build_module(self, n_items: int) -> JointModule:
         module = JointModule(n_items, self._n_edges, self.config)
+        if module.item_bias.is_meta:  # shapes only (the memory estimate): nothing to copy in
+            return module
         if self._bias is not None:
             module.set_bias(self._bias)
-            self._bias = None
         if self._graph is not None:
             module.set_graph(self._graph, self.linear_scale)
-            self._graph = None  # the module holds it now
         return module
 
     def _make_trainer(self, train: sp.csr_matrix) -> JointTrainer:

@@ -37,7 +37,9 @@ from recvae.errors import RecvaeError
 from recvae.models.configs import config_class, uses_loop
 from recvae.models.configs import setting_types as model_setting_types
 
-TUNABLE_MODELS = ("multvae", "multdae", "recvae", "als", "bpr", "ease", "popularity", "blend")
+TUNABLE_MODELS = (
+    "multvae", "multdae", "recvae", "als", "bpr", "ease", "sparse_ease", "popularity", "blend"
+)  # fmt: skip
 # trained by the epoch loop: pruned on per-epoch metrics
 EPOCH_MODELS = tuple(name for name in TUNABLE_MODELS if uses_loop(name))
 
@@ -97,6 +99,10 @@ DEFAULT_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "ease": {
         "l2": {"low": 1.0, "high": 10_000.0, "log": True},
     },
+    "sparse_ease": {
+        "l2": {"low": 1.0, "high": 10_000.0, "log": True},
+        "neighbours": {"choices": [50, 100, 200, 500]},
+    },
     "popularity": {},  # nothing to tune: a study scores the one setting there is
     # A blend tunes its weights itself on validation; a study searches the normalisation and
     # members' settings, named MODEL.SETTING (e.g. ease.l2) for the member of that model.
@@ -114,6 +120,7 @@ DEFAULT_FIXED: dict[str, dict[str, Any]] = {
     "als": {},
     "bpr": {},
     "ease": {},
+    "sparse_ease": {},
     "popularity": {},
     "blend": {},
 }
