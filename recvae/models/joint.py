@@ -41,6 +41,7 @@ from recvae.errors import RecvaeError
 from recvae.models.base import (
     DAMAGED,
     check_tensor_shapes,
+    item_blocks,
     load_tensors,
     model_size,
     read_model_json,
@@ -185,8 +186,9 @@ class JointTrainer:
                 groups.append({"params": [self.module.edge_weight], "weight_decay": 0.0})
         self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
-        return self.model._score_batch(history)
+    def score(self, history: sp.csr_matrix) -> torch.Tensor:
+        """Validation scores, left on the training device (ranked there by recvae.evaluate)."""
+        return self.model._score_batch(history, on_device=True)
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         config = self.config
@@ -303,17 +305,21 @@ class Joint(TorchAutoencoder):
     def _make_trainer(self, train: sp.csr_matrix) -> JointTrainer:
         return JointTrainer(self, train)
 
-    def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
-        """Summed logits of every history row, batch by batch on the model's device."""
+    def _score_batch(self, history: sp.csr_matrix, on_device: bool = False) -> torch.Tensor:
+        """The model's logits of every history row, batch by batch on the model's device, into
+        one tensor there when `on_device` (the caller ranks them there), else on the host."""
         assert self.module is not None
-        out = np.empty(history.shape, dtype=np.float32)
+        if on_device and self.run_on.type != "cpu":
+            out = torch.empty(history.shape, dtype=torch.float32, device=self.run_on)
+        else:
+            out = torch.from_numpy(np.empty(history.shape, dtype=np.float32))
         step = self.config.loop.eval_batch_size
         norms = row_norms(history)
         with torch.inference_mode():
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
                 logits = self._batch_logits(batch, norms[start : start + step])
-                out[start : start + batch.shape[0]] = logits.cpu().numpy()
+                out[start : start + batch.shape[0]].copy_(logits)
         return out
 
     def _batch_logits(self, batch: sp.csr_matrix, norms: np.ndarray) -> torch.Tensor:
@@ -331,6 +337,12 @@ class Joint(TorchAutoencoder):
     def score_blocks(self, history: sp.csr_matrix, block_size: int) -> Any:
         """Item blocks of the full scores (the linear path has no cheaper per-block form)."""
         yield from slice_blocks(self.score(history), block_size)
+
+    def score_tensor_blocks(self, history: sp.csr_matrix, block_size: int) -> Any:
+        """Item blocks of the full scores on the model's device (see `score_blocks`)."""
+        scores = self.score_tensor(history)
+        for block in item_blocks(self.n_items, block_size):
+            yield block.start, scores[:, block]
 
     def _warm_start(self, source: Any, train: sp.csr_matrix | None = None) -> None:
         raise RecvaeError("joint: warm start is not supported (the item graph is data-bound)")
