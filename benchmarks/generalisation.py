@@ -317,6 +317,9 @@ def report(args: argparse.Namespace) -> None:
     lines += ["", "## Where a candidate lost", ""]
     lines += [f"- {line}" for line in losses] or ["- auto did not lose to a baseline anywhere."]
     lines += _candidate_losses(rows)
+    notes = REPORT / "notes.md"  # what ran differently from the plan, written by hand
+    if notes.is_file():
+        lines += ["", "## Notes", "", notes.read_text().strip()]
     (REPORT / "results.json").write_text(json.dumps(results, indent=1, default=str))
     _plot(rows)
     (REPORT / "report.md").write_text("\n".join(lines) + "\n")
@@ -388,7 +391,10 @@ def _candidates(rows: list[Any]) -> list[str]:
     for dataset, found, _entry, _recall in rows:
         step = found["auto"]
         metric = step["metric"]
-        lines += [f"### {dataset} (budget {step['budget']}, winner {step['winner']})", "",
+        commit = step["run_info"]["git_commit"][:7]
+        title = f"{dataset} (budget {step['budget']}, winner {step['winner']}, commit {commit})"
+        lines += [f"### {title}",
+                  "",
                   f"| candidate | status | validation {metric} | fit seconds | notes |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for row in step["candidates"]:
@@ -444,6 +450,27 @@ def _plot(rows: list[Any]) -> None:
     fig.suptitle("Test: auto (defaults) vs tuned EASE and tuned ALS")
     fig.tight_layout()
     fig.savefig(REPORT / "test-metrics.png", dpi=120)
+    plt.close(fig)
+    # paired differences, auto minus each baseline, with 2 paired standard errors
+    fig, ax = plt.subplots(figsize=(11, 4))
+    labels, means, errors = [], [], []
+    for dataset, _found, entry, _recall in rows:
+        for baseline, metrics in entry["paired"].items():
+            for metric, numbers in metrics.items():
+                labels.append(f"{dataset}\nvs {baseline} {metric.split('@')[0].split('_')[0]}")
+                means.append(numbers["mean"])
+                errors.append(2 * numbers["stderr"])
+    x = np.arange(len(labels))
+    colours = ["tab:green" if m - e > 0 else "tab:red" if m + e < 0 else "tab:grey"
+               for m, e in zip(means, errors, strict=True)]  # fmt: skip
+    ax.bar(x, means, yerr=errors, color=colours, capsize=3)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("auto minus baseline (@20)")
+    ax.set_title("Per-user paired differences on test, +-2 standard errors")
+    fig.tight_layout()
+    fig.savefig(REPORT / "paired-differences.png", dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:

@@ -237,7 +237,8 @@ def test_baseline_trials_score_the_validation_part(dataset_dir, tmp_path):
         expected = evaluate(model, dataset.split.valid, ks=[20])["ndcg@20"]
         assert trial.value == pytest.approx(expected)  # validation, not test
     best = best_trial(run.study)
-    assert tomllib.loads((out / "best.toml").read_text()) == {"l2": best.params["l2"]}
+    best_config = tomllib.loads((out / "best.toml").read_text())
+    assert best_config == {"l2": best.params["l2"], "device": "cpu"}  # the full EASE config
     reference = json.loads((out / "defaults.json").read_text())
     default_model = EASE().fit(dataset.split.train)
     assert reference["metrics"]["ndcg@20"] == pytest.approx(

@@ -71,6 +71,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("sparse-ease-l2-100", "sparse_ease", {"l2": 100.0}, "linear", "ease"),
     Candidate("sparse-ease-l2-500", "sparse_ease", {"l2": 500.0}, "linear", "ease"),
     Candidate("sparse-ease-l2-2000", "sparse_ease", {"l2": 2000.0}, "linear", "ease"),
+    Candidate("joint", "joint", {}, "deep"),  # recvae.models.joint: Mult-VAE + sparse EASE path
     Candidate("multdae", "multdae", {}, "deep"),
     Candidate("recvae", "recvae", {}, "deep"),
 )
