@@ -592,8 +592,10 @@ def write_report(results: dict[str, dict[str, Any]], out: Path) -> None:
         name = MODEL_LABELS[row["model"]]
         if "train_ok" not in row:
             why = row["skipped"] or "not run"
-            lines.append(f"| {name} | {row['items']:,} | {why} | | | "
-                         f"{_fmt(row['estimate_gib'], 2)} | | | | |")
+            lines.append(
+                f"| {name} | {row['items']:,} | {why} | | | "
+                f"{_fmt(row['estimate_gib'], 2)} | | | | |"
+            )
             continue
         time_cell = _fmt(row["train_seconds"]) if row["train_ok"] else "failed (see log)"
         export_cells = (f"{_fmt(row['users_per_second'], 0)} | {row['export_users']:,} | "
