@@ -71,7 +71,9 @@ class EpochTrainer(Protocol):
         """
         ...
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray: ...
+    def score(self, history: sp.csr_matrix) -> np.ndarray | torch.Tensor:
+        """Validation scores; a tensor may stay on the training device (recvae.evaluate)."""
+        ...
 
 
 @dataclass

@@ -148,3 +148,43 @@ def test_cli_train_refusal_is_one_clear_error_with_exit_2(monkeypatch, tmp_path,
     assert len(errors) == 1 and errors[0].startswith("error: multvae: memory estimate"), errors
     assert "GiB is available" in errors[0] and 'softmax = "sampled"' in errors[0]
     assert not (tmp_path / "m").exists()
+
+
+def test_export_scoring_estimate_is_chunk_by_block():
+    from recvae.export import scoring_estimate
+
+    assert dict(scoring_estimate(50, 1000, 7, None).parts) == {"scores": 2 * 7 * 1000 * FLOAT}
+    assert dict(scoring_estimate(50, 1000, 7, 100).parts) == {"scores": 2 * 7 * 100 * FLOAT}
+    assert dict(scoring_estimate(3, 1000, 7, 5000).parts) == {"scores": 2 * 3 * 1000 * FLOAT}
+
+
+def test_an_export_that_does_not_fit_is_refused_naming_item_block(tmp_path, monkeypatch):
+    from test_export import make_model_and_dataset
+
+    from recvae.export import ExportRequest, export_top_n
+
+    model_dir, ds, _ = make_model_and_dataset(tmp_path)
+    monkeypatch.setattr("recvae.models.memory.available_memory_bytes", lambda: 1000)
+    request = ExportRequest(model=model_dir, history=ds, dest=tmp_path / "recs.csv", k=3)
+    with pytest.raises(RecvaeError, match=r"recommend: memory estimate .* --item-block N"):
+        export_top_n(request)
+    assert not (tmp_path / "recs.csv").exists()
+    # 2 x 30 users x 1 item x 4 bytes = 240 bytes: fits in 1000
+    blocked = ExportRequest(model=model_dir, history=ds, dest=tmp_path / "recs.csv", k=3,
+                            item_block=1)  # fmt: skip
+    assert export_top_n(blocked).summary.rows > 0
+
+
+def test_under_torchrun_every_local_rank_counts(monkeypatch):
+    estimate = MemoryEstimate("m", (("weights", GIB),), processes=3)
+    assert estimate.total == 3 * GIB
+    assert estimate.line() == (
+        "m: memory estimate 3.00 GiB (weights 1.00 GiB x 3 processes on this machine)"
+    )
+    seen = []
+    monkeypatch.setattr("recvae.models.torch_autoencoder.check_fits", seen.append)
+    monkeypatch.setattr("recvae.distributed.launched", lambda: True)
+    monkeypatch.setattr("recvae.distributed.init_from_env", lambda device: None)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    MultDAE(latent_dim=4, epochs=1, threads=1).fit(_train())
+    assert seen[0].processes == 2 and seen[0].total == 2 * sum(size for _, size in seen[0].parts)

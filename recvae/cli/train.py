@@ -252,7 +252,7 @@ def loop_overrides(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
         given["num_threads"] = given.pop("threads")
     if "seed" not in known:
         given.pop("seed", None)
-    if "device" not in known:  # EASE, ALS, BPR, popularity; a blend's members take --device
+    if "device" not in known:  # ALS, BPR, popularity; a blend's members take --device
         given.pop("device", None)  # through the run's device (recvae.device.set_run_device)
     return given
 

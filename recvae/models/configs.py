@@ -323,9 +323,16 @@ class JointConfig:
 @dataclass(frozen=True)
 class EASEConfig:
     l2: float = 500.0  # L2 weight lambda; Steck tunes it in the hundreds to thousands
+    # where scoring runs (fit is on the CPU): "auto", "cpu", "cuda" or "cuda:N"; the item x item
+    # matrix moves to a GPU only when it fits there (recvae.models.ease)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _check([(self.l2 > 0, f"l2 must be positive, got {self.l2}")])
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise ValueError(
+                f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got {self.device!r}"
+            )
 
 
 @dataclass(frozen=True)

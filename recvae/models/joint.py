@@ -41,6 +41,7 @@ from recvae.errors import RecvaeError
 from recvae.models.base import (
     DAMAGED,
     check_tensor_shapes,
+    item_blocks,
     load_tensors,
     model_size,
     read_model_json,
@@ -186,7 +187,7 @@ class JointTrainer:
         self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
-        return self.model._score_batch(history)
+        return self.model._score_batch(history, on_device=True)
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         config = self.config
@@ -303,17 +304,19 @@ class Joint(TorchAutoencoder):
     def _make_trainer(self, train: sp.csr_matrix) -> JointTrainer:
         return JointTrainer(self, train)
 
-    def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
-        """Summed logits of every history row, batch by batch on the model's device."""
+    def _score_batch(self, history: sp.csr_matrix, on_device: bool = False) -> torch.Tensor:
+        """Summed logits of every history row, batch by batch on the model's device; kept
+        there when `on_device` (the caller ranks them there), else gathered on the host."""
         assert self.module is not None
-        out = np.empty(history.shape, dtype=np.float32)
+        where = self.run_on if on_device else torch.device("cpu")
+        out = torch.empty(history.shape, dtype=torch.float32, device=where)
         step = self.config.loop.eval_batch_size
         norms = row_norms(history)
         with torch.inference_mode():
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
                 logits = self._batch_logits(batch, norms[start : start + step])
-                out[start : start + batch.shape[0]] = logits.cpu().numpy()
+                out[start : start + batch.shape[0]] = logits.to(where)
         return out
 
     def _batch_logits(self, batch: sp.csr_matrix, norms: np.ndarray) -> torch.Tensor:
@@ -331,6 +334,12 @@ class Joint(TorchAutoencoder):
     def score_blocks(self, history: sp.csr_matrix, block_size: int) -> Any:
         """Item blocks of the full scores (the linear path has no cheaper per-block form)."""
         yield from slice_blocks(self.score(history), block_size)
+
+    def score_tensor_blocks(self, history: sp.csr_matrix, block_size: int) -> Any:
+        """`score_blocks` on the model's device: blocks of the full scores, as above."""
+        scores = self.score_tensor(history)
+        for block in item_blocks(scores.shape[1], block_size):
+            yield block.start, scores[:, block]
 
     def _warm_start(self, source: Any, train: sp.csr_matrix | None = None) -> None:
         raise RecvaeError("joint: warm start is not supported (the item graph is data-bound)")

@@ -121,15 +121,17 @@ class MemoryEstimate:
     model: str
     parts: tuple[tuple[str, int], ...]
     advice: str = ""
+    processes: int = 1  # processes on this machine that each allocate all of it (torchrun)
 
     @property
     def total(self) -> int:
-        return sum(size for _, size in self.parts)
+        return self.processes * sum(size for _, size in self.parts)
 
     def line(self) -> str:
         """One line: total and parts in GiB."""
         parts = ", ".join(f"{name} {size / GIB:.2f}" for name, size in self.parts)
-        return f"{self.model}: memory estimate {self.total / GIB:.2f} GiB ({parts} GiB)"
+        each = f" x {self.processes} processes on this machine" if self.processes > 1 else ""
+        return f"{self.model}: memory estimate {self.total / GIB:.2f} GiB ({parts} GiB{each})"
 
 
 def check_fits(estimate: MemoryEstimate, available: int | None = None) -> None:

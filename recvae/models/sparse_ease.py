@@ -10,8 +10,9 @@ pruned to its top m before the next block.
 
 G_NN's off-diagonal entries come from two exact sources: a dense block of the co-occurrences
 among the `dense_items` most popular items (where most neighbours are: 256 MiB at 8192), and the
-pruned lists (G_ab is known when b is among a's neighbours or a among b's). A pair found in
-neither counts as 0: that and the restricted regressors are the two approximations. (Lists alone
+pruned lists (for a pair with an item a outside the block, G_ab is known when b is among a's
+neighbours or, both outside, a among b's). A pair found in neither counts as 0: that and the
+restricted regressors are the two approximations. (Lists alone
 were not enough: on ml-1m with 50 neighbours a quarter of the pairs among popular neighbours
 were missing, G_NN + l2 I lost its Cholesky factor for most items and NDCG@20 fell from 0.18
 to 0.02.) With neighbours >= n_items - 1 and min_cooccurrence = 0 nothing is pruned and B is

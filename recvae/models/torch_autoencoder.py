@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -121,7 +122,9 @@ class TorchAutoencoder:
         loop = self.config.loop
         self.run_on = model_device(self.device)
         if self.run_on.type == "cpu":  # a GPU run's weights live in device memory instead
-            check_fits(self.memory_estimate(train, valid))
+            # under torchrun every rank on this machine holds a whole model
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if distributed.launched() else 1
+            check_fits(replace(self.memory_estimate(train, valid), processes=local))
         distributed.init_from_env(self.run_on)  # joins torchrun's process group, if launched
         with torch_threads(loop.threads), matmul_precision(loop.precision, self.run_on):
             self.n_items = train.shape[1]
@@ -281,20 +284,35 @@ class TorchAutoencoder:
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         """Logits over all items for each history row (fold-in); unmasked, float32."""
+        return self._scoring(history, on_device=False).numpy()
+
+    def score_tensor(self, history: sp.csr_matrix) -> torch.Tensor:
+        """`score` as a tensor on the model's device (recvae.models.base.score_tensor): top-K
+        and masking then run there and only k ids and scores per user reach the host."""
+        return self._scoring(history, on_device=True)
+
+    def _scoring(self, history: sp.csr_matrix, on_device: bool) -> torch.Tensor:
         if self.module is None:
             raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
         history = check_history(history, self.n_items, self.name)
         self.run_on = model_device(self.device)
         self.module.to(self.run_on)
         with torch_threads(self.config.loop.threads):
-            return self._score_batch(history)
+            return self._score_batch(history, on_device)
 
     def score_blocks(
         self, history: sp.csr_matrix, block_size: int
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Logits item block by item block (recvae.models.base.score_blocks): the hidden layer
-        once per call, then the output layer restricted to each block's columns, so no
-        (users x items) array is ever built."""
+        """Logits item block by item block (recvae.models.base.score_blocks), on the host."""
+        for start, block in self.score_tensor_blocks(history, block_size):
+            yield start, block.cpu().numpy()
+
+    def score_tensor_blocks(
+        self, history: sp.csr_matrix, block_size: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Logits item block by item block, on the model's device: the hidden layer once per
+        call, then the output layer restricted to each block's columns, so no (users x items)
+        array is ever built."""
         if self.module is None:
             raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
         history = check_history(history, self.n_items, self.name)
@@ -314,30 +332,34 @@ class TorchAutoencoder:
             hidden = torch.cat(parts) if parts else None
             weight, bias = self._output_layer()
         for block in item_blocks(self.n_items, block_size):
-            with torch_threads(self.config.loop.threads), torch.inference_mode():
+            # no_grad, not inference_mode: the caller masks the block in place
+            with torch_threads(self.config.loop.threads), torch.no_grad():
                 if hidden is None:
-                    scores = np.empty((0, block.stop - block.start), dtype=np.float32)
+                    scores = torch.empty((0, block.stop - block.start), device=self.run_on)
                 else:
-                    logits = torch.addmm(bias[block], hidden, weight[:, block])
-                    scores = logits.cpu().numpy()
+                    scores = torch.addmm(bias[block], hidden, weight[:, block])
             yield block.start, scores
 
-    def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
-        """Logits of every history row, batch by batch on the model's device; on the CPU they
-        are written straight into the returned array, on a GPU copied back batch by batch."""
+    def _score_batch(self, history: sp.csr_matrix, on_device: bool = False) -> torch.Tensor:
+        """Logits of every history row, batch by batch on the model's device. On the CPU they
+        are written straight into one host tensor (sharing memory with a NumPy array); on a GPU
+        into one device tensor when `on_device` (the caller ranks them there), else copied back
+        batch by batch."""
         assert self.module is not None
-        out = np.empty(history.shape, dtype=np.float32)
+        if on_device and self.run_on.type != "cpu":
+            out = torch.empty(history.shape, dtype=torch.float32, device=self.run_on)
+        else:
+            out = torch.from_numpy(np.empty(history.shape, dtype=np.float32))
         step = self.config.loop.eval_batch_size
         norms = row_norms(history)
-        on_cpu = self.run_on.type == "cpu"
         with torch.inference_mode():
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
                 values = to_device(normalised_values(batch, norms[start : start + step]),
                                    self.run_on)  # fmt: skip
                 x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
-                target = torch.from_numpy(out[start : start + batch.shape[0]])
-                if on_cpu:
+                target = out[start : start + batch.shape[0]]
+                if target.device == self.run_on:
                     self._logits_into(x, target)
                 else:
                     logits = torch.empty(target.shape, device=self.run_on)

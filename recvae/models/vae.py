@@ -216,8 +216,9 @@ class AutoencoderTrainer:
             else None
         )
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
-        return self.model._score_batch(history)
+    def score(self, history: sp.csr_matrix) -> torch.Tensor:
+        """Validation scores, left on the training device (ranked there by recvae.evaluate)."""
+        return self.model._score_batch(history, on_device=True)
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         config = self.config
