@@ -238,3 +238,17 @@ def test_candidate_settings_keep_the_model_own_loop_defaults():
     """RecVAE's loop defaults (lr 5e-4, 50 rounds) survive auto's loop keys."""
     config = auto._config("recvae", {"seed": 0, "threads": 1, "time_limit": 5.0}, "recvae")
     assert (config.loop.lr, config.loop.epochs, config.loop.time_limit) == (5e-4, 50, 5.0)
+
+
+def test_a_failing_candidate_is_recorded_and_the_others_still_compete(monkeypatch):
+    from recvae.models.als import ALS
+
+    def broken(self, *args, **kwargs):
+        raise TypeError("a bug in one model")
+
+    monkeypatch.setattr(ALS, "fit", broken)
+    result = run_tiny(candidates=TINY[:3])
+    rows = {row["label"]: row for row in result.rows}
+    assert rows["als-tiny"]["status"] == "failed"
+    assert rows["als-tiny"]["reason"] == "TypeError: a bug in one model"
+    assert result.winner in ("ease-strong", "ease-weak")

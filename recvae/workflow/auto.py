@@ -370,9 +370,18 @@ class _Runner:
             f"auto [{number}/{self.total}]: fitting {candidate.label} ({candidate.kind}{limit})"
         )
         spec = TrainSpec(candidate.model, _config(candidate.model, settings, candidate.label))
-        result = fit_model(
-            self.dataset, spec, self.protocol, metric=self.metric, dataset_path=self.dataset_path
-        )
+        try:
+            result = fit_model(
+                self.dataset, spec, self.protocol, metric=self.metric,
+                dataset_path=self.dataset_path,
+            )  # fmt: skip
+        except Exception as error:  # one failing candidate must not sink the choice
+            log.warning("auto: %s failed", candidate.label, exc_info=True)
+            first = str(error).splitlines()[0] if str(error) else ""
+            self.rows.append(self._row(candidate, "failed", settings=settings,
+                                       reason=f"{type(error).__name__}: {first}"))  # fmt: skip
+            self.say(f"auto [{number}/{self.total}]: {candidate.label} failed: {first}")
+            return
         training = result.metadata["training"]
         self.measured[candidate.model] = training["seconds"]
         row = self._row(candidate, "fitted", settings=settings)
