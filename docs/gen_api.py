@@ -16,8 +16,8 @@ PAGE = Path(__file__).with_name("api.md")
 
 # (module, names documented in this order); classes list their public methods and properties.
 SECTIONS: list[tuple[str, list[str]]] = [
-    ("recvae.api", ["ingest", "load", "Model", "MultVAE", "MultDAE", "RecVAE", "EASE",
-                    "SparseEASE", "ALS", "BPR", "Popularity", "Blend"]),
+    ("recvae.api", ["ingest", "load", "auto", "Model", "MultVAE", "MultDAE", "RecVAE", "Joint",
+                    "EASE", "SparseEASE", "ALS", "BPR", "Popularity", "Blend"]),
     ("recvae.logs", ["configure", "LOGGER_NAME"]),
     ("recvae.tracking", ["start_run", "TrackingSink", "NullSink", "MlflowSink"]),
     ("recvae.errors", ["RecvaeError"]),

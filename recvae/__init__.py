@@ -20,8 +20,8 @@ from recvae.errors import RecvaeError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALS", "BPR", "EASE", "Blend", "Model", "MultDAE", "MultVAE", "Popularity", "RecVAE",
-    "RecvaeError", "__version__", "ingest", "load",
+    "ALS", "BPR", "EASE", "Blend", "Joint", "Model", "MultDAE", "MultVAE", "Popularity", "RecVAE",
+    "RecvaeError", "SparseEASE", "__version__", "auto", "ingest", "load",
 ]  # fmt: skip
 _API = frozenset(__all__) - {"RecvaeError", "__version__"}
 
@@ -31,11 +31,13 @@ if TYPE_CHECKING:
         BPR,
         EASE,
         Blend,
+        Joint,
         Model,
         MultDAE,
         MultVAE,
         Popularity,
         RecVAE,
+        auto,
         ingest,
         load,
     )

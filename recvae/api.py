@@ -203,6 +203,10 @@ class Model:
             "auto" if validation else "none", valid_users=valid_users or 0, seed=spec.seed or 0
         )
         result = fit_model(dataset, spec, protocol)  # the one fit path (recvae.workflow.fit)
+        return self._adopt(result, dataset)
+
+    def _adopt(self, result: Any, dataset: Dataset) -> Self:
+        """Take a `FitResult` of `dataset` as this model's state (fit and `auto` share it)."""
         self.recommender = result.model
         seconds = result.metadata["training"]["seconds"]
         self.items, self.users, self.history = dataset.items, dataset.users, dataset.matrix
@@ -226,6 +230,7 @@ class Model:
         allow_items: Iterable[Any] | None = None,
         deny_items: Iterable[Any] | None = None,
         history: Any = None,
+        item_block: int | None = None,
     ) -> pl.DataFrame:
         """Top-`k` items for each of `users` (original ids), best first.
 
@@ -235,7 +240,10 @@ class Model:
         `allow_items` restricts the candidates and `deny_items` removes some (ids the model does
         not know are ignored: it cannot recommend them anyway). Users come from the data the
         model was fitted on, or from `history` (anything `recvae.ingest` accepts). An id that is
-        not there raises a RecvaeError naming it.
+        not there raises a RecvaeError naming it. `item_block` (e.g. 50000, for large
+        catalogues): score the items in blocks of this many with a running top-K, so that a
+        chunk of users holds (chunk x block) scores instead of (chunk x items); the rows are
+        the same.
         """
         from recvae.scoring import UsersToScore, align_items
 
@@ -254,7 +262,7 @@ class Model:
         rows = _lookup(user_vocab, _id_list(users), "user")
         frame = self._top_n(
             UsersToScore(user_vocab.original(rows), matrix[rows]),
-            k, exclude_seen, allow_items, deny_items,
+            k, exclude_seen, allow_items, deny_items, item_block,
         )  # fmt: skip
         return frame
 
@@ -333,12 +341,16 @@ class Model:
         exclude_seen: bool,
         allow_items: Iterable[Any] | None,
         deny_items: Iterable[Any] | None,
+        item_block: int | None = None,
     ) -> pl.DataFrame:
         from recvae.scoring import ScoringOptions, recommend_chunks
 
         items = self._fitted_items()
         allow, deny = _item_filter(allow_items, items), _item_filter(deny_items, items)
-        options = ScoringOptions(k=k, exclude_seen=exclude_seen, allow_items=allow, deny_items=deny)
+        options = ScoringOptions(
+            k=k, exclude_seen=exclude_seen, allow_items=allow, deny_items=deny,
+            item_block=item_block,
+        )  # fmt: skip
         frames = recommend_chunks(
             self.recommender, users, items, options, self.name, self._fallback_ranking()
         )
@@ -432,6 +444,16 @@ class RecVAE(Model):
         return module.decoder_weight.detach().numpy().T
 
 
+class Joint(Model):
+    """Mult-VAE + a sparse EASE-started item-item path trained together (recvae.models.joint);
+    settings are `JointConfig` fields, e.g. `Joint(neighbours=100, epochs=30)`.
+
+    similar_items: the joint scores for a one-item history.
+    """
+
+    name: ClassVar[str] = "joint"
+
+
 class EASE(Model):
     """EASE (Steck 2019), closed form; setting `l2` (e.g. `EASE(l2=200.0)`).
 
@@ -499,8 +521,47 @@ class Blend(Model):
 
 MODELS: dict[str, type[Model]] = {
     cls.name: cls
-    for cls in (MultVAE, MultDAE, RecVAE, EASE, SparseEASE, ALS, BPR, Popularity, Blend)
+    for cls in (MultVAE, MultDAE, RecVAE, Joint, EASE, SparseEASE, ALS, BPR, Popularity, Blend)
 }
+
+
+def auto(
+    data: Any,
+    *,
+    budget: str | float | None = None,
+    metric: str = "ndcg@100",
+    candidates: Sequence[str] = (),
+    refit: bool = True,
+    threads: int = 0,
+    seed: int = 0,
+    valid_users: int | None = None,
+) -> Model:
+    """Choose the model for `data` as `recvae train --model auto` does and return it fitted.
+
+    Within `budget` ("30m", "2h", "1h30m" or seconds; default: scaled with the data, 3 minutes
+    plus 1 per 100,000 interactions) it fits a fixed set of candidates (EASE with a short l2
+    grid or sparse EASE, ALS, the joint model, Mult-DAE, RecVAE, and a blend of the best deep
+    and the best linear one) on the data's split, or with `valid_users` users (default 10%, at
+    most 10,000) held out, picks the
+    best by the validation `metric` and refits it on all data (`refit=False`: keep the fit
+    on the training part). The result is the winner's class (e.g. `EASE`); its
+    `metadata["auto"]` lists every candidate's score, settings, time and, for one skipped,
+    why. `candidates` restricts the set to some labels (`recvae.workflow.auto.CANDIDATES`).
+    """
+    from recvae.config import config_from_dict
+    from recvae.data.split import ProtocolSpec
+    from recvae.workflow.auto import AutoConfig, fit_auto
+
+    if isinstance(budget, int | float) and not isinstance(budget, bool):
+        budget = f"{budget}s"
+    settings = {"budget": budget or "", "metric": metric, "candidates": list(candidates),
+                "refit": refit, "threads": threads, "seed": seed}  # fmt: skip
+    config = config_from_dict(AutoConfig, settings, source="recvae.auto")
+    dataset = ingest(data)
+    protocol = ProtocolSpec("auto", valid_users=valid_users or 0, seed=seed)
+    result = fit_auto(dataset, config, protocol)
+    model = MODELS[result.fit.model.name]()
+    return model._adopt(result.fit, dataset)
 
 
 def load(path: str | Path) -> Model:

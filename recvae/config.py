@@ -125,15 +125,20 @@ def config_from_dict(cls: type[C], values: Mapping[str, Any], source: str = "con
 
 def update_config(config: C, overrides: Mapping[str, Any], source: str = "config") -> C:
     """`config` with `overrides` applied (None values skipped; nested keys may be flat)."""
-    cls = type(config)
-    given = nest_flat_keys(cls, {k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return config_from_dict(type(config), merged_settings(config, given), source=source)
+
+
+def merged_settings(config: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` as a dict with `overrides` laid over it: a nested table given in part (a `loop`
+    table with only `seed`, say) keeps the config's other keys in that table."""
     values = config_to_dict(config)
-    for key, value in given.items():
+    for key, value in nest_flat_keys(type(config), overrides).items():
         if isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
             values[key] = {**values[key], **value}
         else:
             values[key] = value
-    return config_from_dict(cls, values, source=source)
+    return values
 
 
 def load_config(

@@ -66,12 +66,35 @@ def init_from_env(device: torch.device) -> Ranks:
         return ranks()
     if not dist.is_available():
         raise RecvaeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    group = {"store": _attempt_store(), "rank": int(os.environ["RANK"]),
+             "world_size": int(os.environ["WORLD_SIZE"])}  # fmt: skip
+    if group["store"] is None:
+        group = {}
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, **group)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", **group)
     return ranks()
+
+
+def _attempt_store() -> dist.Store | None:
+    """torchrun's store, its keys prefixed by this restart attempt, or None (torch's default).
+
+    With its default (static) rendezvous, torchrun keeps one store for every restart
+    (`--max-restarts`), so the processes of a restarted attempt would read their predecessors'
+    addresses and never form a group (torch 2.13: gloo "connection refused", or a hang). A
+    prefix per attempt gives each attempt its own keys, so a killed rank's job restarts and
+    resumes from its checkpoint like a relaunch.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]), is_master=False,
+    )  # fmt: skip
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"recvae/attempt_{attempt}", store)
 
 
 def ranks() -> Ranks:

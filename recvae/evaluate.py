@@ -2,6 +2,8 @@
 
 For each batch of evaluated users: score their histories, mask the history items, take the top
 max(K) items over all items (no sampled negatives) and compute every metric at every K.
+Masking and the top-K run where the scores are (recvae.topk): a model scoring on a GPU keeps
+its (users x items) scores there and only the top max(K) item ids reach the host.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from recvae.data.split import Holdout
 from recvae.errors import RecvaeError
 from recvae.metrics import METRIC_FUNCTIONS, mean_and_stderr
-from recvae.topk import mask_seen, top_k
+from recvae.models.base import score_tensor
+from recvae.topk import Scores, as_tensor, mask_seen_tensor, top_k_tensor
 
 DEFAULT_KS = (20, 50, 100)
 
-Scorer = Callable[[sp.csr_matrix], np.ndarray]
+# history -> scores; a torch tensor (on any device) is handed over: it is masked in place
+Scorer = Callable[[sp.csr_matrix], Scores]
 
 
 @dataclass
@@ -49,13 +54,18 @@ def evaluate(
     Only users with at least one held-out item count. Raises on a holdout with no such users or a
     K larger than the number of items, rather than returning a misleading number.
     """
-    score = scorer if callable(scorer) else scorer.score  # type: ignore[attr-defined]
+    if callable(scorer):
+        score = scorer
+    else:  # a model: scored where it runs (recvae.models.base.score_tensor)
+        def score(history: sp.csr_matrix) -> torch.Tensor:
+            return score_tensor(scorer, history)  # type: ignore[arg-type]
+
     results = evaluate_candidates(lambda history: {None: score(history)}, holdout, ks, batch_size)
     return results[None]
 
 
 def evaluate_candidates(
-    score_candidates: Callable[[sp.csr_matrix], Mapping[Hashable, np.ndarray]],
+    score_candidates: Callable[[sp.csr_matrix], Mapping[Hashable, Scores]],
     holdout: Holdout,
     ks: Iterable[int] = DEFAULT_KS,
     batch_size: int = 1000,
@@ -74,10 +84,15 @@ def evaluate_candidates(
         history = holdout.history[start : start + batch_size]
         heldout = holdout.heldout[start : start + batch_size]
         for name, candidate in score_candidates(history).items():
-            scores = np.array(candidate, dtype=np.float32, copy=True)
-            if scores.shape != history.shape:
+            # NumPy scores are copied (the caller may keep them); tensors are handed over
+            scores = (
+                as_tensor(candidate)
+                if isinstance(candidate, torch.Tensor)
+                else torch.from_numpy(np.array(candidate, dtype=np.float32, copy=True))
+            )
+            if tuple(scores.shape) != history.shape:
                 raise RecvaeError(
-                    f"model returned scores {scores.shape} for history {history.shape}"
+                    f"model returned scores {tuple(scores.shape)} for history {history.shape}"
                 )
             lists = per_user.setdefault(name, {})
             for key, values in batch_metrics(scores, history, heldout, ks).items():
@@ -97,13 +112,15 @@ def _summary(per_user: dict[str, list[np.ndarray]], users: int) -> Evaluation:
 
 
 def batch_metrics(
-    scores: np.ndarray, history: sp.csr_matrix, heldout: sp.csr_matrix, ks: list[int]
+    scores: Scores, history: sp.csr_matrix, heldout: sp.csr_matrix, ks: list[int]
 ) -> dict[str, np.ndarray]:
     """Per-user value of every metric at every K for one batch of users (sorted `ks`).
 
-    `scores` (float32, a writable copy: history items are masked in place) rank all items;
-    exposed for callers that score once and rank several ways (e.g. a grid of blend weights)."""
-    ranked, _ = top_k(mask_seen(scores, history), ks[-1])
+    `scores` (float32, a writable copy: history items are masked in place, on the scores'
+    device) rank all items; only the top max(K) ids come back to the host. Exposed for callers
+    that score once and rank several ways (e.g. a grid of blend weights)."""
+    scores = as_tensor(scores)
+    ranked = top_k_tensor(mask_seen_tensor(scores, history), ks[-1])[0].cpu().numpy()
     return {
         f"{metric}@{k}": METRIC_FUNCTIONS[metric](ranked, heldout, k)
         for metric in METRIC_FUNCTIONS

@@ -37,6 +37,7 @@ from recvae.io import (
     check_output,
     is_duckdb_file,
 )
+from recvae.models.memory import FLOAT, MemoryEstimate, check_fits
 
 FORMATS = ("parquet", "csv", "duckdb")
 _SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".duckdb": "duckdb", ".db": "duckdb"}
@@ -234,6 +235,17 @@ class ExportResult:
     notes: dict
 
 
+def scoring_estimate(
+    n_users: int, n_items: int, chunk_size: int, item_block: int | None
+) -> MemoryEstimate:
+    """What scoring adds to the loaded model: one chunk of users' scores over one item block
+    (all items without a block), and the masked copy top-K works on."""
+    rows = min(chunk_size, max(n_users, 1))
+    columns = min(item_block or n_items, n_items)
+    advice = "to need less: --item-block N (e.g. 50000) or a smaller --chunk-size"
+    return MemoryEstimate("recommend", (("scores", 2 * rows * columns * FLOAT),), advice)
+
+
 def export_top_n(request: ExportRequest, show_progress: bool = False) -> ExportResult:
     """Load the model and histories, score this shard's users in chunks, write atomically."""
     import time
@@ -291,6 +303,7 @@ def export_top_n(request: ExportRequest, show_progress: bool = False) -> ExportR
         chunk_size=request.chunk_size,
         item_block=request.item_block,
     )
+    check_fits(scoring_estimate(len(users), len(items), request.chunk_size, request.item_block))
     fallback_users = int((np.diff(users.history.indptr) == 0).sum())
     schema = empty_frame(users.ids.dtype, items.ids.dtype).schema
     start = time.perf_counter()

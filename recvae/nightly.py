@@ -149,6 +149,16 @@ def markdown_report(data: dict[str, Any]) -> str:
     for key in ("dataset", "export"):
         if key in data:
             lines.append(f"- {key}: {data[key]}")
+    if data.get("auto"):
+        auto, metric = data["auto"], data["auto"]["metric"]
+        lines += ["", f"**auto:** winner {auto['winner']} by validation {metric}, budget "
+                  f"{auto['budget']}", "", f"| candidate | status | {metric} | seconds | notes |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"| {row['label']} | {row['status']} | {_fmt(row.get(metric))} | "
+            f"{_fmt(row.get('fit_seconds'))} | {row.get('reason') or ''} |"
+            for row in auto["candidates"]
+        ]
     new, current = data.get("metrics_new") or {}, data.get("metrics_current") or {}
     if new or current:
         lines += ["", "| metric | new | current |", "|---|---|---|"]
@@ -173,6 +183,30 @@ def train_spec(config: NightlyConfig, where: str = "[train.config]") -> Any:
     from recvae.workflow.fit import TrainSpec
 
     return TrainSpec.of(config.model, config.model_settings, source=where)
+
+
+# [train.config] keys `model = "auto"` takes; the rest of AutoConfig the job sets itself.
+AUTO_KEYS = ("candidates", "metric", "threads")
+
+
+def auto_config(config: NightlyConfig) -> Any:
+    """[train] model = "auto": its checked `AutoConfig`. It picks by the gate's metric unless
+    [train.config] names another, and keeps the winner as fitted on the training part (no
+    refit): the quality gate then compares the new and the current model on validation users
+    neither has trained on."""
+    from recvae.config import config_from_dict
+    from recvae.workflow.auto import AutoConfig
+
+    where = config.config_path
+    extra = sorted(set(config.model_settings) - set(AUTO_KEYS))
+    if extra:
+        raise RecvaeError(
+            f'{where}: [train.config] {", ".join(extra)}: model = "auto" takes only '
+            f"{', '.join(AUTO_KEYS)} (it chooses each candidate's settings itself)"
+        )
+    settings = {"metric": config.gate_metric, **config.model_settings, "budget": config.budget,
+                "refit": False, "seed": config.seed}  # fmt: skip
+    return config_from_dict(AutoConfig, settings, source=f"{where}: [train.config]")
 
 
 def split_spec(config: NightlyConfig) -> Any:
@@ -266,6 +300,7 @@ def export_target(config: NightlyConfig) -> Any:
         table=config.export_table,
         k=config.k,
         chunk_size=config.chunk_size,
+        item_block=config.item_block,
     )
 
 
@@ -446,6 +481,8 @@ def _train(
     """Fit with a warm start when the current model can seed the new one; the FitResult."""
     from recvae.models.warm_start import WarmStartError
 
+    if config.model == "auto":
+        return _train_auto(config, dataset, report)
     warm, why = warm_start_source(config, store, dataset.items)
     run_key = {
         "fingerprint": dataset.fingerprint(),
@@ -476,3 +513,28 @@ def _train(
     report.data["resumed_from_epoch"] = (epochs_seen[0] - 1) if epochs_seen else None
     report.data["epochs_trained_this_run"] = len(epochs_seen)
     return fitted
+
+
+def _train_auto(config: NightlyConfig, dataset: Any, report: RunReport) -> Any:
+    """[train] model = "auto": choose among the candidates within the budget on this run's
+    split (recvae.workflow.auto); the run report lists every candidate."""
+    from recvae.workflow.auto import fit_auto
+
+    report.data["warm_start"] = "auto chooses its model each run; no warm start"
+    result = fit_auto(
+        dataset, auto_config(config), split_spec(config),
+        say=lambda line: say(escape(line), "auto"), dataset_path=config.work_dir / "dataset",
+    )  # fmt: skip
+    summary = result.summary
+    report.data["auto"] = {
+        "winner": result.winner,
+        "budget": summary["budget"],
+        "metric": summary["metric"],
+        "selection_seconds": summary["selection_seconds"],
+        "candidates": [
+            {key: row.get(key) for key in ("label", "model", "status", "reason", "fit_seconds")}
+            | {summary["metric"]: (row.get("metrics") or {}).get(summary["metric"])}
+            for row in result.rows
+        ],
+    }
+    return result.fit

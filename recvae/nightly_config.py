@@ -3,9 +3,9 @@
     [paths]    store, work_dir, export          (relative to the config file's directory)
     [data]     sources, window_days, [data.ingest] (any `recvae ingest` option)
     [split]    valid_users, heldout_fraction, seed
-    [train]    model, warm_start, [train.config] (the model's settings)
+    [train]    model (or "auto"), budget (auto), warm_start, [train.config] (the model's settings)
     [gate]     metric, tolerance, max_volume_drop
-    [export]   k, chunk_size, format, table
+    [export]   k, chunk_size, item_block, format, table
     [registry] keep
 
 A typo, a wrong type (`k = "ten"`) or a value out of range (`chunk_size = 0`) stops the job with
@@ -43,11 +43,14 @@ class NightlyConfig:
     model: str = "multvae"
     warm_start: bool = True
     model_settings: dict[str, Any] = field(default_factory=dict)
+    budget: str = ""  # model = "auto": its time budget ("" = scaled with the data)
     gate_metric: str = "ndcg@100"
     tolerance: float = 0.0
     max_volume_drop: float = 0.5  # refuse when users or interactions fall by more than this
     k: int = 100
     chunk_size: int = 1000
+    # items per block for item-chunked top-K: memory chunk_size x item_block, not x items
+    item_block: int | None = None
     export_format: str | None = None
     export_table: str = "recommendations"
     keep_versions: int = 5
@@ -109,6 +112,16 @@ def _text_list(value: Any) -> list[str]:
     return values
 
 
+def _budget(value: Any) -> str:
+    from recvae.workflow.auto import parse_budget
+
+    try:
+        parse_budget(value if isinstance(value, str) else "")
+    except RecvaeError:
+        raise _Expected("a duration such as 90s, 30m, 2h or 1h30m") from None
+    return value
+
+
 def _table(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Expected("a table")
@@ -138,11 +151,13 @@ SETTINGS: dict[tuple[str, str], tuple[str, Checker]] = {
     ("train", "model"): ("model", _text),
     ("train", "warm_start"): ("warm_start", _boolean),
     ("train", "config"): ("model_settings", _table),
+    ("train", "budget"): ("budget", _budget),
     ("gate", "metric"): ("gate_metric", _text),
     ("gate", "tolerance"): ("tolerance", _number(-1, 1)),
     ("gate", "max_volume_drop"): ("max_volume_drop", _number(0, 1)),
     ("export", "k"): ("k", _integer(1)),
     ("export", "chunk_size"): ("chunk_size", _integer(1)),
+    ("export", "item_block"): ("item_block", _integer(1)),
     ("export", "format"): ("export_format", _choice("parquet", "csv", "duckdb")),
     ("export", "table"): ("export_table", _text),
     ("registry", "keep"): ("keep_versions", _integer(1)),
@@ -246,10 +261,17 @@ def build_model(config: NightlyConfig) -> Any:
     """[train] model with [train.config] as the workflow's checked `TrainSpec`: the same check
     the fit uses, done before any work."""
     from recvae.models import MODEL_CLASSES
-    from recvae.nightly import train_spec
+    from recvae.nightly import auto_config, train_spec
 
+    if config.budget and config.model != "auto":
+        raise RecvaeError(
+            f'{config.config_path}: [train] budget is for model = "auto", not '
+            f"model = {config.model!r}"
+        )
+    if config.model == "auto":
+        return auto_config(config)
     if config.model not in MODEL_CLASSES:
-        known = ", ".join(sorted(MODEL_CLASSES))
+        known = ", ".join(sorted([*MODEL_CLASSES, "auto"]))
         raise RecvaeError(
             f"{config.config_path}: [train] model = {config.model!r}: expected one of {known}"
         )

@@ -1,8 +1,10 @@
 """Batch top-N: users in chunks -> model.score -> mask seen and filtered items -> top-K -> frames.
 
 Scoring streams: only one chunk of users is ever held as a dense (chunk x items) score matrix, so
-memory is bounded by `chunk_size` whatever the number of users. With `item_block`, a chunk is
-scored item block by item block into a running top-K (recvae.topk.RunningTopK) and only a
+memory is bounded by `chunk_size` whatever the number of users. The matrix stays where the model
+scored it (a GPU for a torch model or EASE on CUDA): masking and the top-K run there
+(recvae.topk) and only the k ids and scores per user come back to the host. With `item_block`,
+a chunk is scored item block by item block into a running top-K (recvae.topk.RunningTopK) and only a
 (chunk x block) array is held; the rows are the same. Each chunk becomes a Polars frame
 of rows (user_id, rank, item_id, score, model_version, fallback) with the ORIGINAL ids, ready for
 a writer in `recvae.export`.
@@ -25,12 +27,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+import torch
 
 from recvae.data.split import as_csr
 from recvae.data.vocab import Vocabulary
+from recvae.device import to_device
 from recvae.errors import RecvaeError
-from recvae.models.base import Recommender, score_blocks, slice_blocks
-from recvae.topk import RunningTopK, mask_seen_block, top_k
+from recvae.models.base import Recommender, score_tensor, score_tensor_blocks, slice_blocks
+from recvae.topk import RunningTopK, as_tensor, mask_seen_tensor, top_k_tensor
 
 OUTPUT_COLUMNS = ("user_id", "rank", "item_id", "score", "model_version", "fallback")
 
@@ -227,17 +231,23 @@ def _chunk_top_k(
     blocked: np.ndarray | None,
     popularity: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-K of one chunk of users, scored over all items at once (chunk x items floats)."""
+    """Top-K of one chunk of users, scored over all items at once (chunk x items floats, on the
+    model's scoring device; only the k ids and scores per user come back)."""
     with_history = np.flatnonzero(~fallback)
     if len(with_history) == len(fallback):  # the common case: score in place, no second copy
         scores = _checked_scores(model, history)
-    else:
-        scores = np.empty(history.shape, dtype=np.float32)
-        if len(with_history):
-            scores[with_history] = _checked_scores(model, history[with_history])
-        scores[fallback] = popularity
+    else:  # fallback users take the popularity ranking, beside the others' scores
+        model_scores = _checked_scores(model, history[with_history]) if len(with_history) else None
+        device = model_scores.device if model_scores is not None else torch.device("cpu")
+        scores = torch.empty(history.shape, dtype=torch.float32, device=device)
+        if model_scores is not None:
+            scores[to_device(with_history, device)] = model_scores
+        scores[to_device(np.flatnonzero(fallback), device)] = to_device(
+            popularity.astype(np.float32), device
+        )
     _mask_block(scores, history, 0, options, blocked)
-    return top_k(scores, k)
+    indices, values = top_k_tensor(scores, k)
+    return indices.cpu().numpy(), values.cpu().numpy()
 
 
 def _chunk_top_k_by_blocks(
@@ -255,61 +265,79 @@ def _chunk_top_k_by_blocks(
     n_items = history.shape[1]
     with_history = np.flatnonzero(~fallback)
     model_blocks = (
-        score_blocks(model, history[with_history], options.item_block)
+        score_tensor_blocks(model, history[with_history], options.item_block)
         if len(with_history)
-        else slice_blocks(np.empty((0, n_items), dtype=np.float32), options.item_block)
+        else (
+            (start, torch.from_numpy(block))
+            for start, block in slice_blocks(
+                np.empty((0, n_items), dtype=np.float32), options.item_block
+            )
+        )
     )
     running = RunningTopK(history.shape[0], k, n_items)
+    everyone = len(with_history) == len(fallback)
     for start, block_scores in model_blocks:
         width = block_scores.shape[1]
         block_scores = _checked_block(block_scores, len(with_history), start, width, n_items)
-        scores = np.empty((history.shape[0], width), dtype=np.float32)
-        scores[with_history] = block_scores
-        scores[fallback] = popularity[start : start + width]
+        if everyone:
+            scores = block_scores
+        else:
+            device = block_scores.device
+            scores = torch.empty((history.shape[0], width), dtype=torch.float32, device=device)
+            scores[to_device(with_history, device)] = block_scores
+            scores[to_device(np.flatnonzero(fallback), device)] = to_device(
+                np.ascontiguousarray(popularity[start : start + width], dtype=np.float32), device
+            )
         _mask_block(scores, history, start, options, blocked)
         running.add(start, scores)
     return running.result()
 
 
 def _mask_block(
-    scores: np.ndarray,
+    scores: torch.Tensor,
     history: sp.csr_matrix,
     start: int,
     options: ScoringOptions,
     blocked: np.ndarray | None,
 ) -> None:
     """Rule out, in the block of items from `start`, the users' seen items (unless asked to keep
-    them) and the items the allow/deny lists block: one rule for full and block-wise scoring."""
+    them) and the items the allow/deny lists block, in place on the scores' device: one rule for
+    full and block-wise scoring."""
     if options.exclude_seen:
-        mask_seen_block(scores, history, start)
+        mask_seen_tensor(scores, history, start)
     if blocked is not None:
-        scores[:, blocked[start : start + scores.shape[1]]] = -np.inf
+        columns = np.flatnonzero(blocked[start : start + scores.shape[1]])
+        if len(columns):
+            scores[:, to_device(columns, scores.device)] = -torch.inf
 
 
 def _checked_block(
-    scores: np.ndarray, rows: int, start: int, width: int, n_items: int
-) -> np.ndarray:
+    scores: torch.Tensor, rows: int, start: int, width: int, n_items: int
+) -> torch.Tensor:
     """One block of a model's scores, refusing a wrong shape or non-finite values."""
-    scores = np.asarray(scores, dtype=np.float32)
     if scores.shape[0] != rows or width < 1 or start + width > n_items:
         raise RecvaeError(
-            f"model returned a score block {scores.shape} at item {start} for {rows} users "
-            f"and {n_items} items"
+            f"model returned a score block {tuple(scores.shape)} at item {start} for {rows} "
+            f"users and {n_items} items"
         )
-    if not np.isfinite(scores).all():
-        raise RecvaeError("model returned NaN or infinite scores; the model is broken")
-    return scores
+    return _finite(scores)
 
 
-def _checked_scores(model: Recommender, history: sp.csr_matrix) -> np.ndarray:
-    """The model's scores for `history`, refusing a wrong shape or non-finite values."""
-    scores = np.asarray(model.score(history), dtype=np.float32)
-    if scores.shape != history.shape:
-        raise RecvaeError(f"model returned scores {scores.shape} for {history.shape[0]} users")
-    if not np.isfinite(scores).all():
+def _checked_scores(model: Recommender, history: sp.csr_matrix) -> torch.Tensor:
+    """The model's scores for `history` on its scoring device, refusing a wrong shape or
+    non-finite values. Masking writes into them: models hand over scores they do not keep."""
+    scores = score_tensor(model, history)
+    if tuple(scores.shape) != history.shape:
+        raise RecvaeError(
+            f"model returned scores {tuple(scores.shape)} for {history.shape[0]} users"
+        )
+    return _finite(scores)
+
+
+def _finite(scores: torch.Tensor) -> torch.Tensor:
+    scores = as_tensor(scores)
+    if not bool(torch.isfinite(scores).all()):
         raise RecvaeError("model returned NaN or infinite scores; the model is broken")
-    if not scores.flags.writeable or not scores.flags.c_contiguous:
-        scores = np.array(scores, order="C")
     return scores
 
 

@@ -71,7 +71,9 @@ class EpochTrainer(Protocol):
         """
         ...
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray: ...
+    def score(self, history: sp.csr_matrix) -> np.ndarray | torch.Tensor:
+        """Validation scores; a tensor may stay on the training device (recvae.evaluate)."""
+        ...
 
 
 @dataclass
@@ -109,7 +111,7 @@ class LoopResult:
     history: list[dict[str, Any]]
     best_epoch: int  # 1-based; 0 when there was no validation
     best_metrics: dict[str, Any]
-    stopped: str  # "epochs" | "early_stopping" | "callback"
+    stopped: str  # "epochs" | "early_stopping" | "time_limit" | "callback"
 
 
 def epoch_seed(seed: int, epoch: int, purpose: int) -> int:
@@ -159,9 +161,13 @@ class BatchUpdates:
         self.optimizer.zero_grad(set_to_none=True)
         if loss is not None:
             (loss * share if self.world > 1 else loss).backward()
-        if self.world > 1:
+        if self.world > 1:  # row-wise gradients (LazyAdam) are summed by its own step
+            row_wise = getattr(self.optimizer, "row_wise_params", set)()
             distributed.all_reduce_gradients(
-                p for group in self.optimizer.param_groups for p in group["params"]
+                p
+                for group in self.optimizer.param_groups
+                for p in group["params"]
+                if p not in row_wise
             )
         self.optimizer.step()
         self.step += 1
@@ -187,6 +193,24 @@ def validation_ks(metric: str, n_items: int) -> list[int]:
     return sorted({k, *(cut for cut in (20, 50, 100) if cut <= n_items)})
 
 
+# The data-scaled default patience: at least this many epochs and this many updates' worth.
+PATIENCE_EPOCHS = 10
+PATIENCE_UPDATES = 500
+
+
+def effective_patience(settings: LoopConfig, examples_per_epoch: int) -> int:
+    """`settings.patience`, or when unset (None) the data-scaled default in validations: enough
+    for PATIENCE_EPOCHS epochs and for PATIENCE_UPDATES updates, whichever is longer. On ml-1m
+    (13 updates per epoch) that is 39 epochs, on Gowalla (60) and larger sets 10: small sets,
+    whose epochs are cheap and noisy, wait longer; no set pays the 200-epoch budget after it
+    stopped improving."""
+    if settings.patience is not None:
+        return settings.patience
+    updates = max(1, math.ceil(examples_per_epoch / settings.batch_size))
+    epochs = max(PATIENCE_EPOCHS, math.ceil(PATIENCE_UPDATES / updates))
+    return max(1, math.ceil(epochs / settings.validate_every))
+
+
 def run_loop(
     trainer: EpochTrainer,
     settings: LoopConfig,
@@ -199,7 +223,7 @@ def run_loop(
     progress: bool = False,
     extra_state: dict[str, Any] | None = None,
 ) -> LoopResult:
-    """Train until the epoch budget, early stopping or the callback says stop.
+    """Train until the epoch budget, early stopping, the time limit or the callback says stop.
 
     On return the module holds the weights of the best validated epoch (or the last epoch when
     there is no validation). With `checkpoint_dir` and `resume`, an existing `last` checkpoint
@@ -222,6 +246,8 @@ def run_loop(
     if settings.lr_schedule == "plateau" and state.plateau is None:
         state.plateau = PlateauState(lr=settings.lr)
 
+    patience = effective_patience(settings, trainer.examples_per_epoch)
+    started = time.perf_counter()
     stopped = "epochs"
     with _progress_display(progress) as display:
         while state.epoch < settings.epochs:
@@ -273,8 +299,11 @@ def run_loop(
             if distributed.from_main(asked_to_stop):
                 stopped = "callback"
                 break
-            if settings.patience > 0 and state.bad_epochs >= settings.patience:
+            if patience > 0 and state.bad_epochs >= patience:
                 stopped = "early_stopping"
+                break
+            if settings.time_limit > 0 and time.perf_counter() - started >= settings.time_limit:
+                stopped = "time_limit"
                 break
 
     if best_weights is not None:

@@ -28,6 +28,7 @@ FAST: dict[str, dict] = {
     "multvae": {"epochs": 20, "batch_size": 16, "threads": 1},
     "multdae": {"epochs": 30, "batch_size": 16, "threads": 1},
     "recvae": {"epochs": 8, "batch_size": 16, "threads": 1},
+    "joint": {"epochs": 20, "batch_size": 16, "threads": 1, "neighbours": 5},
     "ease": {"l2": 1.0},
     "sparse_ease": {"l2": 1.0, "neighbours": 5},
     "als": {"factors": 4, "iterations": 10, "num_threads": 1},

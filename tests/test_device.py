@@ -136,3 +136,32 @@ def test_a_saved_model_loads_on_the_cpu_and_runs_where_the_loading_run_says(tmp_
     assert loaded.device == "auto"  # not the device it was trained on
     assert all(p.device.type == "cpu" for p in loaded.module.parameters())
     np.testing.assert_allclose(loaded.score(train), model.score(train), rtol=1e-6)
+
+
+def test_ease_has_a_device_key_checked_and_honoured_when_scoring(no_cuda, tmp_path):
+    from recvae.models import build_model
+
+    with pytest.raises(RecvaeError, match="device must be auto, cpu, cuda or cuda:N"):
+        build_model("ease", {"device": "gpu"})
+    train = sp.random(30, 12, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    model = build_model("ease", {"device": "cuda", "l2": 10.0}).fit(train)  # fit: on the CPU
+    with pytest.raises(RecvaeError) as error:
+        model.score(train)
+    assert str(error.value) == f"device 'cuda' {NO_CUDA}; use --device cpu or auto"
+    devices.set_run_device("cpu")  # --device cpu wins over the model's own setting
+    scores = model.score_tensor(train)
+    assert scores.device == torch.device("cpu")
+    np.testing.assert_allclose(scores.numpy(), train @ model.weights, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "ease")
+    assert json.loads((tmp_path / "ease" / "model.json").read_text())["config"]["device"] == "cuda"
+    assert load_model(tmp_path / "ease").device == "auto"  # a saved model runs where the run is
+
+
+def test_train_ease_with_device_records_it(dataset_dir, tmp_path):
+    result = CliRunner().invoke(
+        app, ["train", str(dataset_dir), "--model", "ease", "--out", str(tmp_path / "e"),
+              "--device", "cpu", "--no-progress", "--metric", "ndcg@5"], catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "e" / "model.json").read_text())["config"]
+    assert config["device"] == "cpu"

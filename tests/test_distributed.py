@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,14 +57,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str]) -> subprocess.CompletedProcess[str]:
+def torchrun(
+    args: list[str], program: list[str] | None = None, env: dict[str, str] | None = None,
+    succeed: bool = True, launcher: tuple[str, ...] | list[str] = (),
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`recvae ARGS` (or `program ARGS`) as 2 gloo processes; it must succeed unless told not."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               "-m", "recvae", *args]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", RECVAE_LOG_LEVEL="warning")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *launcher,
+               *(program or ["-m", "recvae"]), *args]  # fmt: skip
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}  # fmt: skip
+    full_env.update(OMP_NUM_THREADS="1", RECVAE_LOG_LEVEL="warning", **(env or {}))
+    result = subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=180)
+    if succeed:
+        assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
@@ -80,6 +87,45 @@ def test_two_ranks_without_dropout_give_the_one_process_weights(dataset_dir, tmp
             "--no-validation", "--device", "cpu"]  # fmt: skip
     torchrun([*args, "--out", str(tmp_path / "two")])
     one_process([*args, "--out", str(tmp_path / "one")])
+    two = load_file(tmp_path / "two" / "weights.safetensors")
+    one = load_file(tmp_path / "one" / "weights.safetensors")
+    assert two.keys() == one.keys()
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], atol=1e-5, rtol=0, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("killed", "restart"),
+    [(1, "rerun"), (0, "torchrun"), pytest.param(0, "rerun", marks=pytest.mark.slow)],
+)
+def test_a_killed_rank_resumes_from_the_checkpoint_to_the_uninterrupted_weights(
+    dataset_dir, tmp_path, killed, restart
+):
+    """Rank `killed` dies (SIGKILL) as epoch 2 of 3 starts, after the epoch-1 checkpoint. Run
+    again ("rerun": the same command; "torchrun": torchrun's own --max-restarts, whose restarted
+    processes need recvae.distributed's per-attempt store), the job resumes from the checkpoint
+    and ends with the weights of a run never stopped."""
+    checkpoints = tmp_path / "ckpt"
+    args = ["train", str(dataset_dir), *SMALL, "--epochs", "3", "--set", "dropout=0",
+            "--no-validation", "--device", "cpu", "--out", str(tmp_path / "two"),
+            "--checkpoint-dir", str(checkpoints)]  # fmt: skip
+    fault = {"RECVAE_KILL_RANK": str(killed), "RECVAE_KILL_AT_EPOCH": "1",
+             "RECVAE_KILL_CHECKPOINT": str(checkpoints)}  # fmt: skip
+    helper = [str(Path(__file__).parent / "ddp_fault.py")]
+    if restart == "rerun":
+        crashed = torchrun(args, program=helper, env=fault, succeed=False)
+        assert crashed.returncode != 0
+        assert not (tmp_path / "two").exists()  # nothing published by the killed run
+        state = json.loads((checkpoints / "last" / "state.json").read_text())
+        assert state["loop"]["epoch"] == 1
+        torchrun(args)  # the same command again: resumes from `last`
+    else:
+        result = torchrun(args, program=helper, env=fault, launcher=["--max-restarts", "1"])
+        assert f"exitcode: -9) local_rank: {killed}" in result.stderr  # it was killed
+    log = [json.loads(line) for line in (checkpoints / "log.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in log] == [1, 2, 3]
+    one_process(["train", str(dataset_dir), *SMALL, "--epochs", "3", "--set", "dropout=0",
+                 "--no-validation", "--device", "cpu", "--out", str(tmp_path / "one")])  # fmt: skip
     two = load_file(tmp_path / "two" / "weights.safetensors")
     one = load_file(tmp_path / "one" / "weights.safetensors")
     assert two.keys() == one.keys()

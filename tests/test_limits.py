@@ -91,7 +91,7 @@ def test_cgroup_v1_limit_and_no_limit(tmp_path):
 def test_ease_refuses_when_the_container_limit_is_the_smaller(monkeypatch):
     from recvae.errors import RecvaeError
 
-    monkeypatch.setattr("recvae.models.ease.meminfo_available", lambda: 64 * 2**30)
-    monkeypatch.setattr("recvae.models.ease.cgroup_memory_headroom", lambda: 2**30)
+    monkeypatch.setattr("recvae.models.memory.meminfo_available", lambda: 64 * 2**30)
+    monkeypatch.setattr("recvae.models.memory.cgroup_memory_headroom", lambda: 2**30)
     with pytest.raises(RecvaeError, match=r"only 1\.0 GiB is available"):
         check_fits_in_memory(20_000)  # 3.2 GiB needed

@@ -28,6 +28,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "multvae": {"epochs": 30, "batch_size": 16},
     "multdae": {"epochs": 30, "batch_size": 16},
     "recvae": {"epochs": 30, "batch_size": 16},
+    "joint": {"epochs": 30, "batch_size": 16, "neighbours": 5, "threads": 1},
     "blend": {
         "members": [
             {"model": "recvae", "epochs": 30, "batch_size": 16},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,13 @@ from typer.testing import CliRunner
 
 from recvae.cli import app
 from recvae.data.ingest import IngestOptions, ingest
-from recvae.data.synth import SynthConfig, synthetic_log, write_synthetic_log
+from recvae.data.synth import (
+    SynthConfig,
+    _build_model,
+    _topic_item_cdf,
+    synthetic_log,
+    write_synthetic_log,
+)
 
 
 def test_shape_ranges_and_determinism() -> None:
@@ -95,3 +102,29 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 500 interactions" in result.output
     assert pl.read_csv(out).shape == (500, 4)
+
+
+def test_topic_item_cdf_matches_the_direct_formula() -> None:
+    rng = np.random.default_rng(0)
+    item_topics = rng.dirichlet(np.full(4, 0.5), size=30)
+    popularity = rng.random(30)
+    direct = item_topics.T * np.sqrt(popularity)[None, :]
+    direct = np.cumsum(direct / direct.sum(axis=1, keepdims=True), axis=1)
+    cdf = _topic_item_cdf(item_topics, popularity)
+    assert cdf.shape == (4, 30)
+    np.testing.assert_allclose(cdf, direct, rtol=1e-12)
+    np.testing.assert_allclose(cdf[:, -1], 1.0)
+
+
+def test_model_memory_is_two_items_x_topics_tables() -> None:
+    # the 1M-item scale benchmark relies on this: item topics + the per-topic CDF, not a third
+    # items x topics temporary (0.8 GB each at 1M items and 100 topics)
+    config = SynthConfig(n_users=100, n_items=20_000, n_interactions=100, n_topics=100)
+    table = config.n_items * config.topics * 8
+    tracemalloc.start()
+    try:
+        _build_model(config, np.random.default_rng(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.3 * table, peak / table

@@ -99,3 +99,53 @@ def test_mask_seen_block_masks_only_the_block_columns():
     block = np.zeros((2, 2), np.float32)  # items 2 and 3
     mask_seen_block(block, history, 2)
     assert block.tolist() == [[0, -np.inf], [-np.inf, 0]]
+
+
+# ---- the torch core: on the scores' device, only k per row come back ---------------------------
+
+
+def test_top_k_tensor_stays_on_the_scores_device_and_equals_top_k():
+    import torch
+
+    from recvae.topk import top_k_tensor
+
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 3, size=(20, 40)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    indices, values = top_k_tensor(torch.from_numpy(scores.copy()), 7)
+    assert isinstance(indices, torch.Tensor) and indices.dtype == torch.int64
+    assert indices.shape == (20, 7) and values.device == torch.device("cpu")
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :7]
+    assert (indices.numpy() == expected).all()
+    assert (values.numpy() == np.take_along_axis(scores, expected, axis=1)).all()
+
+
+def test_ties_at_the_cut_keep_the_lowest_indices_hand_checked():
+    import torch
+
+    from recvae.topk import top_k_tensor
+
+    # row 0: one item above the tie (index 4), then four items tie at 1.0; k=3 keeps 4, 0, 2
+    # row 1: everything masked but item 3; the rest (-inf) fill the cut by lowest index
+    scores = torch.tensor(
+        [[1.0, 0.0, 1.0, 1.0, 2.0, 1.0], [-np.inf, -np.inf, -np.inf, 0.5, -np.inf, -np.inf]]
+    )
+    indices, values = top_k_tensor(scores, 3)
+    assert indices.tolist() == [[4, 0, 2], [3, 0, 1]]
+    assert values[0].tolist() == [2.0, 1.0, 1.0] and values[1, 0] == 0.5
+
+
+def test_mask_seen_tensor_masks_in_place_and_numpy_views_share_it():
+    import torch
+
+    from recvae.topk import mask_seen_tensor
+
+    history = sp.csr_matrix(np.array([[0, 1, 0, 1], [1, 0, 0, 0]], dtype=np.float32))
+    array = np.ones((2, 4), dtype=np.float32)
+    mask_seen_tensor(torch.from_numpy(array), history)
+    assert np.isneginf(array).tolist() == [[False, True, False, True], [True, False, False, False]]
+    strided = np.ones((2, 8), dtype=np.float32)[:, ::2]  # not contiguous: masked through a copy
+    mask_seen(strided, history)
+    assert np.isneginf(strided).sum() == 3
+    with pytest.raises(RecvaeError, match="does not fit history"):
+        mask_seen_tensor(torch.ones(3, 4), history)

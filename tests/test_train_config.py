@@ -42,3 +42,14 @@ def test_errors_name_the_key_and_what_was_expected(tmp_path):
     bad.write_text("lr = = 1")
     with pytest.raises(RecvaeError, match="not valid TOML"):
         load_config(Example, bad)
+
+
+def test_partial_loop_settings_keep_the_models_own_loop_defaults() -> None:
+    """A `loop` table given in part (or a flat loop key) is laid over the model's defaults:
+    RecVAE keeps its lr 5e-4 and 50 rounds instead of LoopConfig's 1e-3 and 200 epochs."""
+    from recvae.models.configs import make_config
+
+    for settings in ({"seed": 1}, {"loop": {"seed": 1}}):
+        config = make_config("recvae", settings)
+        assert (config.loop.lr, config.loop.epochs, config.loop.seed) == (5e-4, 50, 1)
+    assert make_config("multvae", {"epochs": 3}).loop.epochs == 3

@@ -37,6 +37,7 @@ CONFIGS = {
     "als": "factors = 4\niterations = 3\nnum_threads = 1\n",
     "bpr": "factors = 4\niterations = 5\nnum_threads = 1\n",
     "popularity": "",
+    "joint": "hidden_dims = [16]\nlatent_dim = 4\nneighbours = 5\n" + LOOP,
     "blend": (
         'weights = "tune"\nweight_step = 0.25\nmetric = "ndcg@5"\nnormalise = "zscore"\n'
         '[[members]]\nmodel = "multdae"\nlatent_dim = 8\n[members.loop]\nepochs = 2\n'

@@ -35,7 +35,10 @@ def parse_set_options(values: list[str]) -> dict[str, Any]:
     return parsed
 
 
-MODEL_HELP = "multvae, multdae, recvae, ease, als, bpr, popularity or blend, e.g. --model ease"
+MODEL_HELP = (
+    "multvae, multdae, recvae, ease, als, bpr, popularity, blend, or auto (fits a fixed set of "
+    "candidates within --budget and keeps the best on validation), e.g. --model ease"
+)
 
 
 def train_command(
@@ -63,7 +66,9 @@ def train_command(
     patience: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Stop after this many epochs without improvement (0: never), e.g. 20"
+            min=0,
+            help="Stop after this many validations without improvement (0: never; default: "
+            "scaled with the data set, at least 10 epochs and 500 updates), e.g. 20",
         ),
     ] = None,
     lr: Annotated[
@@ -116,6 +121,13 @@ def train_command(
         typer.Option(help="JSONL log, one line per epoch (default: CHECKPOINT_DIR/log.jsonl)"),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar per epoch")] = True,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="--model auto: time for choosing and refitting, e.g. 90s, 30m, 2h or 1h30m "
+            "(default: scaled with the data set, 3 minutes + 1 per 100,000 interactions)"
+        ),
+    ] = None,
     device: DeviceOption = None,
 ) -> None:
     """Train any model on a dataset (its split's train part when it has one) and save it.
@@ -144,6 +156,15 @@ def train_command(
     use_device(device)
     inputs = [p for p in (dataset_dir, config, checkpoint_dir, log) if p is not None]
     replacing = check_output(out, "model", inputs)
+    if model == "auto" or budget is not None:
+        given = {"--epochs": epochs, "--patience": patience, "--lr": lr,
+                 "--batch-size": batch_size, "--set": set_ or None,
+                 "--checkpoint-dir": checkpoint_dir, "--log": log}  # fmt: skip
+        train_auto(
+            dataset_dir, out, model, config, budget, seed, threads, metric, valid_users,
+            validation, replacing, [flag for flag, value in given.items() if value is not None],
+        )  # fmt: skip
+        return
     if log is not None:
         check_output(log, "training log")  # it is rewritten on every run
     overrides = {
@@ -165,9 +186,7 @@ def train_command(
     console = status_console(quiet=not main)  # under torchrun, rank 0 reports
     ranks = distributed.ranks()
     world = f" on {ranks.world} processes" if ranks.world > 1 else ""
-    console.print(
-        f"training {model} on {dataset_dir} ({dataset.matrix.nnz:,} interactions){world}"
-    )
+    console.print(f"training {model} on {dataset_dir} ({dataset.matrix.nnz:,} interactions){world}")
     result = fit_model(
         dataset, spec, protocol, checkpoint_dir=checkpoint_dir, log_path=log,
         progress=progress, metric=metric, dataset_path=dataset_dir,
@@ -233,6 +252,85 @@ def loop_overrides(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
         given["num_threads"] = given.pop("threads")
     if "seed" not in known:
         given.pop("seed", None)
-    if "device" not in known:  # EASE, ALS, BPR, popularity; a blend's members take --device
+    if "device" not in known:  # ALS, BPR, popularity; a blend's members take --device
         given.pop("device", None)  # through the run's device (recvae.device.set_run_device)
     return given
+
+
+def train_auto(
+    dataset_dir: Path,
+    out: Path,
+    model: str,
+    config: Path | None,
+    budget: str | None,
+    seed: int | None,
+    threads: int | None,
+    metric: str | None,
+    valid_users: int | None,
+    validation: bool,
+    replacing: bool,
+    unused: list[str],
+) -> None:
+    """`recvae train --model auto`: choose among the fixed candidates within the budget
+    (recvae.workflow.auto), print every candidate's row, save the refitted winner."""
+    from recvae.config import load_config
+    from recvae.data.dataset import Dataset
+    from recvae.data.split import ProtocolSpec
+    from recvae.errors import RecvaeError
+    from recvae.logs import status_console
+    from recvae.workflow.auto import AutoConfig, fit_auto, format_seconds
+
+    if model != "auto":
+        raise RecvaeError(f"--budget is for --model auto, not --model {model}")
+    if unused:
+        raise RecvaeError(
+            f"{', '.join(unused)} cannot be used with --model auto: it chooses each candidate's "
+            "settings itself (give --budget, --metric, --seed, --threads or --config)"
+        )
+    if not validation:
+        raise RecvaeError("--model auto picks by validation: drop --no-validation")
+    overrides = {"budget": budget, "seed": seed, "threads": threads, "metric": metric}
+    settings = load_config(AutoConfig, config, overrides)
+    dataset = Dataset.load(dataset_dir)
+    protocol = ProtocolSpec("auto", valid_users=valid_users or 0, seed=settings.seed)
+    console = status_console()
+    console.print(f"training auto on {dataset_dir} ({dataset.matrix.nnz:,} interactions)")
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    result = fit_auto(dataset, settings, protocol, say=say, dataset_path=dataset_dir)
+    result.fit.save(out)
+    summary = result.summary
+    say(candidate_table(summary))
+    if replacing:
+        console.print(f"replaced the existing model in {out}")
+    metric_name = summary["metric"]
+    refit = (
+        f"refitted on all data in {format_seconds(summary['refit_seconds'])}"
+        if summary["refit"]
+        else "not refitted"
+    )
+    say(
+        f"saved {out}: {result.winner} ({summary['winner_model']}), validation {metric_name} "
+        f"{result.fit.metadata['metrics'][metric_name]:.4f}; {refit}; "
+        f"{format_seconds(summary['total_seconds'])} of the {summary['budget']} budget"
+    )
+
+
+def candidate_table(summary: dict[str, Any]) -> str:
+    """The candidates as a plain text table: score, time and why one was skipped."""
+    metric = summary["metric"]
+    lines = [f"{'candidate':<14} {'status':<8} {metric:>10} {'seconds':>9}  notes"]
+    for row in summary["candidates"]:
+        score = f"{row['metrics'][metric]:.4f}" if row["status"] == "fitted" else "-"
+        seconds = f"{row['fit_seconds']:.1f}" if row.get("fit_seconds") is not None else "-"
+        notes = row.get("reason") or ""
+        if row.get("epochs_run"):
+            notes = f"{row['epochs_run']} epochs ({row['stopped']}), best {row['best_epoch']}"
+        if row.get("weights"):
+            notes = f"{' + '.join(row['members'])}, weights {row['weights']}"
+        if row["label"] == summary["winner"]:
+            notes = f"WINNER; {notes}" if notes else "WINNER"
+        lines.append(f"{row['label']:<14} {row['status']:<8} {score:>10} {seconds:>9}  {notes}")
+    return "\n".join(lines)

@@ -22,6 +22,7 @@ MODEL_CLASSES: dict[str, str] = {
     "sparse_ease": "recvae.models.sparse_ease:SparseEASE",
     "blend": "recvae.models.blend:Blend",
     "popularity": "recvae.models.popularity:Popularity",
+    "joint": "recvae.models.joint:Joint",
 }
 
 

@@ -32,6 +32,7 @@ from recvae.models.base import (
     write_model_json,
 )
 from recvae.models.configs import ALSConfig
+from recvae.models.memory import FLOAT, MemoryEstimate, check_fits
 
 
 def resolve_threads(num_threads: int) -> int:
@@ -61,7 +62,20 @@ class ALS:
                 random_state=config.seed,
             )
 
+    def memory_estimate(self, train: sp.csr_matrix) -> MemoryEstimate:
+        """implicit's fit: float32 user and item factors, and its copies of the matrix (the
+        confidence-weighted user x item CSR and its item x user transpose)."""
+        n_users, n_items = train.shape
+        matrix = train.nnz * (4 + 4) + (max(n_users, n_items) + 1) * 4  # float32, int32 indices
+        parts = (
+            ("factors", (n_users + n_items) * self.config.factors * FLOAT),
+            ("data", 2 * matrix),
+        )
+        advice = "to need less: fewer factors, or fewer users or items (filter at ingest)"
+        return MemoryEstimate(self.name, parts, advice)
+
     def fit(self, train: sp.csr_matrix, valid: Holdout | None = None) -> Self:
+        check_fits(self.memory_estimate(train))
         model = self._implicit_model()
         with threadpool_limits(limits=1, user_api="blas"):
             model.fit(as_csr(train), show_progress=False)

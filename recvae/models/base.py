@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
 
 from recvae.data.split import Holdout
 from recvae.errors import RecvaeError
+
+if TYPE_CHECKING:  # torch is imported only by the functions that hand over tensors
+    import torch
 
 
 @runtime_checkable
@@ -62,6 +65,44 @@ def score_blocks(
         return
     scores = np.asarray(model.score(history), dtype=np.float32)
     yield from slice_blocks(scores, block_size)
+
+
+def score_tensor(model: Recommender, history: sp.csr_matrix) -> torch.Tensor:
+    """The model's (users x items) float32 scores as a torch tensor on the device it scores on.
+
+    A model that scores on a device (a `score_tensor(history)` method: the torch autoencoders,
+    EASE) hands its scores over where they are, so masking and top-K (recvae.topk) run there
+    and only k ids and scores per user come back to the host; any other model's NumPy scores are
+    viewed as a CPU tensor (copied only when not writable C-contiguous float32).
+    """
+    own = getattr(model, "score_tensor", None)
+    if own is not None:
+        return own(history)
+    return _host_tensor(model.score(history))
+
+
+def score_tensor_blocks(
+    model: Recommender, history: sp.csr_matrix, block_size: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """`score_blocks` with each block as a torch tensor on the model's scoring device (a
+    `score_tensor_blocks` method), or the NumPy blocks of `score_blocks` viewed as tensors."""
+    own = getattr(model, "score_tensor_blocks", None)
+    if own is not None:
+        if block_size < 1:
+            raise RecvaeError(f"item block must be at least 1, got {block_size}")
+        yield from own(history, block_size)
+        return
+    for start, block in score_blocks(model, history, block_size):
+        yield start, _host_tensor(block)
+
+
+def _host_tensor(scores: Any) -> torch.Tensor:
+    import torch
+
+    array = np.asarray(scores, dtype=np.float32)
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.array(array, order="C")
+    return torch.from_numpy(array)
 
 
 def slice_blocks(scores: np.ndarray, block_size: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from recvae.config import config_from_dict, update_config
+from recvae.config import config_from_dict, merged_settings, update_config
 
 Activation = Literal["tanh", "relu", "sigmoid"]
 Likelihood = Literal["multinomial", "gaussian", "logistic"]
@@ -33,6 +33,7 @@ Precision = Literal["fp32", "tf32", "bf16"]
 PRECISIONS = ("fp32", "tf32", "bf16")  # what each means: recvae.models.precision
 Softmax = Literal["full", "sampled"]
 Proposal = Literal["popularity", "uniform"]
+Optimizer = Literal["auto", "adam", "lazy_adam"]
 # Devices a run may name (recvae.device resolves them): auto = CUDA when present, else the CPU.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -47,8 +48,13 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 class LoopConfig:
     """The training-loop table every epoch-trained model shares (recvae.train.run_loop)."""
 
-    epochs: int = 200
-    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    epochs: int = 200  # the most epochs; early stopping (patience) usually ends far sooner
+    # Stop after this many validations without improvement; 0 = never. None (the default) scales
+    # with the data set: at least 10 epochs' worth and at least 500 updates' worth, in
+    # validations (`recvae.train.effective_patience`): a small set with a few updates per epoch
+    # gets more epochs of patience than an ML-20M-sized one.
+    patience: int | None = None
+    time_limit: float = 0.0  # seconds of training, after which the loop stops; 0 = no limit
     metric: str = "ndcg@100"  # validation metric that picks the best epoch
     validate_every: int = 1
     lr: float = 1e-3
@@ -73,7 +79,11 @@ class LoopConfig:
         _check(
             [
                 (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
-                (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+                (
+                    self.patience is None or self.patience >= 0,
+                    f"patience must be >= 0 (or unset: scaled with the data), got {self.patience}",
+                ),
+                (self.time_limit >= 0, f"time_limit must be >= 0 seconds, got {self.time_limit}"),
                 (self.lr > 0, f"lr must be positive, got {self.lr}"),
                 (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
                 (self.eval_batch_size > 0, f"eval_batch_size must be > 0: {self.eval_batch_size}"),
@@ -105,6 +115,9 @@ class MultVAEConfig:
     softmax: Softmax = "full"
     negatives: int = 4096
     proposal: Proposal = "popularity"
+    # "lazy_adam": Adam on only the item rows a batch touches (recvae.models.lazy_adam; untouched
+    # rows keep their weights and moments); "auto": lazy_adam when softmax = "sampled", else adam
+    optimizer: Optimizer = "auto"
     loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
@@ -137,6 +150,7 @@ class MultDAEConfig:
     softmax: Softmax = "full"  # as for Mult-VAE
     negatives: int = 4096
     proposal: Proposal = "popularity"
+    optimizer: Optimizer = "auto"  # as for Mult-VAE
     loop: LoopConfig = LoopConfig()
 
     def __post_init__(self) -> None:
@@ -154,6 +168,17 @@ def autoencoder_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool
         (config.l2 >= 0, f"l2 must be >= 0, got {config.l2}"),
         *sampled_softmax_checks(config),
     ]
+
+
+def resolved_optimizer(config: MultVAEConfig | MultDAEConfig) -> str:
+    """Returns "adam" or "lazy_adam". "auto" is lazy_adam exactly when softmax = "sampled": sampled
+    softmax is the large-catalogue mode, where dense Adam's items x hidden gradients and steps
+    (two such matrices per update) dominate an update and its memory; with the full softmax
+    the output layer's gradient covers every item anyway, and dense Adam stays the paper's
+    update (results of existing full-softmax settings are unchanged)."""
+    if config.optimizer == "auto":
+        return "lazy_adam" if config.softmax == "sampled" else "adam"
+    return config.optimizer
 
 
 def sampled_softmax_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[bool, str]]:
@@ -175,6 +200,10 @@ def sampled_softmax_checks(config: MultVAEConfig | MultDAEConfig) -> list[tuple[
             config.softmax == "full" or config.likelihood == "multinomial",
             f"softmax = 'sampled' needs likelihood = 'multinomial' (the softmax it samples), "
             f"got likelihood = {config.likelihood!r}",
+        ),
+        (
+            config.optimizer in ("auto", "adam", "lazy_adam"),
+            f"optimizer must be 'auto', 'adam' or 'lazy_adam', got {config.optimizer!r}",
         ),
     ]
 
@@ -227,11 +256,83 @@ class RecVAEConfig:
 
 
 @dataclass(frozen=True)
+class JointConfig:
+    """The joint model (recvae.models.joint): a Mult-VAE (or Mult-DAE) path and a sparse linear
+    item-item path whose logits are added, trained together by the multinomial likelihood.
+    The linear path starts from EASE's closed form restricted to each item's `neighbours`
+    most similar items (items x neighbours weights, never items x items)."""
+
+    deep: bool = True  # the Mult-VAE / Mult-DAE path; off = the linear path alone
+    variational: bool = True  # Mult-VAE (KL term, sampled latent); False = Mult-DAE
+    hidden_dims: tuple[int, ...] = (600,)
+    latent_dim: int = 200
+    dropout: float = 0.5  # on the deep path's normalised input
+    activation: Activation = "tanh"
+    beta_cap: float = 0.2
+    anneal_steps: int | None = None  # as Mult-VAE's: None = over the epoch budget
+    l2: float = 0.0  # deep path weights
+    linear: bool = True  # the item-item path; off = the deep path alone
+    neighbours: int = 100  # inputs per target item in the linear path
+    linear_l2: float | None = None  # EASE l2 of the start; None = 6 x interactions per item
+    linear_init: Literal["ease", "zero"] = "ease"
+    train_linear: bool = True  # False: the closed form stays fixed, only the deep path learns
+    # targets = the items dropped from the input (VASP's input splitting); False: the whole
+    # history is the target and the linear path sees all of it (Mult-VAE's way)
+    split_input: bool = True
+    # the learnt item bias soaks up the popularity the likelihood wants; "train_only" leaves it
+    # out of the scores (logit adjustment: that much popularity costs top-K ranking)
+    item_bias: Literal["train_only", "scored"] = "train_only"
+    loop: LoopConfig = LoopConfig(epochs=50, patience=5)
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (self.deep or self.linear, "deep and linear are both off: turn one of them on"),
+                (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+                (
+                    self.dropout > 0 or not self.split_input,
+                    "split_input needs dropout > 0 (the dropped items are the targets)",
+                ),
+                (self.latent_dim > 0, f"latent_dim must be positive, got {self.latent_dim}"),
+                (
+                    all(d > 0 for d in self.hidden_dims),
+                    f"hidden_dims must be positive: {self.hidden_dims}",
+                ),
+                (self.beta_cap >= 0, f"beta_cap must be >= 0, got {self.beta_cap}"),
+                (self.l2 >= 0, f"l2 must be >= 0, got {self.l2}"),
+                (
+                    isinstance(self.neighbours, int) and self.neighbours >= 1,
+                    f"neighbours must be a positive number of items, got {self.neighbours!r}",
+                ),
+                (
+                    self.linear_l2 is None or self.linear_l2 > 0,
+                    f"linear_l2 must be positive (or unset), got {self.linear_l2}",
+                ),
+                (
+                    self.item_bias in ("train_only", "scored"),
+                    f"item_bias must be train_only or scored, got {self.item_bias!r}",
+                ),
+                (
+                    self.linear_init in ("ease", "zero"),
+                    f"linear_init must be 'ease' or 'zero', got {self.linear_init!r}",
+                ),
+            ]
+        )
+
+
+@dataclass(frozen=True)
 class EASEConfig:
     l2: float = 500.0  # L2 weight lambda; Steck tunes it in the hundreds to thousands
+    # where scoring runs (fit is on the CPU): "auto", "cpu", "cuda" or "cuda:N"; the item x item
+    # matrix moves to a GPU only when it fits there (recvae.models.ease)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _check([(self.l2 > 0, f"l2 must be positive, got {self.l2}")])
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise ValueError(
+                f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got {self.device!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -387,6 +488,7 @@ CONFIG_CLASSES: dict[str, type] = {
     "bpr": BPRConfig,
     "popularity": PopularityConfig,
     "blend": BlendConfig,
+    "joint": JointConfig,
 }
 
 
@@ -405,7 +507,14 @@ def make_config(name: str, settings: Mapping[str, Any] | Any = None, source: str
     cls = config_class(name)
     if isinstance(settings, cls):
         return settings
-    return config_from_dict(cls, dict(settings or {}), source=source or name)
+    values = dict(settings or {})
+    try:
+        defaults = cls()
+    except TypeError:  # a config with required keys (none today) has no defaults to start from
+        return config_from_dict(cls, values, source=source or name)
+    # laid over the model's own defaults, so a partial `loop` table keeps RecVAE's lr and epochs
+    # instead of falling back to LoopConfig's
+    return config_from_dict(cls, merged_settings(defaults, values), source=source or name)
 
 
 def with_settings(config: Any, overrides: Mapping[str, Any], source: str = "") -> Any:
@@ -437,6 +546,7 @@ __all__ = [
     "BPRConfig",
     "BlendConfig",
     "EASEConfig",
+    "JointConfig",
     "LoopConfig",
     "MultDAEConfig",
     "MultVAEConfig",

@@ -9,10 +9,15 @@ a cgroup memory limit, so a container's limit counts). Fit keeps at most two ali
 (the Gram matrix and its Cholesky factor, then the factor and the inverse); a plain LU inverse
 would need three and is only ~1.3x faster here. The factorisation runs in torch (MKL):
 numpy/scipy with OpenBLAS has crashed on this machine above ~33k items.
+
+Scoring runs on the model's device (`device`, or the run's --device; recvae.device): on a GPU
+the matrix is copied there once, when it fits in the GPU's free memory (else scoring stays on
+the CPU, said once in the log), and the scores stay there for masking and top-K.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from recvae.data.split import Holdout, as_csr
+from recvae.device import model_device, to_device
 from recvae.errors import RecvaeError
 from recvae.models.base import (
     check_history,
@@ -33,93 +39,19 @@ from recvae.models.base import (
     write_model_json,
 )
 from recvae.models.configs import EASEConfig
-from recvae.models.torch_sparse import sparse_times_dense
+from recvae.models.memory import (  # noqa: F401  (moved there; importable from here as before)
+    available_memory_bytes,
+    cgroup_memory_headroom,
+    meminfo_available,
+)
+from recvae.models.torch_sparse import torch_csr
+
+log = logging.getLogger(__name__)
 
 DENSE_COPIES = 2  # fit keeps at most two dense n_items^2 float32 matrices alive at once
-
-
-def available_memory_bytes() -> int | None:
-    """What this process can allocate now: the smaller of the machine's MemAvailable and the
-    headroom under its cgroup memory limit (a container's limit), or None if neither is known."""
-    known = [n for n in (meminfo_available(), cgroup_memory_headroom()) if n is not None]
-    return min(known) if known else None
-
-
-def meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
-    """MemAvailable from /proc/meminfo (what the kernel can hand out now), or None if unknown."""
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-# cgroup v1 reports "no limit" as a page-rounded 2^63 - 1
-_NO_LIMIT = 2**60
-
-
-def cgroup_memory_headroom(
-    root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")
-) -> int | None:
-    """Bytes the cgroups of this process still allow (limit - working set), tightest level first.
-
-    cgroup v2: memory.max and memory.current; v1: memory.limit_in_bytes and
-    memory.usage_in_bytes. Every level from the process's cgroup up to the root counts, since a
-    parent's limit binds its children. Inactive file cache is reclaimable, so it is not counted
-    as used (the "working set", as container runtimes report it). None when there is no limit.
-    """
-    try:
-        lines = self_cgroup.read_text().splitlines()
-    except OSError:
-        return None
-    headrooms: list[int] = []
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, relative = rest.partition(":")
-        if hierarchy == "0" and controllers == "":
-            base, files = root, ("memory.max", "memory.current", "inactive_file")
-            if (root / "unified").is_dir() and not (root / "cgroup.controllers").exists():
-                base = root / "unified"  # hybrid mount: v2 under unified/
-        elif "memory" in controllers.split(","):
-            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
-                                             "total_inactive_file")  # fmt: skip
-        else:
-            continue
-        directory = base / relative.strip("/")
-        while True:
-            headroom = _cgroup_level_headroom(directory, *files)
-            if headroom is not None:
-                headrooms.append(headroom)
-            if directory == base or base not in directory.parents:
-                break
-            directory = directory.parent
-    return min(headrooms) if headrooms else None
-
-
-def _cgroup_level_headroom(
-    directory: Path, limit_file: str, usage_file: str, inactive: str
-) -> int | None:
-    try:
-        limit_text = (directory / limit_file).read_text().strip()
-    except OSError:
-        return None
-    if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= _NO_LIMIT:
-        return None
-    try:
-        usage = int((directory / usage_file).read_text().strip())
-    except (OSError, ValueError):
-        usage = 0
-    try:
-        for line in (directory / "memory.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == inactive:
-                usage -= int(value)
-                break
-    except (OSError, ValueError):
-        pass
-    return max(0, int(limit_text) - max(usage, 0))
+# scoring moves B to a GPU when it takes at most this share of the GPU's free memory (the rest
+# is left for a chunk's scores and the top-K)
+DEVICE_SHARE = 0.75
 
 
 def check_fits_in_memory(n_items: int, available: int | None = None) -> None:
@@ -143,6 +75,8 @@ class EASE:
     def __init__(self, config: EASEConfig | None = None, **overrides: Any) -> None:
         self.config: EASEConfig = model_config(EASEConfig, config, overrides, self.name)
         self.weights: np.ndarray | None = None
+        self.device: str = self.config.device  # where scoring runs; a loaded model says "auto"
+        self._on_device: torch.Tensor | None = None  # the weights' copy on a GPU, once made
 
     def fit(self, train: sp.csr_matrix, valid: Holdout | None = None) -> Self:
         train = as_csr(train)
@@ -165,21 +99,52 @@ class EASE:
         precision.div_(-precision.diagonal().clone())
         precision.diagonal().zero_()
         self.weights = precision.numpy()
+        self._on_device = None
         return self
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
-        weights = self._fitted_weights()
+        return self.score_tensor(history).cpu().numpy()
+
+    def score_tensor(self, history: sp.csr_matrix) -> torch.Tensor:
+        """history @ B on the scoring device (recvae.models.base.score_tensor)."""
+        weights = self._scoring_weights()
         history = check_history(history, weights.shape[0], self.name)
-        return sparse_times_dense(history, weights)  # MKL, all cores (scipy's uses one)
+        return _sparse_times(history, weights)
 
     def score_blocks(
         self, history: sp.csr_matrix, block_size: int
     ) -> Iterator[tuple[int, np.ndarray]]:
         """history @ B[:, block] for each item block (see recvae.models.base.score_blocks)."""
-        weights = self._fitted_weights()
+        for start, scores in self.score_tensor_blocks(history, block_size):
+            yield start, scores.cpu().numpy()
+
+    def score_tensor_blocks(
+        self, history: sp.csr_matrix, block_size: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """`score_blocks` with each block left on the scoring device."""
+        weights = self._scoring_weights()
         history = check_history(history, weights.shape[0], self.name)
         for block in item_blocks(weights.shape[1], block_size):
-            yield block.start, sparse_times_dense(history, np.ascontiguousarray(weights[:, block]))
+            yield block.start, _sparse_times(history, weights[:, block].contiguous())
+
+    def _scoring_weights(self) -> torch.Tensor:
+        """B as a tensor where scoring runs: a view of the host array on the CPU, a copy made
+        once on a GPU when it fits in the GPU's free memory (else the host view)."""
+        weights = torch.from_numpy(self._fitted_weights())
+        device = model_device(self.device)
+        if device.type == "cpu":
+            return weights
+        if self._on_device is not None and self._on_device.device == device:
+            return self._on_device
+        free, _ = torch.cuda.mem_get_info(device)
+        if weights.nbytes > DEVICE_SHARE * free:
+            log.warning(
+                "ease: the %d x %d weights (%.1f GiB) do not fit in %.1f GiB free on %s; "
+                "scoring on the CPU", *weights.shape, weights.nbytes / 2**30, free / 2**30, device,
+            )  # fmt: skip
+            return weights
+        self._on_device = weights.to(device)
+        return self._on_device
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -197,9 +162,16 @@ class EASE:
             )
         # row-major for fast scoring (weights saved column-major by older versions are copied)
         model.weights = np.ascontiguousarray(weights, dtype=np.float32)
+        model.device = "auto"  # a saved model scores wherever the loading run is: GPU if present
         return model
 
     def _fitted_weights(self) -> np.ndarray:
         if self.weights is None:
             raise RecvaeError("ease: call fit before score or save")
         return self.weights
+
+
+def _sparse_times(history: sp.csr_matrix, weights: torch.Tensor) -> torch.Tensor:
+    """history @ weights on the weights' device (MKL on the CPU, all cores; scipy's uses one)."""
+    values = to_device(np.ascontiguousarray(history.data, dtype=np.float32), weights.device)
+    return torch.mm(torch_csr(history.indptr, history.indices, values, history.shape), weights)

@@ -240,8 +240,9 @@ class _RecVAETrainer:
         )
         self.posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
-        return self.model._score_batch(history)
+    def score(self, history: sp.csr_matrix) -> torch.Tensor:
+        """Validation scores, left on the training device (ranked there by recvae.evaluate)."""
+        return self.model._score_batch(history, on_device=True)
 
     def old_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of the old encoder for every training user, in fixed chunks so that a

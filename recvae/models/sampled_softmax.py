@@ -18,20 +18,22 @@ The multinomial NLL is then taken over the candidates. With `negatives` >= the n
 nothing is sampled: the candidates are all items, uncorrected, and the loss is the full one.
 
 Only the candidates' output-layer columns get a gradient. Scoring is unchanged (exact, every
-item). Not done here: Adam's moments and weight decay still update every item's row and
-column (no row-wise optimiser), and the first layer still multiplies the whole sparse batch.
+item). With the row-wise optimiser (`optimizer = "lazy_adam"`, the default under sampled
+softmax; recvae.models.lazy_adam) that gradient is kept as the candidates' columns alone and
+only they are stepped; with dense Adam it is an items-sized table of zeros around them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from recvae.device import to_device
-from recvae.models.torch_sparse import MultinomialNLL
+from recvae.models.torch_sparse import GatheredOutputLinear, MultinomialNLL
 
 
 @dataclass(frozen=True)
@@ -94,15 +96,21 @@ def sampled_multinomial_nll(
     bias: torch.Tensor,
     batch: sp.csr_matrix,
     candidates: Candidates,
+    row_grads: Any = None,
 ) -> torch.Tensor:
     """Multinomial NLL of the batch's rows over the candidate items only (mean over rows).
 
     hidden: the output layer's input (users x hidden); weight (hidden x items) and bias (items):
     the output layer, of which only the candidates' columns are used (and get a gradient).
+    row_grads (a recvae.models.lazy_adam.RowGradients): receives the weight's and bias's
+    gradient as the candidates' columns only, instead of autograd's items-sized `.grad`.
     """
     device = hidden.device
     columns = to_device(candidates.items, device)
-    logits = torch.addmm(bias[columns], hidden, weight[:, columns])
+    if row_grads is None:
+        logits = torch.addmm(bias[columns], hidden, weight[:, columns])
+    else:
+        logits = GatheredOutputLinear.apply(hidden, weight, bias, columns, row_grads)
     logits = logits + to_device(candidates.correction, device)
     rows = np.repeat(np.arange(batch.shape[0]), np.diff(batch.indptr))
     positions = candidates.positions(batch.indices).astype(np.int64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -37,6 +38,7 @@ from recvae.models.base import (
     read_model_json,
     write_model_json,
 )
+from recvae.models.memory import FLOAT, MemoryEstimate, check_fits
 from recvae.models.precision import matmul_precision
 from recvae.models.torch_sparse import normalised_values, row_norms, torch_csr
 from recvae.train import EpochCallback, epoch_seed, run_loop
@@ -119,6 +121,10 @@ class TorchAutoencoder:
             raise RecvaeError(f"{self.name}: the training matrix has no interactions")
         loop = self.config.loop
         self.run_on = model_device(self.device)
+        if self.run_on.type == "cpu":  # a GPU run's weights live in device memory instead
+            # under torchrun every rank on this machine holds a whole model
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if distributed.launched() else 1
+            check_fits(replace(self.memory_estimate(train, valid), processes=local))
         distributed.init_from_env(self.run_on)  # joins torchrun's process group, if launched
         with torch_threads(loop.threads), matmul_precision(loop.precision, self.run_on):
             self.n_items = train.shape[1]
@@ -147,10 +153,58 @@ class TorchAutoencoder:
         self.best_metrics, self.stopped = result.best_metrics, result.stopped
         return self
 
+    def memory_estimate(
+        self, train: sp.csr_matrix, valid: Holdout | None = None
+    ) -> MemoryEstimate:
+        """What fitting on `train` (validating on `valid`) will allocate (recvae.models.memory):
+        the weights, Adam's two moments, the gradients, one batch's activations, validation
+        scoring (eval_batch_size users x items, scores and their copy), the copy of the best
+        validated weights the loop keeps, and the trainer's copy of the data. The parameter
+        counts come from the module built on torch's meta device (shapes only, nothing
+        allocated)."""
+        n_users, n_items = train.shape
+        with torch.device("meta"):
+            module = self._build_module(n_items)
+        params = list(module.parameters())
+        trained = sum(p.numel() for p in params if p.requires_grad)
+        loop = self.config.loop
+        batch = max(1, min(loop.batch_size, n_users))
+        # a batch's distinct items: at most the batch's interactions, at most every item
+        batch_items = min(n_items, -(-train.nnz * batch // max(1, n_users)))
+        scored = 0 if valid is None else min(loop.eval_batch_size, valid.history.shape[0])
+        data = train.nnz * (train.data.itemsize + 8) + (n_users + 1) * 8  # values, int64 indices
+        weights = sum(p.numel() for p in params) * FLOAT
+        parts = (
+            ("weights", weights),
+            ("Adam state", 2 * trained * FLOAT),
+            ("gradients", self._gradient_floats(module, batch_items) * FLOAT),
+            ("batch", self._batch_floats(module, n_items, batch, batch_items) * FLOAT),
+            ("validation", 2 * scored * n_items * FLOAT),
+            ("best weights", 0 if valid is None else weights),  # the loop's copy (run_loop)
+            ("data", data),
+        )
+        return MemoryEstimate(self.name, parts, self._memory_advice())
+
+    def _gradient_floats(self, module: Any, batch_items: int) -> int:
+        """Floats of the gradients of one update: by default every trained parameter's."""
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    def _batch_floats(self, module: Any, n_items: int, batch: int, batch_items: int) -> int:
+        """Floats of one batch's activations: by default the full softmax's logits and its
+        log-softmax table (batch x items each)."""
+        return 2 * batch * n_items
+
+    def _memory_advice(self) -> str:
+        return (
+            "to need less: smaller hidden and latent sizes, a smaller batch_size or "
+            "eval_batch_size (or no validation: no best-weights copy), or fewer items (filter "
+            "rare items at ingest, e.g. a minimum item count)"
+        )
+
     def _run_key(self, train: sp.csr_matrix) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: model, data and the settings that shape
         the weights (the epoch budget, patience, threads and device may change between runs)."""
-        free = {"epochs", "patience", "threads", "eval_batch_size", "device"}
+        free = {"epochs", "patience", "time_limit", "threads", "eval_batch_size", "device"}
         config = config_to_dict(self.config)
         config["loop"] = {k: v for k, v in config["loop"].items() if k not in free}
         return {
@@ -230,20 +284,35 @@ class TorchAutoencoder:
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         """Logits over all items for each history row (fold-in); unmasked, float32."""
+        return self._scoring(history, on_device=False).numpy()
+
+    def score_tensor(self, history: sp.csr_matrix) -> torch.Tensor:
+        """`score` as a tensor on the model's device (recvae.models.base.score_tensor): top-K
+        and masking then run there and only k ids and scores per user reach the host."""
+        return self._scoring(history, on_device=True)
+
+    def _scoring(self, history: sp.csr_matrix, on_device: bool) -> torch.Tensor:
         if self.module is None:
             raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
         history = check_history(history, self.n_items, self.name)
         self.run_on = model_device(self.device)
         self.module.to(self.run_on)
         with torch_threads(self.config.loop.threads):
-            return self._score_batch(history)
+            return self._score_batch(history, on_device)
 
     def score_blocks(
         self, history: sp.csr_matrix, block_size: int
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Logits item block by item block (recvae.models.base.score_blocks): the hidden layer
-        once per call, then the output layer restricted to each block's columns, so no
-        (users x items) array is ever built."""
+        """Logits item block by item block (recvae.models.base.score_blocks), on the host."""
+        for start, block in self.score_tensor_blocks(history, block_size):
+            yield start, block.cpu().numpy()
+
+    def score_tensor_blocks(
+        self, history: sp.csr_matrix, block_size: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Logits item block by item block, on the model's device: the hidden layer once per
+        call, then the output layer restricted to each block's columns, so no (users x items)
+        array is ever built."""
         if self.module is None:
             raise RecvaeError(f"{self.name}: call fit (or load a trained model) before score")
         history = check_history(history, self.n_items, self.name)
@@ -263,30 +332,34 @@ class TorchAutoencoder:
             hidden = torch.cat(parts) if parts else None
             weight, bias = self._output_layer()
         for block in item_blocks(self.n_items, block_size):
-            with torch_threads(self.config.loop.threads), torch.inference_mode():
+            # no_grad, not inference_mode: the caller masks the block in place
+            with torch_threads(self.config.loop.threads), torch.no_grad():
                 if hidden is None:
-                    scores = np.empty((0, block.stop - block.start), dtype=np.float32)
+                    scores = torch.empty((0, block.stop - block.start), device=self.run_on)
                 else:
-                    logits = torch.addmm(bias[block], hidden, weight[:, block])
-                    scores = logits.cpu().numpy()
+                    scores = torch.addmm(bias[block], hidden, weight[:, block])
             yield block.start, scores
 
-    def _score_batch(self, history: sp.csr_matrix) -> np.ndarray:
-        """Logits of every history row, batch by batch on the model's device; on the CPU they
-        are written straight into the returned array, on a GPU copied back batch by batch."""
+    def _score_batch(self, history: sp.csr_matrix, on_device: bool = False) -> torch.Tensor:
+        """Logits of every history row, batch by batch on the model's device. On the CPU they
+        are written straight into one host tensor (sharing memory with a NumPy array); on a GPU
+        into one device tensor when `on_device` (the caller ranks them there), else copied back
+        batch by batch."""
         assert self.module is not None
-        out = np.empty(history.shape, dtype=np.float32)
+        if on_device and self.run_on.type != "cpu":
+            out = torch.empty(history.shape, dtype=torch.float32, device=self.run_on)
+        else:
+            out = torch.from_numpy(np.empty(history.shape, dtype=np.float32))
         step = self.config.loop.eval_batch_size
         norms = row_norms(history)
-        on_cpu = self.run_on.type == "cpu"
         with torch.inference_mode():
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
                 values = to_device(normalised_values(batch, norms[start : start + step]),
                                    self.run_on)  # fmt: skip
                 x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
-                target = torch.from_numpy(out[start : start + batch.shape[0]])
-                if on_cpu:
+                target = out[start : start + batch.shape[0]]
+                if target.device == self.run_on:
                     self._logits_into(x, target)
                 else:
                     logits = torch.empty(target.shape, device=self.run_on)

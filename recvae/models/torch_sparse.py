@@ -115,6 +115,78 @@ class SparseInputLinear(torch.autograd.Function):
         return None, grad.sum(0), None, None, None
 
 
+def item_transpose(batch: sp.csr_matrix, values: torch.Tensor, items: np.ndarray) -> torch.Tensor:
+    """The batch's transpose restricted to `items` (sorted, no repeats, a superset of the
+    batch's items), as a torch CSR tensor (len(items) x batch rows) carrying `values`: row r
+    is item items[r]. Built in time proportional to the batch, not the catalogue."""
+    columns = np.searchsorted(items, batch.indices)
+    compact = sp.csr_matrix(
+        (batch.data, columns, batch.indptr), shape=(batch.shape[0], len(items))
+    )
+    return transpose_csr(compact, values)
+
+
+class SparseRowsLinear(torch.autograd.Function):
+    """x @ W + b for a sparse CSR batch x, like `SparseInputLinear`, whose weight gradient
+    covers only the rows of `items` (the batch's items): xt_items @ grad, left in `row_grads`
+    (recvae.models.lazy_adam) for a row-wise optimiser. No items x hidden gradient is made.
+
+    xt_items: `item_transpose` of the batch over `items` (int64 tensor of item rows)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        x: torch.Tensor,
+        xt_items: torch.Tensor,
+        items: torch.Tensor,
+        row_grads: Any,
+    ):
+        ctx.save_for_backward(xt_items, items)
+        ctx.weight, ctx.row_grads = weight, row_grads
+        return torch.addmm(bias, x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        xt_items, items = ctx.saved_tensors
+        if ctx.needs_input_grad[0]:
+            ctx.row_grads.add(ctx.weight, 0, items, torch.mm(xt_items, grad))
+        return None, grad.sum(0), None, None, None, None
+
+
+class GatheredOutputLinear(torch.autograd.Function):
+    """h @ W[:, columns] + b[columns] for an output layer W (hidden x items), b (items) whose
+    gradient covers only `columns`: left in `row_grads` (recvae.models.lazy_adam) along the
+    item axis. Indexing (W[:, columns]) would instead send back an items-sized gradient of
+    zeros with the columns filled in, allocated and stepped every update."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        columns: torch.Tensor,
+        row_grads: Any,
+    ):
+        gathered = weight.index_select(1, columns)
+        ctx.save_for_backward(h, gathered, columns)
+        ctx.params, ctx.row_grads = (weight, bias), row_grads
+        return torch.addmm(bias.index_select(0, columns), h, gathered)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        h, gathered, columns = ctx.saved_tensors
+        weight, bias = ctx.params
+        grad_h = grad.mm(gathered.t()) if ctx.needs_input_grad[0] else None
+        if ctx.needs_input_grad[1]:
+            ctx.row_grads.add(weight, 1, columns, torch.mm(h.t(), grad))
+        if ctx.needs_input_grad[2]:
+            ctx.row_grads.add(bias, 0, columns, grad.sum(0))
+        return grad_h, None, None, None, None
+
+
 class DenseOutputLinear(torch.autograd.Function):
     """h @ W + b for the decoder's output layer, with the weight gradient h^T @ grad written
     into a reused `grad_buffer` (hidden x items) the way `SparseInputLinear` does, instead of

@@ -33,14 +33,17 @@ import torch.nn.functional as F
 
 from recvae import distributed
 from recvae.device import to_device
-from recvae.models.configs import MultDAEConfig, MultVAEConfig
+from recvae.models.configs import MultDAEConfig, MultVAEConfig, resolved_optimizer
+from recvae.models.lazy_adam import LazyAdam, RowGradients
 from recvae.models.precision import autocast_dtype, dense_autocast, float32_autocast_off
-from recvae.models.sampled_softmax import NegativeSampler, sampled_multinomial_nll
+from recvae.models.sampled_softmax import Candidates, NegativeSampler, sampled_multinomial_nll
 from recvae.models.torch_autoencoder import NOISE, SHUFFLE, TorchAutoencoder
 from recvae.models.torch_sparse import (
     DenseOutputLinear,
     MultinomialNLL,
     SparseInputLinear,
+    SparseRowsLinear,
+    item_transpose,
     normalised_values,
     row_norms,
     torch_csr,
@@ -89,6 +92,8 @@ class AutoencoderModule(torch.nn.Module):
         self.first_grad: torch.Tensor | None = None
         # the output layer's weight-gradient table, reused every batch (set by the trainer)
         self.output_grad: torch.Tensor | None = None
+        # under the row-wise optimiser: where the first layer leaves its rows' gradients
+        self.row_grads: RowGradients | None = None
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """The paper's init: Xavier-uniform weights, biases ~ truncated normal(0, 0.001)."""
@@ -107,8 +112,12 @@ class AutoencoderModule(torch.nn.Module):
     def biases(self) -> list[torch.nn.Parameter]:
         return [p for params in (self.encoder, self.decoder) for p in params[1::2]]
 
-    def encode(self, x: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
-        """Encoder output for a CSR batch (xt: its transpose, needed only when training).
+    def encode(
+        self, x: torch.Tensor, xt: torch.Tensor | None, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encoder output for a CSR batch (xt: its transpose, needed only when training; with
+        `items`, the batch's items, xt is `item_transpose` over them and the first layer's
+        gradient covers only their rows, left in `row_grads` for the row-wise optimiser).
 
         Under bf16 precision the trainer calls this inside torch.autocast: the dense layers
         after the first compute in bfloat16, the sparse first layer stays float32 (MKL's sparse
@@ -117,6 +126,8 @@ class AutoencoderModule(torch.nn.Module):
         with float32_autocast_off(x.device):
             if xt is None:
                 h = torch.addmm(bias, x, weight)
+            elif items is not None:
+                h = SparseRowsLinear.apply(weight, bias, x, xt, items, self.row_grads)
             else:
                 h = SparseInputLinear.apply(weight, bias, x, xt, self.first_grad)
         for index in range(2, len(self.encoder), 2):
@@ -181,20 +192,33 @@ class AutoencoderTrainer:
             {"params": self.module.weights(), "weight_decay": 2.0 * config.l2},
             {"params": self.module.biases(), "weight_decay": 0.0},
         ]
-        # one items x hidden table for the first layer's weight gradient, for the whole fit
-        # (SparseInputLinear): no fresh allocation and page faults per batch
-        self.module.first_grad = torch.empty_like(self.module.encoder[0])
-        self.module.output_grad = torch.empty_like(self.module.output_layer()[0])
-        # fused: one kernel per step for all parameters (~20x faster than the default on CPU)
-        self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
+        sampled = config.softmax == "sampled"
+        self.row_grads: RowGradients | None = None
+        if resolved_optimizer(config) == "lazy_adam":
+            # the item-sized matrices get gradients for the touched item slices only, and
+            # only those slices are stepped (recvae.models.lazy_adam)
+            self.row_grads = RowGradients()
+            self.optimizer: torch.optim.Optimizer = LazyAdam(
+                groups, self.row_grads, lr=config.loop.lr, fused=True
+            )
+        else:
+            # one items x hidden table for the first layer's weight gradient, for the whole
+            # fit (SparseInputLinear): no fresh allocation and page faults per batch
+            self.module.first_grad = torch.empty_like(self.module.encoder[0])
+            # fused: one kernel per step for all parameters (~20x faster than the default)
+            self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
+        self.module.row_grads = self.row_grads
+        if not sampled:  # the full softmax's output gradient covers every item: a dense table
+            self.module.output_grad = torch.empty_like(self.module.output_layer()[0])
         self.sampler = (
             NegativeSampler(self.train, config.negatives, config.proposal)
             if config.softmax == "sampled"
             else None
         )
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
-        return self.model._score_batch(history)
+    def score(self, history: sp.csr_matrix) -> torch.Tensor:
+        """Validation scores, left on the training device (ranked there by recvae.evaluate)."""
+        return self.model._score_batch(history, on_device=True)
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         config = self.config
@@ -250,6 +274,10 @@ class AutoencoderTrainer:
             eps = torch.randn((batch.shape[0], self.module.latent_dim), generator=noise)[part]
         # drawn for the whole batch (every rank the same), like the noise above
         candidates = None if self.sampler is None else self.sampler.draw(batch.indices, noise)
+        # the whole batch's items (every rank the same): the first layer's rows to update
+        items = None if self.row_grads is None else np.unique(batch.indices).astype(np.int64)
+        if self.row_grads is not None and distributed.ranks().world > 1:
+            self._declare_row_gradients(items, candidates)
         if part.stop == part.start:
             return None
         if (part.start, part.stop) != (0, batch.shape[0]):
@@ -257,12 +285,18 @@ class AutoencoderTrainer:
             batch = batch[part]
         values = to_device(values, device)
         x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
-        xt = transpose_csr(batch, values)
+        if items is None:
+            xt, item_rows = transpose_csr(batch, values), None
+        else:
+            xt, item_rows = item_transpose(batch, values, items), to_device(items, device)
         # bf16: the dense layers under autocast; the latent code, the KL term and the loss
         # (with the softmax normaliser) are float32 whatever the precision
         dense = autocast_dtype(config.loop.precision)
         with dense_autocast(device, dense):
-            h = self.module.encode(x, xt)
+            if item_rows is None:
+                h = self.module.encode(x, xt)
+            else:
+                h = self.module.encode(x, xt, item_rows)
         h = h.float()
         kl = torch.zeros((), device=device)
         if eps is not None:
@@ -277,11 +311,28 @@ class AutoencoderTrainer:
             with dense_autocast(device, dense):
                 hidden = self.module.decode_hidden(z)
             hidden = hidden.float()
-            return sampled_multinomial_nll(hidden, weight, bias, batch, candidates), kl
+            nll = sampled_multinomial_nll(hidden, weight, bias, batch, candidates, self.row_grads)
+            return nll, kl
         with dense_autocast(device, dense):
             logits = self.module.decode(z)
         logits = logits.float()
         return likelihood_nll(config.likelihood, logits, batch), kl
+
+    def _declare_row_gradients(self, items: np.ndarray, candidates: Candidates | None) -> None:
+        """Under torchrun: zero row gradients over the whole batch's item slices, which every
+        rank then adds its part to, so that every rank holds the same slices (also a rank with
+        an empty part) and LazyAdam can sum them across ranks."""
+        assert self.row_grads is not None
+        device = self.model.run_on
+        first = self.module.encoder[0]
+        index = to_device(items, device)
+        self.row_grads.add(first, 0, index, first.new_zeros(len(items), first.shape[1]))
+        if candidates is not None:
+            weight, bias = self.module.output_layer()
+            columns = to_device(candidates.items, device)
+            count = len(candidates.items)
+            self.row_grads.add(weight, 1, columns, weight.new_zeros(weight.shape[0], count))
+            self.row_grads.add(bias, 0, columns, bias.new_zeros(count))
 
 
 def resolve_anneal_steps(config: MultVAEConfig, n_users: int) -> int:
@@ -323,6 +374,53 @@ class AutoencoderBase(TorchAutoencoder):
 
     def _make_trainer(self, train: sp.csr_matrix) -> AutoencoderTrainer:
         return AutoencoderTrainer(self, train)
+
+    def _gradient_floats(self, module: AutoencoderModule, batch_items: int) -> int:
+        """Dense Adam: every parameter's gradient (the sampled output layer's too: indexing
+        sends back an items-sized table). Lazy Adam: the first layer's rows of the batch's
+        items and, sampled, the candidates' output columns; full softmax keeps its dense
+        output table."""
+        total = sum(p.numel() for p in module.parameters())
+        if resolved_optimizer(self.config) == "adam":
+            return total
+        first = module.encoder[0]
+        weight, bias = module.output_layer()
+        rows = batch_items * first.shape[1]
+        if self.config.softmax == "sampled":
+            columns = self._candidates(weight.shape[1], batch_items)
+            output = columns * (weight.shape[0] + 1)
+        else:
+            output = weight.numel() + bias.numel()
+        return total - first.numel() - weight.numel() - bias.numel() + rows + output
+
+    def _batch_floats(
+        self, module: AutoencoderModule, n_items: int, batch: int, batch_items: int
+    ) -> int:
+        """Full softmax: logits and log-softmax, batch x items each (a third table, the dense
+        input, for the gaussian and logistic likelihoods). Sampled: logits, corrected logits
+        and log-softmax over the candidates, and the gathered output columns."""
+        if self.config.softmax == "sampled":
+            columns = self._candidates(n_items, batch_items)
+            return 3 * batch * columns + module.output_layer()[0].shape[0] * columns
+        tables = 2 if self.config.likelihood == "multinomial" else 3
+        return tables * batch * n_items
+
+    def _candidates(self, n_items: int, batch_items: int) -> int:
+        """Most items a sampled batch scores: its own items plus the negatives."""
+        return min(n_items, batch_items + self.config.negatives)
+
+    def _memory_advice(self) -> str:
+        c = self.config
+        steps = ["smaller hidden_dims or latent_dim"]
+        if c.softmax == "full":
+            steps.append('softmax = "sampled" (its default optimizer is lazy_adam)')
+        elif resolved_optimizer(c) == "adam":
+            steps.append('optimizer = "lazy_adam" (row-wise updates)')
+        steps += [
+            "a smaller batch_size or eval_batch_size (or no validation: no best-weights copy)",
+            "fewer items (filter rare items at ingest, e.g. a minimum item count)",
+        ]
+        return "to need less: " + ", ".join(steps)
 
     def _logits_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
         h = self.module.encode(x, None)

@@ -54,6 +54,7 @@ class ExportTarget:
     table: str = "recommendations"
     k: int = 100
     chunk_size: int = 1000
+    item_block: int | None = None  # items per block for item-chunked top-K (recvae.scoring)
 
     def staged_path(self, version: str) -> Path:
         """Parquet/CSV: the staging file beside the destination (same file system: a rename)."""
@@ -198,6 +199,7 @@ def stage_export(store: ModelStore, version: str, history: Path, target: ExportT
         fmt=target.fmt,
         table=target.staged_table if duckdb else target.table,
         chunk_size=target.chunk_size,
+        item_block=target.item_block,
     )
     result = export_top_n(request)
     if result.model_version != version:

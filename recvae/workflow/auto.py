@@ -1,0 +1,524 @@
+"""`recvae train --model auto`: pick the model for a data set nobody tuned for, within a budget.
+
+    result = fit_auto(dataset, AutoConfig(budget="30m"))
+    result.fit.save("models/auto")      # the winner, refitted on all data; metadata["auto"]
+
+Within the time budget it fits a small, fixed set of candidates (`CANDIDATES`, plain data) on the
+training part, scores each on the validation users by one metric, adds a blend of the best deep
+and the best linear model (weights tuned on validation, like `weights = "tune"`), picks the best,
+and refits the winner on every interaction with the epochs it chose. Every candidate's score,
+settings, time and, when it was skipped, the reason land in the model's metadata (`auto`,
+`candidates`) and in the command's report.
+
+How the budget is spent (the reasoning is "cheap and strong first, the rest to what learns"):
+- SELECTION_SHARE of it for choosing, the rest is left for the refit of the winner (a deep
+  model refits with its chosen epochs and no validation, about as long as its selection fit);
+- linear models (EASE with a short l2 grid, ALS) first, within LINEAR_SHARE of the selection
+  time; each is skipped, with the reason, when its estimate does not fit in the time left or
+  when exact EASE's dense matrices do not fit in memory (sparse EASE, recvae.models.sparse_ease,
+  then stands in with the same l2 grid);
+- then the deep models share what is left, one after the other: each gets the time left
+  divided by the deep models still to run as its loop's `time_limit`, and early stopping
+  (the loop's data-scaled patience) hands unused time on to the next.
+
+The default budget scales with the data set (`default_budget`). Everything runs through
+`recvae.workflow.fit.fit_model`, so each candidate is a fit `recvae train` reproduces.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from recvae.errors import RecvaeError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["linear", "deep", "blend"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model with fixed settings that auto may fit. `label` names it in reports."""
+
+    label: str
+    model: str  # a name of the model registry (recvae.models.MODEL_CLASSES)
+    settings: Mapping[str, Any]
+    kind: Kind
+    # a stand-in: runs only when every candidate of this model was skipped (e.g. a scalable
+    # EASE when the catalogue is too big for exact EASE's memory or time)
+    instead_of: str | None = None
+
+
+# The fixed candidate set, in the order it runs. Adding a model is one line here. The settings
+# are generic (no data set was tuned for): EASE's l2 spans the range Steck reports useful, ALS
+# two regularisation strengths at 256 factors, the deep models their defaults. Exact EASE is
+# skipped when its two dense items x items matrices do not fit in memory or its estimated time
+# (EASE_SECONDS_PER_ITEM3) in the linear models' share; sparse EASE then runs instead.
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("ease-l2-100", "ease", {"l2": 100.0}, "linear"),
+    Candidate("ease-l2-500", "ease", {"l2": 500.0}, "linear"),
+    Candidate("ease-l2-2000", "ease", {"l2": 2000.0}, "linear"),
+    Candidate("als-reg-10", "als", {"factors": 256, "regularization": 10.0}, "linear"),
+    Candidate("als-reg-100", "als", {"factors": 256, "regularization": 100.0}, "linear"),
+    # sparse EASE (each item's top 200 neighbours) stands in when exact EASE cannot run
+    Candidate("sparse-ease-l2-100", "sparse_ease", {"l2": 100.0}, "linear", "ease"),
+    Candidate("sparse-ease-l2-500", "sparse_ease", {"l2": 500.0}, "linear", "ease"),
+    Candidate("sparse-ease-l2-2000", "sparse_ease", {"l2": 2000.0}, "linear", "ease"),
+    Candidate("joint", "joint", {}, "deep"),  # recvae.models.joint: Mult-VAE + sparse EASE path
+    Candidate("multdae", "multdae", {}, "deep"),
+    Candidate("recvae", "recvae", {}, "deep"),
+)
+BLEND_LABEL = "blend"  # the blend of the best deep and the best linear candidate
+
+SELECTION_SHARE = 0.7  # of the budget spent choosing; the rest is left for the refit
+LINEAR_SHARE = 0.5  # of the selection time the linear models may use when deep ones follow
+MIN_DEEP_SECONDS = 1.0  # a deep model given less than this is skipped, not started
+# Exact EASE costs about this many seconds per items^3 (Cholesky and inverse on the 2-core
+# development machine: 12 minutes at 40,981 items); the first EASE fit replaces the guess.
+EASE_SECONDS_PER_ITEM3 = 1.1e-11
+
+
+@dataclass(frozen=True)
+class AutoConfig:
+    """`recvae train --model auto` settings (also a TOML file via --config, the nightly job's
+    [train] budget and `recvae.auto`).
+
+        budget = "30m"        # 90s, 30m, 2h, 1h30m; "" = scaled with the data (default_budget)
+        metric = "ndcg@100"   # the validation metric that picks the winner and the best epochs
+        candidates = []       # labels of CANDIDATES to consider; empty = all of them
+        refit = true          # refit the winner on all data (train + validation users)
+        threads = 0           # CPU threads of every fit; 0 = all cores
+        seed = 0
+    """
+
+    budget: str = ""
+    metric: str = "ndcg@100"
+    candidates: tuple[str, ...] = ()
+    refit: bool = True
+    threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.budget:
+            parse_budget(self.budget)
+        known = {c.label for c in CANDIDATES}
+        unknown = [label for label in self.candidates if label not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+
+
+_BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_budget(text: str | float | int) -> float:
+    """Seconds of a budget written as 90s, 30m, 2h, 1h30m (or a number of seconds)."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower().replace(" ", "")
+        match = _BUDGET.match(raw)
+        if not raw or match is None or not any(match.groups()):
+            raise RecvaeError(f"budget {text!r}: expected a duration such as 90s, 30m, 2h or 1h30m")
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise RecvaeError(f"budget {text!r}: must be more than 0 seconds, e.g. 30m")
+    return seconds
+
+
+def format_seconds(seconds: float) -> str:
+    """90 -> '1m30s', 7200 -> '2h0m', 12.3 -> '12s'."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60}s"
+    return f"{seconds}s"
+
+
+def default_budget(n_interactions: int) -> float:
+    """The budget when none is given: 3 minutes plus 1 minute per 100,000 interactions, at
+    most 2 hours (ml-100k: 4 minutes, ml-1m: about 9, ML-20M: the 2 hours)."""
+    return min(7200.0, 180.0 + 60.0 * n_interactions / 100_000)
+
+
+@dataclass
+class AutoResult:
+    """The final fit (the winner, refitted unless refit is off) and every candidate's row."""
+
+    fit: Any  # recvae.workflow.fit.FitResult
+    winner: str
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+Say = Callable[[str], None]
+
+
+def fit_auto(
+    dataset: Any,
+    config: AutoConfig | None = None,
+    split_settings: Any = None,
+    *,
+    say: Say | None = None,
+    dataset_path: Path | str | None = None,
+    candidates: tuple[Candidate, ...] | None = None,
+) -> AutoResult:
+    """Choose and fit the best candidate for `dataset` within `config.budget` (see the module
+    docstring). `split_settings` (a ProtocolSpec; default "auto") gives the validation users;
+    `candidates` replaces CANDIDATES (tests use tiny ones); `say` receives progress lines."""
+    from recvae.data.split import ProtocolSpec, make_split
+    from recvae.workflow.fit import _fitting_metric
+
+    config = config or AutoConfig()
+    say = say or (lambda line: log.info(line))
+    started = time.perf_counter()
+    budget = parse_budget(config.budget) if config.budget else default_budget(dataset.matrix.nnz)
+    protocol = split_settings or ProtocolSpec("auto", seed=config.seed)
+    split = make_split(dataset, protocol)
+    if split.valid is None:
+        raise RecvaeError(
+            "auto picks by validation: it needs validation users (not --no-validation)"
+        )
+    metric = _fitting_metric(config.metric, split.valid.n_items)
+    pool = tuple(candidates if candidates is not None else CANDIDATES)
+    if config.candidates:
+        pool = tuple(c for c in pool if c.label in config.candidates)
+    if not pool:
+        raise RecvaeError("auto: no candidates to choose from")
+    selection_end = started + SELECTION_SHARE * budget
+    say(
+        f"auto: budget {format_seconds(budget)} ({format_seconds(SELECTION_SHARE * budget)} to "
+        f"choose), {len(pool)} candidates + a blend, picked by validation {metric}"
+    )
+    runner = _Runner(dataset, protocol, config, metric, say, dataset_path, len(pool))
+    linear = [c for c in pool if c.kind == "linear"]
+    deep = [c for c in pool if c.kind == "deep"]
+    linear_end = selection_end
+    if deep:
+        linear_end = started + LINEAR_SHARE * SELECTION_SHARE * budget
+    for candidate in linear:
+        runner.run_linear(candidate, linear_end)
+    for index, candidate in enumerate(deep):
+        left = selection_end - time.perf_counter()
+        runner.run_deep(candidate, left / (len(deep) - index))
+    runner.run_blend()
+    fitted = [row for row in runner.rows if row["status"] == "fitted"]
+    if not fitted:
+        reasons = "; ".join(f"{row['label']}: {row['reason']}" for row in runner.rows)
+        raise RecvaeError(
+            f"auto: no candidate could be fitted within the budget {format_seconds(budget)} "
+            f"({reasons}); give a larger --budget, e.g. {format_seconds(max(60.0, budget * 10))}"
+        )
+    best = max(fitted, key=lambda row: row["metrics"][metric])  # first best in run order
+    selection_seconds = time.perf_counter() - started
+    say(
+        f"auto: winner {best['label']} with validation {metric} "
+        f"{best['metrics'][metric]:.4f} after {format_seconds(selection_seconds)}"
+    )
+    winner_fit = runner.results[best["label"]]
+    refit_seconds = None
+    if config.refit:
+        say(f"auto: refitting {best['label']} on all data ({_refit_note(best)})")
+        refit_started = time.perf_counter()
+        final = runner.refit(best)
+        refit_seconds = time.perf_counter() - refit_started
+    else:
+        final = winner_fit
+    summary = {
+        "budget_seconds": round(budget, 3),
+        "budget": config.budget or f"{format_seconds(budget)} (scaled with the data)",
+        "metric": metric,
+        "winner": best["label"],
+        "winner_model": best["model"],
+        "selection_seconds": round(selection_seconds, 3),
+        "refit": config.refit,
+        "refit_seconds": round(refit_seconds, 3) if refit_seconds is not None else None,
+        "total_seconds": round(time.perf_counter() - started, 3),
+        "validation_split": winner_fit.metadata["split"],
+        "candidates": runner.rows,
+    }
+    _describe(final, winner_fit, summary)
+    return AutoResult(final, best["label"], runner.rows, summary)
+
+
+def _refit_note(row: dict[str, Any]) -> str:
+    if row["model"] == "blend":
+        return f"members {' + '.join(row['members'])} as chosen, weights {row['weights']}"
+    epochs = row.get("refit_epochs")
+    return f"{epochs} epochs, the best on validation" if epochs else "its chosen settings"
+
+
+def _describe(final: Any, winner_fit: Any, summary: dict[str, Any]) -> None:
+    """Put the selection into the final model's metadata: the winner's validation evaluation
+    (from before the refit: the refitted model has seen the validation users), every
+    candidate, and the `auto` summary."""
+    meta = final.metadata
+    meta["auto"] = summary
+    meta["candidates"] = summary["candidates"]
+    if final is not winner_fit:
+        meta["evaluation"] = winner_fit.metadata["evaluation"]
+        meta["metrics"] = winner_fit.metadata["metrics"]
+        meta["auto"]["metrics_from"] = (
+            "the winner fitted on the training part and scored on the validation users, "
+            "before the refit on all data"
+        )
+
+
+class _Runner:
+    """Fits candidates one by one and keeps a row per candidate (fitted or skipped)."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        protocol: Any,
+        config: AutoConfig,
+        metric: str,
+        say: Say,
+        dataset_path: Path | str | None,
+        total: int,
+    ) -> None:
+        self.dataset, self.protocol, self.config = dataset, protocol, config
+        self.metric, self.say, self.dataset_path = metric, say, dataset_path
+        self.total = total + 1  # the blend
+        self.rows: list[dict[str, Any]] = []
+        self.results: dict[str, Any] = {}
+        self.models: dict[str, Candidate] = {}
+        self.measured: dict[str, float] = {}  # model name -> seconds of its last fit
+
+    # -- candidates --
+
+    def run_linear(self, candidate: Candidate, deadline: float) -> None:
+        if candidate.instead_of is not None:
+            tried = [r for r in self.rows if r["model"] == candidate.instead_of]
+            if any(r["status"] == "fitted" for r in tried):
+                self._skip(candidate, f"not needed: {candidate.instead_of} was fitted")
+                return
+        left = deadline - time.perf_counter()
+        why = self._cannot_fit(candidate, left)
+        if why:
+            self._skip(candidate, why)
+            return
+        self._fit(candidate, {})
+
+    def run_deep(self, candidate: Candidate, seconds: float) -> None:
+        if seconds < MIN_DEEP_SECONDS:
+            self._skip(
+                candidate,
+                f"{format_seconds(max(seconds, 0))} left for it, less than the "
+                f"{MIN_DEEP_SECONDS:g}s a deep model needs to start",
+            )
+            return
+        self._fit(candidate, {"time_limit": round(seconds, 3)})
+
+    def _cannot_fit(self, candidate: Candidate, left: float) -> str:
+        """Why `candidate` cannot run in `left` seconds or in memory ('' when it can)."""
+        n_items = self.dataset.matrix.shape[1]
+        if candidate.model == "ease":
+            from recvae.models.ease import check_fits_in_memory
+
+            try:
+                check_fits_in_memory(n_items)
+            except RecvaeError as error:
+                return f"memory: {error}"
+        estimate = self.measured.get(candidate.model)
+        if estimate is None and candidate.model == "ease":
+            estimate = EASE_SECONDS_PER_ITEM3 * n_items**3
+        if left <= 0:
+            return "no time left for linear models"
+        if estimate is not None and estimate > left:
+            return (
+                f"needs about {format_seconds(estimate)}, only {format_seconds(left)} left for "
+                "linear models"
+            )
+        return ""
+
+    def _settings(self, candidate: Candidate, extra: dict[str, Any]) -> dict[str, Any]:
+        from recvae.models.configs import setting_types, uses_loop
+
+        settings = dict(candidate.settings)
+        known = setting_types(candidate.model)
+        if "threads" in known:
+            settings["threads"] = self.config.threads
+        elif "num_threads" in known:
+            settings["num_threads"] = self.config.threads
+        if "seed" in known:
+            settings["seed"] = self.config.seed
+        if uses_loop(candidate.model):
+            settings["metric"] = self.metric
+        settings.update(extra)
+        return settings
+
+    def _fit(self, candidate: Candidate, extra: dict[str, Any]) -> None:
+        from recvae.workflow.fit import TrainSpec, fit_model
+
+        settings = self._settings(candidate, extra)
+        number = len(self.rows) + 1
+        limit = f", time limit {format_seconds(extra['time_limit'])}" if extra else ""
+        self.say(
+            f"auto [{number}/{self.total}]: fitting {candidate.label} ({candidate.kind}{limit})"
+        )
+        spec = TrainSpec(candidate.model, _config(candidate.model, settings, candidate.label))
+        result = fit_model(
+            self.dataset, spec, self.protocol, metric=self.metric, dataset_path=self.dataset_path
+        )
+        training = result.metadata["training"]
+        self.measured[candidate.model] = training["seconds"]
+        row = self._row(candidate, "fitted", settings=settings)
+        row.update(
+            metrics=result.metadata["metrics"],
+            stderrs=result.metadata["evaluation"]["stderrs"],
+            fit_seconds=training["seconds"],
+        )
+        for key in ("epochs_run", "best_epoch", "stopped"):
+            if key in training:
+                row[key] = training[key]
+        if "best_epoch" in training:
+            row["refit_epochs"] = max(1, int(training["best_epoch"] or training["epochs_run"]))
+        self.rows.append(row)
+        self.results[candidate.label] = result
+        self.models[candidate.label] = candidate
+        self.say(
+            f"auto [{number}/{self.total}]: {candidate.label} validation {self.metric} "
+            f"{row['metrics'][self.metric]:.4f} in {format_seconds(training['seconds'])}"
+        )
+
+    def _skip(self, candidate: Candidate, reason: str) -> None:
+        self.rows.append(self._row(candidate, "skipped", reason=reason))
+        self.say(f"auto [{len(self.rows)}/{self.total}]: skipped {candidate.label}: {reason}")
+
+    def _row(self, candidate: Candidate, status: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "label": candidate.label,
+            "model": candidate.model,
+            "kind": candidate.kind,
+            "status": status,
+            "settings": dict(fields.pop("settings", candidate.settings)),
+            "reason": fields.pop("reason", None),
+            **fields,
+        }
+
+    # -- the blend --
+
+    def _best(self, kind: Kind) -> dict[str, Any] | None:
+        rows = [r for r in self.rows if r["status"] == "fitted" and r["kind"] == kind]
+        return max(rows, key=lambda r: r["metrics"][self.metric]) if rows else None
+
+    def run_blend(self) -> None:
+        """Blend the best deep and the best linear model already fitted: weights tuned on the
+        validation users (`recvae.models.blend.tune_weights`, what `weights = "tune"` runs)."""
+        from recvae.evaluate import evaluate
+        from recvae.models.blend import Blend, tune_weights
+        from recvae.train import validation_ks
+        from recvae.workflow.fit import FitResult, fit_metadata
+
+        deep, linear = self._best("deep"), self._best("linear")
+        blend = Candidate(BLEND_LABEL, "blend", {}, "blend")
+        if deep is None or linear is None:
+            missing = "deep" if deep is None else "linear"
+            self._skip(blend, f"no {missing} candidate was fitted to blend")
+            return
+        self.say(f"auto [{len(self.rows) + 1}/{self.total}]: blending {deep['label']} + "
+                 f"{linear['label']} (weights tuned on validation)")  # fmt: skip
+        started = time.perf_counter()
+        members = [self.results[deep["label"]], self.results[linear["label"]]]
+        split = members[0].split
+        weights, table = tune_weights(
+            [m.model for m in members], split.valid, "zscore", self.metric, 0.1
+        )
+        model = Blend.from_members(
+            [m.model for m in members], weights, split.valid.n_items, "zscore"
+        )
+        evaluation = evaluate(
+            model, split.valid, ks=validation_ks(self.metric, split.valid.n_items)
+        )
+        seconds = time.perf_counter() - started
+        fitted_seconds = deep["fit_seconds"] + linear["fit_seconds"] + seconds
+        training = {"seconds": round(fitted_seconds, 3), "warm_start": None, "checkpoint_dir": None}
+        metadata = fit_metadata(
+            "blend", model, self.dataset, members[0].metadata["split"], training, evaluation,
+            self.metric, self.dataset_path,
+        )  # fmt: skip
+        metadata["seed"] = self.config.seed
+        self.results[BLEND_LABEL] = FitResult(
+            model, self.dataset.items, split, evaluation, metadata
+        )
+        row = self._row(
+            blend, "fitted", settings={"members": [deep["label"], linear["label"]],
+                                       "weights": list(weights), "normalise": "zscore"},
+        )  # fmt: skip
+        row.update(
+            metrics=dict(evaluation.means), stderrs=dict(evaluation.stderrs),
+            fit_seconds=round(fitted_seconds, 3), tune_seconds=round(seconds, 3),
+            members=[deep["label"], linear["label"]], weights=list(weights),
+            weight_grid=[{"weights": r["weights"], self.metric: r[self.metric]} for r in table],
+        )  # fmt: skip
+        self.rows.append(row)
+        self.say(
+            f"auto [{len(self.rows)}/{self.total}]: blend weights {list(weights)} validation "
+            f"{self.metric} {row['metrics'][self.metric]:.4f}"
+        )
+
+    # -- the refit --
+
+    def _final_settings(self, label: str) -> tuple[str, dict[str, Any]]:
+        """The model and settings to refit `label` with: deep models with the epochs they
+        chose and no early stopping or time limit (there is nothing to validate on)."""
+        row = next(r for r in self.rows if r["label"] == label)
+        settings = dict(row["settings"])
+        if row.get("refit_epochs"):
+            settings.update(epochs=row["refit_epochs"], patience=0, time_limit=0.0)
+        return row["model"], settings
+
+    def refit(self, best: dict[str, Any]) -> Any:
+        from recvae.data.split import ProtocolSpec
+        from recvae.workflow.fit import TrainSpec, fit_model
+
+        if best["label"] == BLEND_LABEL:
+            members = []
+            for label in best["members"]:
+                model, settings = self._final_settings(label)
+                members.append({"model": model, **_nested(model, settings)})
+            settings = {"members": members, "weights": best["weights"], "normalise": "zscore",
+                        "metric": self.metric}  # fmt: skip
+            spec = TrainSpec("blend", _config("blend", settings, "blend"))
+        else:
+            model, settings = self._final_settings(best["label"])
+            spec = TrainSpec(model, _config(model, settings, best["label"]))
+        return fit_model(
+            self.dataset, spec, ProtocolSpec("none"), metric=self.metric,
+            dataset_path=self.dataset_path,
+        )  # fmt: skip
+
+
+def _config(model: str, settings: Mapping[str, Any], label: str) -> Any:
+    """The model's default config with `settings` applied. (`make_config` from a dict builds a
+    partial `loop` table on LoopConfig's defaults, which would drop RecVAE's own loop defaults,
+    lr 5e-4 and 50 rounds.)"""
+    from recvae.models.configs import make_config, with_settings
+
+    return with_settings(make_config(model), settings, source=f"auto candidate {label}")
+
+
+def _nested(model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Flat settings as a blend member's full table (loop keys under `loop`)."""
+    from recvae.config import config_to_dict
+
+    return config_to_dict(_config(model, settings, model))
+
+
+def with_overrides(config: AutoConfig, **overrides: Any) -> AutoConfig:
+    """`config` with the given (non-None) values replaced."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return replace(config, **given) if given else config

@@ -1,0 +1,240 @@
+"""`recvae train --model auto`: budget parsing, the choice, the metadata, the CLI, the API and
+the nightly job, on tiny synthetic data with tiny candidates (each test runs in seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from typer.testing import CliRunner
+
+import recvae
+from recvae.artifact import load_artifact
+from recvae.cli import app
+from recvae.data.dataset import Dataset
+from recvae.data.vocab import Vocabulary
+from recvae.errors import RecvaeError
+from recvae.workflow import auto
+from recvae.workflow.auto import AutoConfig, Candidate, default_budget, fit_auto, parse_budget
+
+runner = CliRunner()
+METRIC = "ndcg@5"
+TINY = (
+    Candidate("ease-strong", "ease", {"l2": 500.0}, "linear"),
+    Candidate("ease-weak", "ease", {"l2": 1.0}, "linear"),
+    Candidate("als-tiny", "als", {"factors": 4, "iterations": 2}, "linear"),
+    Candidate("dae-tiny", "multdae", {"latent_dim": 4, "epochs": 8, "batch_size": 32}, "deep"),
+)
+
+
+def block_dataset(n_users: int = 150) -> Dataset:
+    """Three taste groups over 8 items each: any personal model beats popularity."""
+    rng = np.random.default_rng(0)
+    rows, cols = [], []
+    for user in range(n_users):
+        items = rng.choice(8, size=5, replace=False) + 8 * (user % 3)
+        rows += [user] * 5
+        cols += items.tolist()
+    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, 24))
+    users = Vocabulary([f"u{i}" for i in range(n_users)], name="user")
+    return Dataset(matrix, users, Vocabulary(list(range(100, 124)), name="item"))
+
+
+def run_tiny(budget: str = "60s", candidates=TINY, **settings) -> auto.AutoResult:
+    config = AutoConfig(budget=budget, metric=METRIC, threads=1, **settings)
+    return fit_auto(block_dataset(), config, candidates=candidates)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30m", 1800), ("2h", 7200), ("90s", 90), ("1h30m", 5400), (45, 45)]
+)
+def test_parse_budget(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30", "thirty minutes", "", "0m", "5d", "m"])
+def test_a_bad_budget_is_one_clear_error(text):
+    with pytest.raises(RecvaeError, match=r"budget .*(expected a duration|more than 0)"):
+        parse_budget(text)
+
+
+def test_default_budget_scales_with_the_data():
+    assert default_budget(100_000) == 240  # ml-100k: 4 minutes
+    assert default_budget(1_000_000) == 780
+    assert default_budget(10**9) == 7200  # at most 2 hours
+
+
+def test_winner_is_the_best_candidate_and_every_candidate_is_recorded():
+    result = run_tiny()
+    rows = {row["label"]: row for row in result.rows}
+    assert list(rows) == ["ease-strong", "ease-weak", "als-tiny", "dae-tiny", "blend"]
+    fitted = [row for row in result.rows if row["status"] == "fitted"]
+    assert len(fitted) == 5
+    best = max(fitted, key=lambda row: row["metrics"][METRIC])
+    assert result.winner == best["label"]
+    # the blend mixes the best deep model (the only one) with the best linear one
+    linear = [rows[label] for label in ("ease-strong", "ease-weak", "als-tiny")]
+    best_linear = max(linear, key=lambda row: row["metrics"][METRIC])
+    assert rows["blend"]["members"] == ["dae-tiny", best_linear["label"]]
+    assert sum(rows["blend"]["weights"]) == pytest.approx(1.0)
+    assert rows["blend"]["metrics"][METRIC] >= max(
+        best_linear["metrics"][METRIC], rows["dae-tiny"]["metrics"][METRIC]
+    )  # the grid holds each member alone
+    assert rows["dae-tiny"]["settings"]["time_limit"] > 0
+    assert rows["dae-tiny"]["refit_epochs"] == rows["dae-tiny"]["best_epoch"]
+    for row in fitted:
+        assert row["fit_seconds"] >= 0 and row["settings"] is not None
+    # the metadata carries every candidate, and the winner's validation numbers
+    meta = result.fit.metadata
+    assert [row["label"] for row in meta["auto"]["candidates"]] == list(rows)
+    assert meta["candidates"] == meta["auto"]["candidates"]
+    assert meta["auto"]["winner"] == result.winner
+    assert meta["metrics"][METRIC] == pytest.approx(best["metrics"][METRIC])
+
+
+def test_the_winner_is_refitted_on_all_data_with_its_chosen_epochs():
+    result = run_tiny(candidates=TINY[3:])  # the deep model alone: no blend, it wins
+    assert result.winner == "dae-tiny"
+    row = result.rows[0]
+    assert result.rows[1]["status"] == "skipped"
+    assert result.rows[1]["reason"] == "no linear candidate was fitted to blend"
+    final = result.fit
+    assert final.split.train.shape[0] == 150 and final.split.valid is None  # every user
+    assert len(final.model.history) == row["refit_epochs"]
+    assert final.metadata["auto"]["validation_split"]["train_users"] < 150
+    assert final.metadata["evaluation"]["means"][METRIC] == row["metrics"][METRIC]
+
+
+def test_without_refit_the_winner_is_the_fit_it_was_scored_as():
+    result = run_tiny(candidates=TINY[:2], refit=False)
+    assert result.fit.split.valid is not None
+    assert result.fit.metadata["auto"]["refit"] is False
+    assert result.fit.model.config.l2 in (500.0, 1.0)
+
+
+def test_too_small_a_budget_skips_with_reasons_or_fails_clearly():
+    # 1 second: 0.7s to choose, less than a deep model needs to start, so it is skipped
+    result = run_tiny(budget="1s")
+    rows = {row["label"]: row for row in result.rows}
+    assert rows["dae-tiny"]["status"] == "skipped"
+    assert "a deep model needs to start" in rows["dae-tiny"]["reason"]
+    assert rows["blend"]["reason"] == "no deep candidate was fitted to blend"
+    assert result.winner in ("ease-strong", "ease-weak", "als-tiny")
+    with pytest.raises(RecvaeError, match="no candidate could be fitted within the budget 1s"):
+        run_tiny(budget="1s", candidates=TINY[3:])
+
+
+def test_exact_ease_is_skipped_when_its_matrices_do_not_fit_in_memory(monkeypatch):
+    def no_room(n_items):
+        raise RecvaeError(f"ease: {n_items} items need more memory than available")
+
+    stand_in = Candidate("als-for-ease", "als", {"factors": 2, "iterations": 1}, "linear", "ease")
+    assert run_tiny(candidates=(TINY[0], stand_in)).rows[1]["reason"] == (
+        "not needed: ease was fitted"
+    )
+    monkeypatch.setattr("recvae.models.ease.check_fits_in_memory", no_room)
+    result = run_tiny(candidates=(*TINY[:3], stand_in))
+    rows = {row["label"]: row for row in result.rows}
+    assert rows["ease-strong"]["status"] == rows["ease-weak"]["status"] == "skipped"
+    assert rows["ease-strong"]["reason"].startswith("memory: ease: 24 items need more memory")
+    assert rows["als-for-ease"]["status"] == "fitted"  # the stand-in runs instead
+    assert result.winner in ("als-tiny", "als-for-ease")
+
+
+def test_unknown_candidate_labels_are_refused():
+    with pytest.raises(ValueError, match="unknown candidate"):
+        AutoConfig(candidates=("ease-l2-7",))
+
+
+def test_cli_auto_trains_saves_and_reports_every_candidate(tmp_path, monkeypatch):
+    monkeypatch.setattr(auto, "CANDIDATES", TINY)
+    block_dataset().save(tmp_path / "ds")
+    (tmp_path / "auto.toml").write_text(f'metric = "{METRIC}"\nthreads = 1\n')
+    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "auto",
+            "--budget", "1m", "--config", str(tmp_path / "auto.toml")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    artifact = load_artifact(tmp_path / "m")
+    meta = artifact.metadata
+    assert artifact.model.name == meta["auto"]["winner_model"]
+    assert meta["auto"]["budget"] == "1m" and meta["auto"]["metric"] == METRIC
+    assert len(meta["auto"]["candidates"]) == 5
+    saved = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert saved["auto"]["winner"] == meta["auto"]["winner"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--budget", "soon"], "budget 'soon': expected a duration such as 90s, 30m, 2h"),
+        (["--budget", "30m", "--epochs", "3"], "--epochs cannot be used with --model auto"),
+        (["--model", "ease", "--budget", "30m"], "--budget is for --model auto"),
+    ],
+)
+def test_cli_auto_refuses_bad_options(tmp_path, monkeypatch, extra, words):
+    monkeypatch.setenv("RECVAE_LOG_LEVEL", "warning")
+    block_dataset().save(tmp_path / "ds")
+    model = [] if "--model" in extra else ["--model", "auto"]
+    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), *model, *extra]
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, RecvaeError)
+    assert words in str(result.exception)
+    assert not (tmp_path / "m").exists()
+
+
+def test_python_api_auto_returns_the_winner_fitted():
+    data = block_dataset()
+    model = recvae.auto(data, budget=60, metric=METRIC, candidates=["ease-l2-100", "ease-l2-500"])
+    assert isinstance(model, recvae.EASE)
+    assert model.metadata["auto"]["winner"] in ("ease-l2-100", "ease-l2-500")
+    recs = model.recommend(["u0"], k=3)
+    assert recs.height == 3
+    with pytest.raises(RecvaeError, match="budget 'later'"):
+        recvae.auto(data, budget="later")
+
+
+def test_nightly_job_runs_auto(tmp_path):
+    from test_nightly import last_report, nightly, synth_log, write_config
+
+    synth_log(tmp_path / "log.parquet")
+    train = (
+        '[train]\nmodel = "auto"\nbudget = "2m"\n[train.config]\n'
+        'candidates = ["ease-l2-100", "ease-l2-500", "als-reg-10"]\nthreads = 1\n'
+    )
+    done = nightly(write_config(tmp_path, train=train))
+    assert done.exit_code == 0, done.output
+    report = last_report(tmp_path)
+    assert report["status"] == "promoted" and report["model"] == "auto"
+    labels = [row["label"] for row in report["auto"]["candidates"]]
+    assert labels == ["ease-l2-100", "ease-l2-500", "als-reg-10", "blend"]
+    winner = report["auto"]["winner"]
+    assert winner in labels[:3]
+    metadata = json.loads((tmp_path / "store" / "current" / "metadata.json").read_text())
+    assert metadata["auto"]["winner"] == winner and metadata["auto"]["refit"] is False
+    markdown = next((tmp_path / "work" / "runs").iterdir()) / "report.md"
+    assert f"**auto:** winner {winner}" in markdown.read_text()
+
+
+@pytest.mark.parametrize(
+    ("train", "words"),
+    [
+        (
+            '[train]\nmodel = "auto"\nbudget = "soon"',
+            "[train] budget = 'soon': expected a duration",
+        ),
+        ('[train]\nmodel = "ease"\nbudget = "30m"', '[train] budget is for model = "auto"'),
+        ('[train]\nmodel = "auto"\n[train.config]\nl2 = 5.0', 'l2: model = "auto" takes only'),
+    ],
+)
+def test_nightly_check_refuses_bad_auto_settings(tmp_path, train, words):
+    from test_nightly import nightly, synth_log, write_config
+
+    synth_log(tmp_path / "log.parquet", n_users=50)
+    done = nightly(write_config(tmp_path, train=train), "--check")
+    assert done.exit_code == 2 and words in done.output
+
+
+def test_candidate_settings_keep_the_model_own_loop_defaults():
+    """RecVAE's loop defaults (lr 5e-4, 50 rounds) survive auto's loop keys."""
+    config = auto._config("recvae", {"seed": 0, "threads": 1, "time_limit": 5.0}, "recvae")
+    assert (config.loop.lr, config.loop.epochs, config.loop.time_limit) == (5e-4, 50, 5.0)
