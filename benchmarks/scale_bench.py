@@ -357,7 +357,9 @@ NOTES: list[str] = [
     "moments are 13.4 GiB (the estimate's parts). The full softmax and dense Adam at 1M items "
     "were not run: their estimates (21.9 and 18.5 GiB) are over the target and recvae refuses "
     "them up front on this 23.5 GiB machine when less than that is free.",
-    "The 1M-item export peak (9.26 GiB) is mostly the model: 4.5 GiB of weights, loaded once.",
+    "The 1M-item export peak (9.26 GiB) is two copies of the 4.48 GiB weights: loading copied "
+    "them out of the safetensors mapping. h2 changed that afterwards (41e540f, "
+    "load_state_dict(assign=True)); the export was not measured again here.",
 ]
 
 
