@@ -163,10 +163,14 @@ def summarise(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "bf16_minus_fp32_last_ndcg@20": statistics.mean(last["bf16"])
             - statistics.mean(last["fp32"]),
         }
-        spread = max(summary["precision"]["seed_spread_last_ndcg@20"].values())
-        summary["precision"]["within_seed_spread"] = (
-            abs(summary["precision"]["bf16_minus_fp32_last_ndcg@20"]) <= spread
-        )
+        if min(len(v) for v in last.values()) >= 2:
+            spread = max(summary["precision"]["seed_spread_last_ndcg@20"].values())
+            summary["precision"]["within_seed_spread"] = (
+                abs(summary["precision"]["bf16_minus_fp32_last_ndcg@20"]) <= spread
+            )
+        else:  # one seed: no spread to compare with
+            del summary["precision"]["seed_spread_last_ndcg@20"]
+            summary["precision"]["within_seed_spread"] = None
     if SPEED_STEP in steps:
         summary["speed"] = {k: v for k, v in steps[SPEED_STEP].items() if "speedup" in k}
     if "one" in steps and "two" in steps:
@@ -218,7 +222,7 @@ def write_report(steps: dict[str, dict[str, Any]], out: Path) -> None:
         "# CPU scale benchmark on Gowalla (issue 14)",
         "",
         "Command: `python benchmarks/cpu_scale_gowalla.py --out DIR --step S` for each step "
-        f"({', '.join(PRECISION_STEPS)}, one, two), each under the shared CPU lock, then "
+        f"({', '.join(PRECISION_STEPS)}, speed, one, two), each under the shared CPU lock, then "
         f"`--step report`. Report written {info['time']}, commit {info['git_commit']}.",
         "",
         f"Machine: {json.dumps(info['machine'])}. Versions: {json.dumps(info['versions'])}. "
@@ -253,19 +257,25 @@ def write_report(steps: dict[str, dict[str, Any]], out: Path) -> None:
         lines += ["", f"Not run: {', '.join(missing)}."]
     if "precision" in summary:
         p = summary["precision"]
-        verdict = "within" if p["within_seed_spread"] else "OUTSIDE"
         lines += [
             "",
-            f"bf16 speed-up over fp32: {_f(p['bf16_speedup'], 2)}x by the mean of median "
-            f"epoch times, {_f(p['bf16_speedup_fastest_epoch'], 2)}x by the mean of each run's "
-            "fastest epoch (the least disturbed by other jobs).",
-            f"Mean NDCG@20 after the last epoch: fp32 {_f(p['mean_last_ndcg@20']['fp32'], 4)}, "
-            f"bf16 {_f(p['mean_last_ndcg@20']['bf16'], 4)} (difference "
-            f"{p['bf16_minus_fp32_last_ndcg@20']:+.4f}); seed-to-seed spread fp32 "
-            f"{_f(p['seed_spread_last_ndcg@20']['fp32'], 4)}, bf16 "
-            f"{_f(p['seed_spread_last_ndcg@20']['bf16'], 4)}: the difference is {verdict} the "
-            "larger spread. Two seeds give a crude spread: a check, not a significance test.",
+            f"bf16 speed-up over fp32 from these runs: {_f(p['bf16_speedup'], 2)}x by the mean "
+            f"of median epoch times, {_f(p['bf16_speedup_fastest_epoch'], 2)}x by the mean of "
+            "each run's fastest epoch (runs at different times: other jobs' load differs; see "
+            "the `speed` step below for a same-load ratio).",
+            f"Mean NDCG@20 after the last epoch: fp32 {_f(p['mean_last_ndcg@20']['fp32'], 5)}, "
+            f"bf16 {_f(p['mean_last_ndcg@20']['bf16'], 5)} (difference "
+            f"{p['bf16_minus_fp32_last_ndcg@20']:+.5f}).",
         ]
+        if p["within_seed_spread"] is None:
+            lines.append("One seed per precision: no seed-to-seed spread was measured here.")
+        else:
+            verdict = "within" if p["within_seed_spread"] else "OUTSIDE"
+            lines.append(
+                f"Seed-to-seed spread fp32 {_f(p['seed_spread_last_ndcg@20']['fp32'], 5)}, bf16 "
+                f"{_f(p['seed_spread_last_ndcg@20']['bf16'], 5)}: the difference is {verdict} the "
+                "larger spread. Two seeds give a crude spread: a check, not a significance test."
+            )
     if SPEED_STEP in steps:
         speed = steps[SPEED_STEP]
         lines += [
@@ -320,13 +330,17 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path("benchmarks/reports/cpu-scale-gowalla-2026-12-02")
     )
     parser.add_argument("--step", required=True,
-                        choices=[*PRECISION_STEPS, SPEED_STEP, *DDP_STEPS, "report"])  # fmt: skip
+                        help="one step, or several run in turn in one process: fp32:1,bf16:1")
     parser.add_argument("--speed-repeats", type=int, default=2, help="fp32/bf16 epoch pairs")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of each precision run")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, precision runs")
     parser.add_argument("--ddp-epochs", type=int, default=2, help="epochs of the one/two runs")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work/cpu-scale-gowalla"))
     args = parser.parse_args(argv)
+    known = {*PRECISION_STEPS, SPEED_STEP, *DDP_STEPS}
+    wanted = args.step.split(",")
+    if args.step != "report" and not set(wanted) <= known:
+        parser.error(f"--step must be report or among {sorted(known)}, got {args.step!r}")
     if not FOLDER.exists():
         print(f"{FOLDER} is absent; nothing to measure", file=sys.stderr)
         return 2
@@ -339,17 +353,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out / 'report.md'}")
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    if args.step == SPEED_STEP:
-        run = speed_step(args)
-    elif args.step in DDP_STEPS:
-        run = ddp_step(args.step, args)
-    else:
-        run = precision_step(args.step, args)
-    run["step_seconds"] = time.perf_counter() - started
-    run["argv"] = sys.argv[1:] if argv is None else argv
-    (steps_dir / f"{args.step.replace(':', '_')}.json").write_text(json.dumps(run, indent=2))
-    print(json.dumps(run))
+    for step in wanted:
+        started = time.perf_counter()
+        if step == SPEED_STEP:
+            run = speed_step(args)
+        elif step in DDP_STEPS:
+            run = ddp_step(step, args)
+        else:
+            run = precision_step(step, args)
+        run["step_seconds"] = time.perf_counter() - started
+        run["argv"] = sys.argv[1:] if argv is None else argv
+        (steps_dir / f"{step.replace(':', '_')}.json").write_text(json.dumps(run, indent=2))
+        print(json.dumps(run), flush=True)
     return 0
 
 

@@ -171,7 +171,8 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel("valid NDCG@20")
         ax.set_title(f"{dataset}: joint model and its ablations (dashed: baselines)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / f"{dataset}-ndcg.png", dpi=110)
         plt.close(fig)

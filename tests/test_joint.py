@@ -63,7 +63,7 @@ def test_default_l2_is_six_times_interactions_per_item():
 
 def test_linear_logits_equal_history_times_weights():
     x = block_matrix()
-    model = Joint(**FAST, epochs=1, deep=False).fit(x)
+    model = Joint(**FAST, epochs=1, deep=False, item_bias="train_only").fit(x)
     weights = sp.csr_matrix(
         (
             model.module.edge_weight.detach().numpy(),
@@ -87,6 +87,7 @@ def test_start_bias_matches_item_counts():
     from recvae.models.joint import fit_start
 
     x = block_matrix()
+    x = x.tolil()
     x[:40, 0] = 1.0  # item 0 more popular than the rest of its block
     x = sp.csr_matrix(x)
     scale, bias = fit_start(x, None, seed=0)

@@ -188,3 +188,28 @@ def test_under_torchrun_every_local_rank_counts(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     MultDAE(latent_dim=4, epochs=1, threads=1).fit(_train())
     assert seen[0].processes == 2 and seen[0].total == 2 * sum(size for _, size in seen[0].parts)
+
+
+def test_loading_a_saved_autoencoder_keeps_the_loaded_tensors_without_a_copy(
+    tmp_path, monkeypatch
+):
+    """The module takes the tensors safetensors read (one copy of the weights in memory)."""
+    import torch
+
+    import recvae.models.torch_autoencoder as autoencoder
+
+    model = MultDAE(latent_dim=4, epochs=1, threads=1).fit(_train())
+    model.save(tmp_path / "m")
+    original, read = autoencoder.load_tensors, {}
+
+    def spy(path):
+        read.update(original(path))
+        return read
+
+    monkeypatch.setattr(autoencoder, "load_tensors", spy)
+    loaded = MultDAE.load(tmp_path / "m")
+    for name, param in loaded.module.state_dict().items():
+        assert param.data_ptr() == read[name].data_ptr(), name
+        assert torch.equal(param, model.module.state_dict()[name])
+    assert all(p.requires_grad for p in loaded.module.parameters())
+    np.testing.assert_array_equal(loaded.score(_train()), model.score(_train()))

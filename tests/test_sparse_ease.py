@@ -12,12 +12,8 @@ import scipy.sparse as sp
 from recvae.errors import RecvaeError
 from recvae.models import build_model, load_model
 from recvae.models.ease import EASE
-from recvae.models.sparse_ease import (
-    WEIGHTS_FILE,
-    SparseEASE,
-    check_fit_memory,
-    estimate_fit_bytes,
-)
+from recvae.models.memory import check_fits
+from recvae.models.sparse_ease import WEIGHTS_FILE, SparseEASE, estimate_fit_bytes
 
 
 def _random_matrix(n_users: int = 60, n_items: int = 25, seed: int = 0) -> sp.csr_matrix:
@@ -159,8 +155,8 @@ def test_bad_settings_are_one_clear_error(settings, message):
 
 
 def test_refuses_before_fitting_when_memory_is_short(monkeypatch):
-    monkeypatch.setattr("recvae.models.sparse_ease.available_memory_bytes", lambda: 1000)
-    with pytest.raises(RecvaeError, match=r"25 items x 6 neighbours need about .* GiB"):
+    monkeypatch.setattr("recvae.models.memory.available_memory_bytes", lambda: 1000)
+    with pytest.raises(RecvaeError, match=r"sparse_ease: memory estimate .* fewer neighbours"):
         SparseEASE(neighbours=6).fit(_random_matrix())
 
 
@@ -171,8 +167,12 @@ def test_memory_estimate_is_linear_in_items_times_neighbours():
     assert large - small < 900_000 * 100 * table_and_weights + 900_000 * 16
     # a million items x 100 neighbours, 20M interactions: within the 16 GB the scale run allows
     assert estimate_fit_bytes(200_000, 1_000_000, 20_000_000, 100) < 8 * 2**30
-    with pytest.raises(RecvaeError, match="lower neighbours"):
-        check_fit_memory(large, 1_000_000, 100, available=2**30)
+    model = SparseEASE(neighbours=100)
+    train = sp.csr_matrix((200_000, 1_000_000), dtype=np.float32)  # shape and nnz are what count
+    estimate = model.memory_estimate(train)
+    assert estimate.total == estimate_fit_bytes(200_000, 1_000_000, 0, 100)
+    with pytest.raises(RecvaeError, match=r"2\.44 GiB \(.*neighbour table 0\.75, weights 1\.13"):
+        check_fits(estimate, available=2**30)
 
 
 def test_a_system_pruning_left_without_a_factor_gets_a_larger_ridge():

@@ -237,7 +237,9 @@ def test_baseline_trials_score_the_validation_part(dataset_dir, tmp_path):
         expected = evaluate(model, dataset.split.valid, ks=[20])["ndcg@20"]
         assert trial.value == pytest.approx(expected)  # validation, not test
     best = best_trial(run.study)
-    assert tomllib.loads((out / "best.toml").read_text()) == {"l2": best.params["l2"]}
+    # the full config: EASE's settings are l2 and the scoring device
+    assert tomllib.loads((out / "best.toml").read_text()) == {"l2": best.params["l2"],
+                                                               "device": "cpu"}  # fmt: skip
     reference = json.loads((out / "defaults.json").read_text())
     default_model = EASE().fit(dataset.split.train)
     assert reference["metrics"]["ndcg@20"] == pytest.approx(

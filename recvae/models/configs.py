@@ -279,9 +279,10 @@ class JointConfig:
     # targets = the items dropped from the input (VASP's input splitting); False: the whole
     # history is the target and the linear path sees all of it (Mult-VAE's way)
     split_input: bool = True
-    # the learnt item bias soaks up the popularity the likelihood wants; "train_only" leaves it
-    # out of the scores (logit adjustment: that much popularity costs top-K ranking)
-    item_bias: Literal["train_only", "scored"] = "train_only"
+    # the learnt item bias (the popularity the likelihood wants) is part of the scores, or with
+    # "train_only" left out of them (logit adjustment): better for the linear path alone on
+    # ml-1m, worse beside the deep path (benchmarks/reports/joint-2026-12-02)
+    item_bias: Literal["train_only", "scored"] = "scored"
     loop: LoopConfig = LoopConfig(epochs=50, patience=5)
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from recvae.data.split import Holdout, as_csr
-from recvae.device import model_device, to_device
+from recvae.device import model_device
 from recvae.errors import RecvaeError
 from recvae.models.base import (
     check_history,
@@ -44,7 +44,7 @@ from recvae.models.memory import (  # noqa: F401  (moved there; importable from 
     cgroup_memory_headroom,
     meminfo_available,
 )
-from recvae.models.torch_sparse import torch_csr
+from recvae.models.torch_sparse import sparse_times_dense
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class EASE:
         """history @ B on the scoring device (recvae.models.base.score_tensor)."""
         weights = self._scoring_weights()
         history = check_history(history, weights.shape[0], self.name)
-        return _sparse_times(history, weights)
+        return sparse_times_dense(history, weights)
 
     def score_blocks(
         self, history: sp.csr_matrix, block_size: int
@@ -125,7 +125,7 @@ class EASE:
         weights = self._scoring_weights()
         history = check_history(history, weights.shape[0], self.name)
         for block in item_blocks(weights.shape[1], block_size):
-            yield block.start, _sparse_times(history, weights[:, block].contiguous())
+            yield block.start, sparse_times_dense(history, weights[:, block].contiguous())
 
     def _scoring_weights(self) -> torch.Tensor:
         """B as a tensor where scoring runs: a view of the host array on the CPU, a copy made
@@ -171,7 +171,3 @@ class EASE:
         return self.weights
 
 
-def _sparse_times(history: sp.csr_matrix, weights: torch.Tensor) -> torch.Tensor:
-    """history @ weights on the weights' device (MKL on the CPU, all cores; scipy's uses one)."""
-    values = to_device(np.ascontiguousarray(history.data, dtype=np.float32), weights.device)
-    return torch.mm(torch_csr(history.indptr, history.indices, values, history.shape), weights)

@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recvae import distributed
 from recvae.config import config_from_dict
 from recvae.data.split import Holdout, as_csr
 from recvae.device import to_device
@@ -160,6 +161,11 @@ class JointTrainer:
     """One epoch of joint training over shuffled users (see recvae.train)."""
 
     def __init__(self, model: Joint, train: sp.csr_matrix) -> None:
+        if distributed.ranks().world > 1:  # each rank would train on every user: no speed-up
+            raise RecvaeError(
+                "joint: data-parallel training (torchrun) supports multvae and multdae; "
+                "train the joint model in one process (--device cuda for a GPU)"
+            )
         config = model.config
         self.model, self.module, self.config = model, model.module, config
         active = np.flatnonzero(np.diff(train.indptr) > 0)
@@ -186,7 +192,8 @@ class JointTrainer:
                 groups.append({"params": [self.module.edge_weight], "weight_decay": 0.0})
         self.optimizer = torch.optim.Adam(groups, lr=config.loop.lr, fused=True)
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
+    def score(self, history: sp.csr_matrix) -> torch.Tensor:
+        """Validation scores, left on the training device (ranked there by recvae.evaluate)."""
         return self.model._score_batch(history, on_device=True)
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
@@ -305,18 +312,20 @@ class Joint(TorchAutoencoder):
         return JointTrainer(self, train)
 
     def _score_batch(self, history: sp.csr_matrix, on_device: bool = False) -> torch.Tensor:
-        """Summed logits of every history row, batch by batch on the model's device; kept
-        there when `on_device` (the caller ranks them there), else gathered on the host."""
+        """The model's logits of every history row, batch by batch on the model's device, into
+        one tensor there when `on_device` (the caller ranks them there), else on the host."""
         assert self.module is not None
-        where = self.run_on if on_device else torch.device("cpu")
-        out = torch.empty(history.shape, dtype=torch.float32, device=where)
+        if on_device and self.run_on.type != "cpu":
+            out = torch.empty(history.shape, dtype=torch.float32, device=self.run_on)
+        else:
+            out = torch.from_numpy(np.empty(history.shape, dtype=np.float32))
         step = self.config.loop.eval_batch_size
         norms = row_norms(history)
         with torch.inference_mode():
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
                 logits = self._batch_logits(batch, norms[start : start + step])
-                out[start : start + batch.shape[0]] = logits.to(where)
+                out[start : start + batch.shape[0]].copy_(logits)
         return out
 
     def _batch_logits(self, batch: sp.csr_matrix, norms: np.ndarray) -> torch.Tensor:
@@ -336,9 +345,9 @@ class Joint(TorchAutoencoder):
         yield from slice_blocks(self.score(history), block_size)
 
     def score_tensor_blocks(self, history: sp.csr_matrix, block_size: int) -> Any:
-        """`score_blocks` on the model's device: blocks of the full scores, as above."""
+        """Item blocks of the full scores on the model's device (see `score_blocks`)."""
         scores = self.score_tensor(history)
-        for block in item_blocks(scores.shape[1], block_size):
+        for block in item_blocks(self.n_items, block_size):
             yield block.start, scores[:, block]
 
     def _warm_start(self, source: Any, train: sp.csr_matrix | None = None) -> None:

@@ -47,7 +47,7 @@ from recvae.models.base import (
     write_model_json,
 )
 from recvae.models.configs import SparseEASEConfig
-from recvae.models.ease import available_memory_bytes
+from recvae.models.memory import MemoryEstimate, check_fits
 
 GRAM_BLOCK_ENTRIES = 2**23  # co-occurrence entries computed at once (~100 MB of work)
 SOLVE_BLOCK_ENTRIES = 2**21  # batch x m x m entries per batched solve (~130 MB of work)
@@ -60,37 +60,31 @@ def effective_neighbours(neighbours: int, n_items: int) -> int:
     return max(1, min(neighbours, n_items - 1))
 
 
+def fit_memory_parts(
+    n_users: int, n_items: int, nnz: int, neighbours: int, dense_items: int = 8192
+) -> tuple[tuple[str, int], ...]:
+    """What `SparseEASE.fit` allocates, part by part, in bytes, from the data's shape alone.
+
+    The training matrix's float32 copy and its item x user transpose (float32 values, int32
+    indices), the padded n x m neighbour table (int32 item, float32 co-occurrence), the solved
+    weights (float32) and B in CSR (int32 + float32), the dense float32 block among the most
+    popular items, and the bounded Gram and solve blocks. Linear in n_items x neighbours.
+    """
+    m = effective_neighbours(neighbours, n_items)
+    return (
+        ("matrix copies", 2 * nnz * 8 + (n_users + n_items) * 8),
+        ("neighbour table", (n_items + 1) * m * 8),
+        ("weights", n_items * m * 4 + n_items * m * 8 + n_items * 8),
+        ("dense block", min(dense_items, n_items) ** 2 * 4),
+        ("work blocks", GRAM_BLOCK_ENTRIES * 24 + SOLVE_BLOCK_ENTRIES * 64),
+    )
+
+
 def estimate_fit_bytes(
     n_users: int, n_items: int, nnz: int, neighbours: int, dense_items: int = 8192
 ) -> int:
-    """Peak memory of `SparseEASE.fit`, in bytes, from the data's shape alone.
-
-    The training matrix and its transpose (float32 values, int32 indices), the padded n x m
-    neighbour table (int32 item, float32 co-occurrence), the solved weights (float32) and B in
-    CSR (int32 + float32), the dense float32 block among the most popular items, plus the bounded
-    Gram and solve blocks. Linear in n_items x neighbours.
-    """
-    m = effective_neighbours(neighbours, n_items)
-    dense = min(dense_items, n_items) ** 2 * 4
-    matrices = 2 * nnz * 8 + (n_users + n_items) * 8
-    table = (n_items + 1) * m * 8
-    weights = n_items * m * 4 + n_items * m * 8 + n_items * 8
-    work = GRAM_BLOCK_ENTRIES * 24 + SOLVE_BLOCK_ENTRIES * 64
-    return matrices + table + weights + dense + work
-
-
-def check_fit_memory(
-    needed: int, n_items: int, neighbours: int, available: int | None = None
-) -> None:
-    """Refuse, before allocating, a fit whose estimate exceeds the memory available now."""
-    available = available_memory_bytes() if available is None else available
-    if available is not None and needed > available:
-        raise RecvaeError(
-            f"sparse_ease: {n_items} items x {neighbours} neighbours need about "
-            f"{needed / 2**30:.1f} GiB to fit, but only {available / 2**30:.1f} GiB is available "
-            "(free memory, within any container memory limit); lower neighbours or filter rare "
-            "items at ingest"
-        )
+    """Peak memory `SparseEASE.fit` adds, in bytes (the sum of `fit_memory_parts`)."""
+    return sum(size for _, size in fit_memory_parts(n_users, n_items, nnz, neighbours, dense_items))
 
 
 class SparseEASE:
@@ -107,10 +101,9 @@ class SparseEASE:
 
     def fit(self, train: sp.csr_matrix, valid: Holdout | None = None) -> Self:
         train = as_csr(train)
-        n_users, n_items = train.shape
+        n_items = train.shape[1]
         m = effective_neighbours(self.config.neighbours, n_items)
-        needed = estimate_fit_bytes(n_users, n_items, train.nnz, m, self.config.dense_items)
-        check_fit_memory(needed, n_items, m)
+        check_fits(self.memory_estimate(train))
         started = time.perf_counter()
         counts = np.asarray(train.multiply(train).sum(axis=0), dtype=np.float64).ravel()
         hood = neighbourhood(
@@ -133,6 +126,14 @@ class SparseEASE:
             "solve_seconds": round(time.perf_counter() - pruned, 3),
         }
         return self
+
+    def memory_estimate(self, train: sp.csr_matrix) -> MemoryEstimate:
+        """What fitting `train` will allocate (`fit` checks it against the memory available)."""
+        n_users, n_items = train.shape
+        config = self.config
+        parts = fit_memory_parts(n_users, n_items, train.nnz, config.neighbours, config.dense_items)
+        advice = "to need less: fewer neighbours or dense_items, or filter rare items at ingest"
+        return MemoryEstimate(self.name, parts, advice)
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         columns = self._fitted_columns()
