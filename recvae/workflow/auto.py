@@ -81,8 +81,9 @@ SELECTION_SHARE = 0.7  # of the budget spent choosing; the rest is left for the 
 LINEAR_SHARE = 0.5  # of the selection time the linear models may use when deep ones follow
 MIN_DEEP_SECONDS = 1.0  # a deep model given less than this is skipped, not started
 # Exact EASE costs about this many seconds per items^3 (Cholesky and inverse on the 2-core
-# development machine: 12 minutes at 40,981 items); the first EASE fit replaces the guess.
-EASE_SECONDS_PER_ITEM3 = 1.1e-11
+# development machine: 323 s at 40,981 items under the CPU lock on 2026-12-02, 745 s on a busier
+# day); the first EASE fit replaces the guess.
+EASE_SECONDS_PER_ITEM3 = 5e-12
 
 
 @dataclass(frozen=True)
