@@ -71,7 +71,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("sparse-ease-l2-100", "sparse_ease", {"l2": 100.0}, "linear", "ease"),
     Candidate("sparse-ease-l2-500", "sparse_ease", {"l2": 500.0}, "linear", "ease"),
     Candidate("sparse-ease-l2-2000", "sparse_ease", {"l2": 2000.0}, "linear", "ease"),
-    Candidate("joint", "joint", {}, "deep"),  # recvae.models.joint: Mult-VAE + sparse EASE path
+    # not the joint model (recvae.models.joint): it lost to EASE and ALS on both LightGCN splits
+    # (benchmarks/reports/joint-2026-12-02), so it would only spend the deep models' time
     Candidate("multdae", "multdae", {}, "deep"),
     Candidate("recvae", "recvae", {}, "deep"),
 )
