@@ -292,7 +292,13 @@ def report(args: argparse.Namespace) -> None:
     for dataset in DATASETS:
         found = {m: steps.get(f"{dataset}-{m}") for m in ("auto", "ease", "als")}
         if found["auto"] is None:
-            lines.append(f"- {dataset}: not run")
+            name = recall_name(dataset)
+            done = [f"{m.upper()} test {name} {st['test'][name]:.4f} / ndcg@20 "
+                    f"{st['test']['ndcg@20']:.4f}"
+                    for m, st in found.items() if st is not None]  # fmt: skip
+            measured = f"; baselines measured: {'; '.join(done)}" if done else ""
+            lines.append(f"- {dataset}: auto not run (its step was queued for the CPU lock and "
+                         f"had not started by the hand-off){measured}")  # fmt: skip
             continue
         recall = recall_name(dataset)
         per_user = {m: np.load(WORK / dataset / f"{m}-per-user.npz")
@@ -310,12 +316,18 @@ def report(args: argparse.Namespace) -> None:
                     losses.append(f"{dataset}: auto ({found['auto']['winner']}) below tuned "
                                   f"{baseline.upper()} on {metric} by {-numbers['mean']:.4f} "
                                   f"(paired stderr {numbers['stderr']:.4f})")  # fmt: skip
+                elif numbers["z"] < 2:
+                    losses.append(f"{dataset}: auto ahead of tuned {baseline.upper()} on {metric} "
+                                  f"by {numbers['mean']:.4f}, within 2 paired standard errors "
+                                  f"({numbers['stderr']:.4f}): not a clear win")  # fmt: skip
         results["datasets"][dataset] = entry
         rows.append((dataset, found, entry, recall))
     lines += _tables(rows)
     lines += _candidates(rows)
     lines += ["", "## Where a candidate lost", ""]
     lines += [f"- {line}" for line in losses] or ["- auto did not lose to a baseline anywhere."]
+    lines.append("- Inside auto (validation, its own held-out users), every candidate below the "
+                 "winner lost to it:")
     lines += _candidate_losses(rows)
     notes = REPORT / "notes.md"  # what ran differently from the plan, written by hand
     if notes.is_file():
@@ -349,7 +361,7 @@ def _header() -> list[str]:
 
 
 def _tables(rows: list[Any]) -> list[str]:
-    lines = ["## Test results", "",
+    lines = ["", "## Test results", "",
              "| data set | model | settings | Recall@20 | NDCG@20 | fit seconds |",
              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for dataset, found, _entry, recall in rows:
@@ -363,9 +375,9 @@ def _tables(rows: list[Any]) -> list[str]:
                            f"refit {step['refit_seconds'] or 0:.0f})")  # fmt: skip
             else:
                 settings = f"{json.dumps(step['settings'])}; {step['tuning']}"
-                seconds = f"{step['seconds']:.0f}"
+                seconds = f"{step['seconds']:.1f}"
                 if step["grid_seconds"]:
-                    seconds += f" (+ grid {step['grid_seconds']:.0f})"
+                    seconds += f" (+ grid {step['grid_seconds']:.1f})"
             test = step["test"]
             lines.append(f"| {dataset} | {name} | {settings} | {test[recall]:.4f} | "
                          f"{test['ndcg@20']:.4f} | {seconds} |")  # fmt: skip
@@ -421,7 +433,7 @@ def _candidate_losses(rows: list[Any]) -> list[str]:
         skipped = [r["label"] for r in step["candidates"] if r["status"] == "skipped"]
         order = sorted(fitted, key=lambda r: -r["metrics"][metric])
         ranking = " > ".join(f"{r['label']} {r['metrics'][metric]:.4f}" for r in order)
-        lines.append(f"- {dataset}, inside auto (validation {metric}): {ranking}"
+        lines.append(f"  - {dataset} (validation {metric}): {ranking}"
                      + (f"; skipped: {', '.join(skipped)}" if skipped else ""))  # fmt: skip
     return lines
 

@@ -540,7 +540,7 @@ def auto(
 
     Within `budget` ("30m", "2h", "1h30m" or seconds; default: scaled with the data, 3 minutes
     plus 1 per 100,000 interactions) it fits a fixed set of candidates (EASE with a short l2
-    grid or sparse EASE, ALS, the joint model, Mult-DAE, RecVAE, and a blend of the best deep
+    grid or sparse EASE, ALS, Mult-DAE, RecVAE, and a blend of the best deep
     and the best linear one) on the data's split, or with `valid_users` users (default 10%, at
     most 10,000) held out, picks the
     best by the validation `metric` and refits it on all data (`refit=False`: keep the fit

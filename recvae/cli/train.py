@@ -321,7 +321,8 @@ def train_auto(
 def candidate_table(summary: dict[str, Any]) -> str:
     """The candidates as a plain text table: score, time and why one was skipped."""
     metric = summary["metric"]
-    lines = [f"{'candidate':<14} {'status':<8} {metric:>10} {'seconds':>9}  notes"]
+    width = max(len("candidate"), *(len(row["label"]) for row in summary["candidates"]))
+    lines = [f"{'candidate':<{width}} {'status':<8} {metric:>10} {'seconds':>9}  notes"]
     for row in summary["candidates"]:
         score = f"{row['metrics'][metric]:.4f}" if row["status"] == "fitted" else "-"
         seconds = f"{row['fit_seconds']:.1f}" if row.get("fit_seconds") is not None else "-"
@@ -332,5 +333,6 @@ def candidate_table(summary: dict[str, Any]) -> str:
             notes = f"{' + '.join(row['members'])}, weights {row['weights']}"
         if row["label"] == summary["winner"]:
             notes = f"WINNER; {notes}" if notes else "WINNER"
-        lines.append(f"{row['label']:<14} {row['status']:<8} {score:>10} {seconds:>9}  {notes}")
+        label, status = row["label"], row["status"]
+        lines.append(f"{label:<{width}} {status:<8} {score:>10} {seconds:>9}  {notes}")
     return "\n".join(lines)

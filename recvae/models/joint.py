@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recvae import distributed
 from recvae.config import config_from_dict
 from recvae.data.split import Holdout, as_csr
 from recvae.device import to_device
@@ -160,6 +161,11 @@ class JointTrainer:
     """One epoch of joint training over shuffled users (see recvae.train)."""
 
     def __init__(self, model: Joint, train: sp.csr_matrix) -> None:
+        if distributed.ranks().world > 1:  # each rank would train on every user: no speed-up
+            raise RecvaeError(
+                "joint: data-parallel training (torchrun) supports multvae and multdae; "
+                "train the joint model in one process (--device cuda for a GPU)"
+            )
         config = model.config
         self.model, self.module, self.config = model, model.module, config
         active = np.flatnonzero(np.diff(train.indptr) > 0)

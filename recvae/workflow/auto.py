@@ -71,7 +71,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("sparse-ease-l2-100", "sparse_ease", {"l2": 100.0}, "linear", "ease"),
     Candidate("sparse-ease-l2-500", "sparse_ease", {"l2": 500.0}, "linear", "ease"),
     Candidate("sparse-ease-l2-2000", "sparse_ease", {"l2": 2000.0}, "linear", "ease"),
-    Candidate("joint", "joint", {}, "deep"),  # recvae.models.joint: Mult-VAE + sparse EASE path
+    # not the joint model (recvae.models.joint): it lost to EASE and ALS on both LightGCN splits
+    # (benchmarks/reports/joint-2026-12-02), so it would only spend the deep models' time
     Candidate("multdae", "multdae", {}, "deep"),
     Candidate("recvae", "recvae", {}, "deep"),
 )
@@ -81,8 +82,9 @@ SELECTION_SHARE = 0.7  # of the budget spent choosing; the rest is left for the 
 LINEAR_SHARE = 0.5  # of the selection time the linear models may use when deep ones follow
 MIN_DEEP_SECONDS = 1.0  # a deep model given less than this is skipped, not started
 # Exact EASE costs about this many seconds per items^3 (Cholesky and inverse on the 2-core
-# development machine: 12 minutes at 40,981 items); the first EASE fit replaces the guess.
-EASE_SECONDS_PER_ITEM3 = 1.1e-11
+# development machine: 323 s at 40,981 items under the CPU lock on 2026-12-02, 745 s on a busier
+# day); the first EASE fit replaces the guess.
+EASE_SECONDS_PER_ITEM3 = 5e-12
 
 
 @dataclass(frozen=True)
