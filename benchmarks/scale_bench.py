@@ -357,7 +357,18 @@ NOTES: list[str] = [
     "moments are 13.4 GiB (the estimate's parts). The full softmax and dense Adam at 1M items "
     "were not run: their estimates (21.9 and 18.5 GiB) are over the target and recvae refuses "
     "them up front on this 23.5 GiB machine when less than that is free.",
-    "The 1M-item export peak (9.26 GiB) is mostly the model: 4.5 GiB of weights, loaded once.",
+    "Sparse EASE at 1M items took 584 s to fit here (2.95 GiB peak; its estimate 2.74 GiB), "
+    "three times the 194 s h3 measured on its own synthetic 1M set (17.0M interactions, "
+    "benchmarks/reports/sparse-ease-2026-12-02); why (this log's topic structure gives more "
+    "co-occurring pairs?) was not analysed.",
+    "The 100k-item runs (all models) did not get CPU lock time before the hand-off; growth is "
+    "therefore from 10k to 1M only (sparse EASE: 1M only).",
+    "At 10k items lazy Adam made the sampled epoch slower, not faster: 82.6 s against 50.4 s "
+    "with dense Adam (single runs on a shared box): with most of 10k items touched in every "
+    "batch, the row-wise bookkeeping costs more than it saves.",
+    "The 1M-item export peak (9.26 GiB) is two copies of the 4.48 GiB weights: loading copied "
+    "them out of the safetensors mapping. h2 changed that afterwards (41e540f, "
+    "load_state_dict(assign=True)); the export was not measured again here.",
 ]
 
 
