@@ -311,22 +311,11 @@ class Joint(TorchAutoencoder):
     def _make_trainer(self, train: sp.csr_matrix) -> JointTrainer:
         return JointTrainer(self, train)
 
-    def _score_batch(self, history: sp.csr_matrix, on_device: bool = False) -> torch.Tensor:
-        """The model's logits of every history row, batch by batch on the model's device, into
-        one tensor there when `on_device` (the caller ranks them there), else on the host."""
-        assert self.module is not None
-        if on_device and self.run_on.type != "cpu":
-            out = torch.empty(history.shape, dtype=torch.float32, device=self.run_on)
-        else:
-            out = torch.from_numpy(np.empty(history.shape, dtype=np.float32))
-        step = self.config.loop.eval_batch_size
-        norms = row_norms(history)
-        with torch.inference_mode():
-            for start in range(0, history.shape[0], step):
-                batch = as_csr(history[start : start + step])
-                logits = self._batch_logits(batch, norms[start : start + step])
-                out[start : start + batch.shape[0]].copy_(logits)
-        return out
+    def _batch_scores_into(
+        self, batch: sp.csr_matrix, norms: np.ndarray, target: torch.Tensor
+    ) -> None:
+        """One batch's summed logits (both paths) into `target` (see TorchAutoencoder)."""
+        target.copy_(self._batch_logits(batch, norms))
 
     def _batch_logits(self, batch: sp.csr_matrix, norms: np.ndarray) -> torch.Tensor:
         module, device = self.module, self.run_on

@@ -361,17 +361,24 @@ class TorchAutoencoder:
         with torch.inference_mode():
             for start in range(0, history.shape[0], step):
                 batch = as_csr(history[start : start + step])
-                values = to_device(normalised_values(batch, norms[start : start + step]),
-                                   self.run_on)  # fmt: skip
-                x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
                 target = out[start : start + batch.shape[0]]
-                if target.device == self.run_on:
-                    self._logits_into(x, target)
-                else:
-                    logits = torch.empty(target.shape, device=self.run_on)
-                    self._logits_into(x, logits)
-                    target.copy_(logits)
+                self._batch_scores_into(batch, norms[start : start + step], target)
         return out
+
+    def _batch_scores_into(
+        self, batch: sp.csr_matrix, norms: np.ndarray, target: torch.Tensor
+    ) -> None:
+        """Write one batch's logits into `target` (straight in when it is on the model's
+        device, else through one device buffer). A model whose scores are not one network's
+        output (the joint model) overrides this."""
+        values = to_device(normalised_values(batch, norms), self.run_on)
+        x = torch_csr(batch.indptr, batch.indices, values, batch.shape)
+        if target.device == self.run_on:
+            self._logits_into(x, target)
+        else:
+            logits = torch.empty(target.shape, device=self.run_on)
+            self._logits_into(x, logits)
+            target.copy_(logits)
 
     # -- persistence --
 
