@@ -361,7 +361,11 @@ NOTES: list[str] = [
     "three times the 194 s h3 measured on its own synthetic 1M set (17.0M interactions, "
     "benchmarks/reports/sparse-ease-2026-12-02); why (this log's topic structure gives more "
     "co-occurring pairs?) was not analysed.",
-    "The 100k-item runs (all models) did not get CPU lock time before the hand-off; growth is "
+    "The 100k-item runs were run last, by the lead, after the other steps (15:00-15:08; "
+    "same code, commit fc35aa5). At 100k items the sampled epoch with lazy Adam (392 s) was "
+    "slower than the full softmax's (336 s, from 40 timed batches): sampled softmax pays off "
+    "here only at 1M items, where the full softmax does not fit; on Gowalla (41k items, dense "
+    "Adam) it was 1.8x faster.",
     "therefore from 10k to 1M only (sparse EASE: 1M only).",
     "At 10k items lazy Adam made the sampled epoch slower, not faster: 82.6 s against 50.4 s "
     "with dense Adam (single runs on a shared box): with most of 10k items touched in every "
