@@ -21,6 +21,7 @@ from recvae.models.vae import (
     MultVAEConfig,
     resolve_anneal_steps,
 )
+from recvae.train import epoch_seed
 
 N_GROUPS, ITEMS_PER_GROUP, USERS_PER_GROUP = 4, 10, 40
 
@@ -158,7 +159,7 @@ def test_one_step_changes_every_parameter_and_scoring_changes_none():
     model = MultVAE(**settings).fit(matrix)
     initial = model._build_module(matrix.shape[1])
     initial.reset_parameters(
-        torch.Generator().manual_seed(vae_module.epoch_seed(0, 0, INIT))
+        torch.Generator().manual_seed(epoch_seed(0, 0, INIT))
     )
     after = {k: v.clone() for k, v in model.module.state_dict().items()}
     for key, value in initial.state_dict().items():

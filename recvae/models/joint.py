@@ -51,11 +51,16 @@ from recvae.models.base import (
 from recvae.models.configs import JointConfig
 from recvae.models.neighbour_ease import ItemGraph, default_l2, neighbour_ease
 from recvae.models.precision import autocast_dtype, dense_autocast
-from recvae.models.torch_autoencoder import NOISE, SHUFFLE, WEIGHTS_FILE, TorchAutoencoder
+from recvae.models.torch_autoencoder import (
+    WEIGHTS_FILE,
+    TorchAutoencoder,
+    epoch_noise,
+    epoch_order,
+)
 from recvae.models.torch_sparse import normalised_values, row_norms, torch_csr, transpose_csr
 from recvae.models.vae import AutoencoderModule, likelihood_nll, resolve_anneal_steps
 from recvae.schedules import kl_beta
-from recvae.train import BatchProgress, BatchUpdates, epoch_seed
+from recvae.train import BatchProgress, BatchUpdates
 
 __all__ = ["Joint", "JointConfig", "JointModule"]
 
@@ -198,10 +203,8 @@ class JointTrainer:
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         config = self.config
-        order = np.random.default_rng(epoch_seed(config.loop.seed, epoch, SHUFFLE)).permutation(
-            self.train.shape[0]
-        )
-        noise = torch.Generator().manual_seed(epoch_seed(config.loop.seed, epoch, NOISE))
+        order = epoch_order(config.loop.seed, epoch, self.train.shape[0])
+        noise = epoch_noise(config.loop.seed, epoch)
         updates = BatchUpdates(self.optimizer, epoch, step)
         beta = 0.0
         for start in range(0, len(order), config.loop.batch_size):

@@ -46,7 +46,7 @@ from recvae import distributed
 from recvae.device import to_device
 from recvae.errors import RecvaeError
 from recvae.models.configs import RecVAEConfig
-from recvae.models.torch_autoencoder import NOISE, TorchAutoencoder
+from recvae.models.torch_autoencoder import TorchAutoencoder, epoch_noise
 from recvae.models.torch_sparse import (
     MultinomialNLL,
     SparseInputLinear,
@@ -266,7 +266,7 @@ class _RecVAETrainer:
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         c = self.config
-        noise = torch.Generator().manual_seed(epoch_seed(c.loop.seed, epoch, NOISE))
+        noise = epoch_noise(c.loop.seed, epoch)
         if c.alternating:
             for index in range(c.n_enc_epochs):
                 order = self._order(epoch, index)

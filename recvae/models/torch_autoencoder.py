@@ -46,6 +46,17 @@ from recvae.train import EpochCallback, epoch_seed, run_loop
 # `epoch_seed` purposes: separate streams for the user order, the dropout/latent noise and the
 # initial weights.
 SHUFFLE, NOISE, INIT = 0, 1, 2
+
+
+def epoch_order(seed: int, epoch: int, n_users: int) -> np.ndarray:
+    """The epoch's seeded user permutation: the same on every rank, so under torchrun each rank's
+    part of a global batch means the same users as in one process."""
+    return np.random.default_rng(epoch_seed(seed, epoch, SHUFFLE)).permutation(n_users)
+
+
+def epoch_noise(seed: int, epoch: int) -> torch.Generator:
+    """The epoch's seeded generator for dropout masks and reparameterisation noise."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch, NOISE))
 WEIGHTS_FILE = "weights.safetensors"
 
 

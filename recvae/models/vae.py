@@ -37,7 +37,7 @@ from recvae.models.configs import MultDAEConfig, MultVAEConfig, resolved_optimiz
 from recvae.models.lazy_adam import LazyAdam, RowGradients
 from recvae.models.precision import autocast_dtype, dense_autocast, float32_autocast_off
 from recvae.models.sampled_softmax import Candidates, NegativeSampler, sampled_multinomial_nll
-from recvae.models.torch_autoencoder import NOISE, SHUFFLE, TorchAutoencoder
+from recvae.models.torch_autoencoder import TorchAutoencoder, epoch_noise, epoch_order
 from recvae.models.torch_sparse import (
     DenseOutputLinear,
     MultinomialNLL,
@@ -50,7 +50,7 @@ from recvae.models.torch_sparse import (
     transpose_csr,
 )
 from recvae.schedules import kl_beta
-from recvae.train import BatchProgress, BatchUpdates, epoch_seed
+from recvae.train import BatchProgress, BatchUpdates
 
 __all__ = ["AutoencoderModule", "MultDAE", "MultDAEConfig", "MultVAE", "MultVAEConfig"]
 
@@ -222,10 +222,8 @@ class AutoencoderTrainer:
 
     def train_epoch(self, epoch: int, step: int, on_batch: BatchProgress) -> dict[str, float]:
         config = self.config
-        order = np.random.default_rng(epoch_seed(config.loop.seed, epoch, SHUFFLE)).permutation(
-            self.train.shape[0]
-        )
-        noise = torch.Generator().manual_seed(epoch_seed(config.loop.seed, epoch, NOISE))
+        order = epoch_order(config.loop.seed, epoch, self.train.shape[0])
+        noise = epoch_noise(config.loop.seed, epoch)
         variational = self.module.variational
         updates = BatchUpdates(self.optimizer, epoch, step)
         group = distributed.ranks()  # one process: rank 0 of 1, whose part is the whole batch
