@@ -9,6 +9,7 @@ any baseline need no refit (EASE on Gowalla takes minutes and gigabytes):
         --model ease --set l2=1000
     python benchmarks/joint_bench.py fit ml-1m DATA joint --model joint --set epochs=30
     python benchmarks/joint_bench.py report        # report.md, results.json, plots
+    python benchmarks/joint_bench.py pair ml-1m joint-no-split joint-e12   # any two runs
 
 `--resume` keeps checkpoints in benchmarks/work/joint/<dataset>/<run>.ckpt, so a long run split
 into steps by `--set time_limit=...` continues where the last step stopped (same command).
@@ -160,6 +161,13 @@ def paired(dataset: str, run: str, baseline: str) -> dict[str, Any]:
     return rows
 
 
+def pair(args: argparse.Namespace) -> None:
+    """Print the paired difference of two runs of one dataset (e.g. a variant and its start)."""
+    for metric, row in paired(args.dataset, args.run, args.baseline).items():
+        print(f"{args.run} - {args.baseline} {metric}: {row['difference']:+.4f} "
+              f"+- {row['paired_se']:.4f} ({row['margin_se']:+.1f} SE)")  # fmt: skip
+
+
 def report(args: argparse.Namespace) -> None:
     """report.md's tables, results.json and the plots from every JSON under --out."""
     out = Path(args.out)
@@ -273,6 +281,11 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="checkpoint, and continue a stopped run")
     p.add_argument("--deep-weights", help="comma-separated weights on the deep logits to try")
     p.set_defaults(func=fit)
+    p = sub.add_parser("pair")
+    p.add_argument("dataset")
+    p.add_argument("run")
+    p.add_argument("baseline")
+    p.set_defaults(func=pair)
     p = sub.add_parser("report")
     p.set_defaults(func=report)
     for p in sub.choices.values():
