@@ -418,6 +418,10 @@ def _candidates(rows: list[Any]) -> list[str]:
                          f"{row['best_epoch']}")  # fmt: skip
             if row.get("weights"):
                 notes = f"{' + '.join(row['members'])}, weights {row['weights']}"
+            if row.get("pairs"):
+                tried = "; ".join(f"{' + '.join(p['members'])} {p[metric]:.4f}"
+                                  for p in row["pairs"])  # fmt: skip
+                notes += f" (pairs tried: {tried})"
             lines.append(f"| {row['label']} | {row['status']} | {value} | {seconds} | {notes} |")
         lines.append("")
     return lines
