@@ -12,6 +12,7 @@ import recvae
 from recvae.artifact import load_artifact
 from recvae.cli import app
 from recvae.data.dataset import Dataset
+from recvae.data.split import ProtocolSpec
 from recvae.data.vocab import Vocabulary
 from recvae.errors import RecvaeError
 from recvae.workflow import auto
@@ -264,3 +265,21 @@ def test_a_failing_candidate_is_recorded_and_the_others_still_compete(monkeypatc
     assert rows["als-tiny"]["status"] == "failed"
     assert rows["als-tiny"]["reason"] == "TypeError: a bug in one model"
     assert result.winner in ("ease-strong", "ease-weak")
+
+
+def test_blend_pairs_after_the_first_wait_for_selection_time():
+    dataset = block_dataset()
+    config = AutoConfig(budget="60s", metric=METRIC, threads=1)
+    runner = auto._Runner(dataset, ProtocolSpec("auto", seed=0), config, METRIC,
+                          lambda line: None, None, 3)  # fmt: skip
+    for candidate in TINY[1:]:  # ease-weak, als-tiny, dae-tiny: three families
+        if candidate.kind == "deep":
+            runner.run_deep(candidate, 60.0)
+        else:
+            runner.run_linear(candidate, float("inf"))
+    runner.run_blend(deadline=0.0)  # the selection time is long gone
+    blend = runner.rows[-1]
+    assert blend["status"] == "fitted"
+    assert len(blend["pairs"]) == 1  # the two best families still pair up
+    assert len(blend["pairs_not_tried"]) == 1
+    assert blend["pairs_not_tried"][0][0] == blend["pairs"][0]["members"][0]

@@ -221,7 +221,7 @@ def fit_auto(
     for index, candidate in enumerate(deep):
         left = selection_end - time.perf_counter()
         runner.run_deep(candidate, left / (len(deep) - index))
-    runner.run_blend()
+    runner.run_blend(selection_end)
     fitted = [row for row in runner.rows if row["status"] == "fitted"]
     if not fitted:
         reasons = "; ".join(f"{row['label']}: {row['reason']}" for row in runner.rows)
@@ -441,12 +441,14 @@ class _Runner:
                 bests[family] = row
         return sorted(bests.values(), key=lambda r: -r["metrics"][self.metric])
 
-    def run_blend(self) -> None:
+    def run_blend(self, deadline: float) -> None:
         """Blend the best candidate with the best of each other model family, each pair's
         weights tuned on the validation users (`recvae.models.blend.tune_weights`, what
         `weights = "tune"` runs), and keep the best pair as the `blend` candidate. A partner
         helps when its errors differ from the leader's (EASE and GF-CF, a deep model and EASE),
-        which its own score alone does not tell; pairs of two weaker models are not tried."""
+        which its own score alone does not tell; pairs of two weaker models are not tried.
+        The first pair (the two best families) always runs; the others only while the
+        selection time (`deadline`) lasts, so a budget spent by the deep models stays spent."""
         from recvae.evaluate import evaluate
         from recvae.models.blend import Blend, tune_weights
         from recvae.train import validation_ks
@@ -464,8 +466,12 @@ class _Runner:
                  "validation)")  # fmt: skip
         started = time.perf_counter()
         split = self.results[leader["label"]].split
-        tried = []
+        tried: list[dict[str, Any]] = []
         for partner in partners:
+            if tried and time.perf_counter() > deadline:
+                self.say(f"auto: out of selection time; pairs not tried: {leader['label']} + "
+                         f"{', '.join(p['label'] for p in partners[len(tried):])}")  # fmt: skip
+                break
             pair = [leader, partner]
             weights, table = tune_weights(
                 [self.results[r["label"]].model for r in pair], split.valid, "zscore",
@@ -505,6 +511,7 @@ class _Runner:
             weight_grid=[{"weights": r["weights"], self.metric: r[self.metric]}
                          for r in chosen["table"]],
             pairs=[{k: v for k, v in t.items() if k != "table"} for t in tried],
+            pairs_not_tried=[[leader["label"], p["label"]] for p in partners[len(tried):]],
         )  # fmt: skip
         self.rows.append(row)
         self.say(
