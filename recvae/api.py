@@ -555,7 +555,9 @@ def auto(
     plus 1 per 100,000 interactions) it fits a fixed set of candidates (EASE with a short l2
     grid or sparse EASE, ALS, GF-CF, Mult-DAE, RecVAE, and a blend of the best one with its
     best partner of another model family) on the data's split, or with `valid_users` users
-    (default 10%, at most 10,000) held out, picks the best by the validation `metric` and
+    (default `recvae.workflow.auto.selection_valid_users`: 10%, but at least 1,000 where three
+    quarters are left to train on; at most 10,000) held out, picks the best by the validation
+    `metric` and
     refits it on all data (`refit=False`: keep the fit on the training part). The result is
     the winner's class (e.g. `EASE`); its `metadata["auto"]` lists every candidate's score,
     settings, time and, for one skipped, why. `candidates` restricts the set to some labels

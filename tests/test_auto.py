@@ -283,3 +283,21 @@ def test_blend_pairs_after_the_first_wait_for_selection_time():
     assert len(blend["pairs"]) == 1  # the two best families still pair up
     assert len(blend["pairs_not_tried"]) == 1
     assert blend["pairs_not_tried"][0][0] == blend["pairs"][0]["members"][0]
+
+
+@pytest.mark.parametrize(
+    ("users", "held_out"),
+    [(150, 37), (738, 184), (2_499, 624), (6_039, 1_000), (29_858, 2_985), (500_000, 10_000)],
+)
+def test_auto_chooses_on_more_users_than_a_training_run_holds_out(users, held_out):
+    # 10%, but at least 1,000 where a quarter of the users is not more than that; at most 10,000
+    assert auto.selection_valid_users(users) == held_out
+
+
+def test_auto_holds_out_its_selection_users_unless_told():
+    result = run_tiny(candidates=TINY[:1], refit=False)
+    assert result.fit.metadata["split"]["valid_users"] == 37  # a quarter of 150, not 15
+    config = AutoConfig(budget="60s", metric=METRIC, threads=1, refit=False)
+    told = fit_auto(block_dataset(), config, ProtocolSpec("auto", valid_users=20),
+                    candidates=TINY[:1])  # fmt: skip
+    assert told.fit.metadata["split"]["valid_users"] == 20

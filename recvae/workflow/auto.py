@@ -161,6 +161,19 @@ def default_budget(n_interactions: int) -> float:
     return min(7200.0, 180.0 + 60.0 * n_interactions / 100_000)
 
 
+def selection_valid_users(n_users: int) -> int:
+    """Users auto holds out to choose on, when none are given: 10% as for any training run,
+    but at least 1,000 where that leaves three quarters of the users to train on, and at most
+    10,000. Why more than a training run holds out: auto picks among about fifteen candidates
+    whose scores often differ by less than one standard error of a few hundred users' NDCG,
+    so on small data the 10% left the choice to chance (ml-100k, 74 users: the seed decided
+    between a winner 0.005 above tuned EASE on the test users and one 0.021 below it). The
+    winner is refitted on every user, so the larger hold-out costs only the selection fits
+    a little data. ml-100k: 184 users; ml-1m: 1,000; Gowalla: 2,985 (10%)."""
+    ten_percent = n_users // 10
+    return max(1, min(10_000, max(ten_percent, min(1_000, n_users // 4))))
+
+
 @dataclass
 class AutoResult:
     """The final fit (the winner, refitted unless refit is off) and every candidate's row."""
@@ -194,6 +207,8 @@ def fit_auto(
     started = time.perf_counter()
     budget = parse_budget(config.budget) if config.budget else default_budget(dataset.matrix.nnz)
     protocol = split_settings or ProtocolSpec("auto", seed=config.seed)
+    if protocol.protocol == "auto" and not protocol.valid_users and dataset.split is None:
+        protocol = replace(protocol, valid_users=selection_valid_users(dataset.matrix.shape[0]))
     split = make_split(dataset, protocol)
     if split.valid is None:
         raise RecvaeError(
