@@ -57,6 +57,7 @@ ML100K = {
     "min_user_count": 5,
 }  # fmt: skip
 LIGHTGCN = {"format": "lightgcn", "split_sources": ["train", "valid"]}
+SUBSAMPLE = {"format": "lightgcn"}  # train.txt + valid.txt merged, then users drawn
 
 # name -> where, how it is split, and the baselines' known tuned settings (None: grid search)
 DATASETS: dict[str, dict[str, Any]] = {
@@ -72,6 +73,10 @@ DATASETS: dict[str, dict[str, Any]] = {
         "ease": {"l2": 100.0},  # gowalla-2026-11-28: tuned on valid.txt
         "als": {"factors": 512, "regularization": 30.0, "alpha": 30.0, "iterations": 15},
     },
+    # a small sparse log like the issue's unnamed set A (1.9k users x 17k items): 2,000 Gowalla
+    # users (seed 0) with all their items, items seen once among them dropped; each user's items
+    # split 80/20 (seed 0), the 20% the test part (benchmarks/small_logs_bench.py's proxy)
+    "gowalla-2k": {"path": "gowalla-lightgcn", "ingest": SUBSAMPLE, "users": 2000, "min_item": 2},
 }  # fmt: skip
 GRIDS = {
     "ease": [{"l2": l2} for l2 in (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)],
@@ -98,6 +103,8 @@ def load(dataset: str) -> tuple[Dataset, Holdout, dict[str, Any]]:
     if not path.exists():
         sys.exit(f"skipping {dataset}: {path} not found (set RECVAE_SHARED)")
     options = dict(spec["ingest"])
+    if spec["ingest"] is SUBSAMPLE:
+        return _subsample(dataset, spec, path, options)
     if spec["ingest"] is LIGHTGCN:
         full = ingest([path / "train.txt", path / "valid.txt"], IngestOptions(**options))
         assert full.split is not None and full.split.valid is not None
@@ -119,6 +126,39 @@ def load(dataset: str) -> tuple[Dataset, Holdout, dict[str, Any]]:
         "dev_interactions": int(dev.matrix.nnz), "test_users": int(test.history.shape[0]),
         "test_heldout": int(test.heldout.nnz), "ingest": {k: v for k, v in options.items()},
         **protocol,
+    }  # fmt: skip
+    return dev, test, shape
+
+
+def _subsample(
+    dataset: str, spec: dict[str, Any], path: Path, options: dict[str, Any]
+) -> tuple[Dataset, Holdout, dict[str, Any]]:
+    """`spec["users"]` users drawn at random (seed TEST_SEED) with all their items, items seen
+    fewer than `spec["min_item"]` times among them dropped, each user's items split 80/20:
+    the 80% is the development part, the 20% the test part (weak generalisation)."""
+    from recvae.data.ingest import IngestOptions, ingest
+    from recvae.data.split import as_csr, split_rows
+    from recvae.data.vocab import Vocabulary
+
+    full = ingest([path / "train.txt", path / "valid.txt"], IngestOptions(**options))
+    rng = np.random.default_rng(TEST_SEED)
+    users = np.sort(rng.permutation(full.matrix.shape[0])[: spec["users"]])
+    matrix = as_csr(full.matrix[users])
+    items = np.flatnonzero(np.asarray((matrix > 0).sum(axis=0)).ravel() >= spec["min_item"])
+    matrix = as_csr(matrix[:, items])
+    kept = np.flatnonzero(np.diff(matrix.indptr) > 0)
+    matrix = as_csr(matrix[kept])
+    dev_matrix, test_matrix = split_rows(matrix, 0.2, np.random.default_rng(TEST_SEED))
+    dev = Dataset(dev_matrix, _subset(full.users, users[kept]),
+                  Vocabulary(list(full.items.original(items)), name="item"))  # fmt: skip
+    test = Holdout(dev_matrix, test_matrix, np.arange(len(kept))).with_heldout_users_only()
+    shape = {
+        "users": len(kept), "items": len(items), "interactions": int(matrix.nnz),
+        "dev_users": len(kept), "dev_interactions": int(dev_matrix.nnz),
+        "test_users": int(test.history.shape[0]), "test_heldout": int(test.heldout.nnz),
+        "ingest": options, "test": f"{spec['users']} users of {spec['path']} drawn (seed "
+        f"{TEST_SEED}), items seen < {spec['min_item']} times dropped; 20% of each user's items "
+        "held out (weak: the other 80% is the history)",
     }  # fmt: skip
     return dev, test, shape
 
