@@ -465,7 +465,7 @@ class _Runner:
         The first pair (the two best families) always runs; the others only while the
         selection time (`deadline`) lasts, so a budget spent by the deep models stays spent."""
         from recvae.evaluate import evaluate
-        from recvae.models.blend import Blend, tune_weights
+        from recvae.models.blend import Blend
         from recvae.train import validation_ks
         from recvae.workflow.fit import FitResult, fit_metadata
 
@@ -481,20 +481,7 @@ class _Runner:
                  "validation)")  # fmt: skip
         started = time.perf_counter()
         split = self.results[leader["label"]].split
-        tried: list[dict[str, Any]] = []
-        for partner in partners:
-            if tried and time.perf_counter() > deadline:
-                self.say(f"auto: out of selection time; pairs not tried: {leader['label']} + "
-                         f"{', '.join(p['label'] for p in partners[len(tried):])}")  # fmt: skip
-                break
-            pair = [leader, partner]
-            weights, table = tune_weights(
-                [self.results[r["label"]].model for r in pair], split.valid, "zscore",
-                self.metric, 0.1,
-            )  # fmt: skip
-            best_point = next(t for t in table if tuple(t["weights"]) == tuple(weights))
-            tried.append({"members": [r["label"] for r in pair], "weights": list(weights),
-                          self.metric: best_point[self.metric], "table": table})  # fmt: skip
+        tried = self._tune_pairs(leader, partners, split.valid, deadline)
         chosen = max(tried, key=lambda t: t[self.metric])  # first best: the stronger partner
         members = [self.results[label] for label in chosen["members"]]
         model = Blend.from_members(
@@ -534,6 +521,28 @@ class _Runner:
             f"weights {chosen['weights']} validation {self.metric} "
             f"{row['metrics'][self.metric]:.4f}"
         )
+
+    def _tune_pairs(
+        self, leader: dict[str, Any], partners: list[dict[str, Any]], valid: Any, deadline: float
+    ) -> list[dict[str, Any]]:
+        """Each (leader, partner) pair's best weights and validation metric, partners in order,
+        the second and later ones only before `deadline`."""
+        from recvae.models.blend import tune_weights
+
+        tried: list[dict[str, Any]] = []
+        for partner in partners:
+            if tried and time.perf_counter() > deadline:
+                self.say(f"auto: out of selection time; pairs not tried: {leader['label']} + "
+                         f"{', '.join(p['label'] for p in partners[len(tried):])}")  # fmt: skip
+                break
+            labels = [leader["label"], partner["label"]]
+            weights, table = tune_weights(
+                [self.results[label].model for label in labels], valid, "zscore", self.metric, 0.1
+            )
+            best = next(row for row in table if tuple(row["weights"]) == tuple(weights))
+            tried.append({"members": labels, "weights": list(weights),
+                          self.metric: best[self.metric], "table": table})  # fmt: skip
+        return tried
 
     # -- the refit --
 
