@@ -20,8 +20,8 @@ from recvae.errors import RecvaeError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALS", "BPR", "EASE", "Blend", "Joint", "Model", "MultDAE", "MultVAE", "Popularity", "RecVAE",
-    "RecvaeError", "SparseEASE", "__version__", "auto", "ingest", "load",
+    "ALS", "BPR", "EASE", "GFCF", "Blend", "Joint", "Model", "MultDAE", "MultVAE", "Popularity",
+    "RecVAE", "RecvaeError", "SparseEASE", "__version__", "auto", "ingest", "load",
 ]  # fmt: skip
 _API = frozenset(__all__) - {"RecvaeError", "__version__"}
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         ALS,
         BPR,
         EASE,
+        GFCF,
         Blend,
         Joint,
         Model,

@@ -475,6 +475,17 @@ class SparseEASE(Model):
     name: ClassVar[str] = "sparse_ease"
 
 
+class GFCF(Model):
+    """GF-CF (Shen et al. 2021): normalised item-item filter plus `alpha` times the ideal
+    low-pass filter on `rank` singular vectors (e.g. `GFCF(alpha=0.3, rank=256)`); settings are
+    `GFCFConfig` fields. No training loop: one truncated SVD.
+
+    similar_items: the scores a one-item history gives.
+    """
+
+    name: ClassVar[str] = "gfcf"
+
+
 class ALS(Model):
     """Implicit-feedback ALS via `implicit`; settings `factors`, `regularization`, `alpha`, ...
 
@@ -521,7 +532,9 @@ class Blend(Model):
 
 MODELS: dict[str, type[Model]] = {
     cls.name: cls
-    for cls in (MultVAE, MultDAE, RecVAE, Joint, EASE, SparseEASE, ALS, BPR, Popularity, Blend)
+    for cls in (
+        MultVAE, MultDAE, RecVAE, Joint, EASE, SparseEASE, GFCF, ALS, BPR, Popularity, Blend
+    )
 }
 
 
@@ -540,13 +553,15 @@ def auto(
 
     Within `budget` ("30m", "2h", "1h30m" or seconds; default: scaled with the data, 3 minutes
     plus 1 per 100,000 interactions) it fits a fixed set of candidates (EASE with a short l2
-    grid or sparse EASE, ALS, Mult-DAE, RecVAE, and a blend of the best deep
-    and the best linear one) on the data's split, or with `valid_users` users (default 10%, at
-    most 10,000) held out, picks the
-    best by the validation `metric` and refits it on all data (`refit=False`: keep the fit
-    on the training part). The result is the winner's class (e.g. `EASE`); its
-    `metadata["auto"]` lists every candidate's score, settings, time and, for one skipped,
-    why. `candidates` restricts the set to some labels (`recvae.workflow.auto.CANDIDATES`).
+    grid or sparse EASE, ALS, GF-CF, Mult-DAE, RecVAE, and a blend of the best one with its
+    best partner of another model family) on the data's split, or with `valid_users` users
+    (default `recvae.workflow.auto.selection_valid_users`: 10%, but at least 1,000 where three
+    quarters are left to train on; at most 10,000) held out, picks the best by the validation
+    `metric` and
+    refits it on all data (`refit=False`: keep the fit on the training part). The result is
+    the winner's class (e.g. `EASE`); its `metadata["auto"]` lists every candidate's score,
+    settings, time and, for one skipped, why. `candidates` restricts the set to some labels
+    (`recvae.workflow.auto.CANDIDATES`).
     """
     from recvae.config import config_from_dict
     from recvae.data.split import ProtocolSpec

@@ -31,6 +31,7 @@ FAST: dict[str, dict] = {
     "joint": {"epochs": 20, "batch_size": 16, "threads": 1, "neighbours": 5},
     "ease": {"l2": 1.0},
     "sparse_ease": {"l2": 1.0, "neighbours": 5},
+    "gfcf": {"rank": 4},
     "als": {"factors": 4, "iterations": 10, "num_threads": 1},
     "bpr": {"factors": 4, "iterations": 200, "learning_rate": 0.05, "num_threads": 1},
     "popularity": {},

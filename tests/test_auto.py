@@ -12,6 +12,7 @@ import recvae
 from recvae.artifact import load_artifact
 from recvae.cli import app
 from recvae.data.dataset import Dataset
+from recvae.data.split import ProtocolSpec
 from recvae.data.vocab import Vocabulary
 from recvae.errors import RecvaeError
 from recvae.workflow import auto
@@ -72,13 +73,22 @@ def test_winner_is_the_best_candidate_and_every_candidate_is_recorded():
     assert len(fitted) == 5
     best = max(fitted, key=lambda row: row["metrics"][METRIC])
     assert result.winner == best["label"]
-    # the blend mixes the best deep model (the only one) with the best linear one
-    linear = [rows[label] for label in ("ease-strong", "ease-weak", "als-tiny")]
-    best_linear = max(linear, key=lambda row: row["metrics"][METRIC])
-    assert rows["blend"]["members"] == ["dae-tiny", best_linear["label"]]
+    # the blend pairs the best of the three families (ease, als, multdae) with each other one
+    # family's best, and keeps the best pair
+    ease = max((rows["ease-strong"], rows["ease-weak"]), key=lambda row: row["metrics"][METRIC])
+    bests = sorted([ease, rows["als-tiny"], rows["dae-tiny"]], key=lambda r: -r["metrics"][METRIC])
+    pairs = rows["blend"]["pairs"]
+    assert [pair["members"] for pair in pairs] == [
+        [bests[0]["label"], bests[1]["label"]],
+        [bests[0]["label"], bests[2]["label"]],
+    ]
+    chosen = max(pairs, key=lambda pair: pair[METRIC])
+    assert rows["blend"]["members"] == chosen["members"]
     assert sum(rows["blend"]["weights"]) == pytest.approx(1.0)
+    assert rows["blend"]["metrics"][METRIC] == pytest.approx(chosen[METRIC])
+    members = [rows[label] for label in chosen["members"]]
     assert rows["blend"]["metrics"][METRIC] >= max(
-        best_linear["metrics"][METRIC], rows["dae-tiny"]["metrics"][METRIC]
+        m["metrics"][METRIC] for m in members
     )  # the grid holds each member alone
     assert rows["dae-tiny"]["settings"]["time_limit"] > 0
     assert rows["dae-tiny"]["refit_epochs"] == rows["dae-tiny"]["best_epoch"]
@@ -97,7 +107,9 @@ def test_the_winner_is_refitted_on_all_data_with_its_chosen_epochs():
     assert result.winner == "dae-tiny"
     row = result.rows[0]
     assert result.rows[1]["status"] == "skipped"
-    assert result.rows[1]["reason"] == "no linear candidate was fitted to blend"
+    assert result.rows[1]["reason"] == (
+        "fewer than two model families were fitted (dae-tiny): nothing to blend"
+    )
     final = result.fit
     assert final.split.train.shape[0] == 150 and final.split.valid is None  # every user
     assert len(final.model.history) == row["refit_epochs"]
@@ -118,8 +130,9 @@ def test_too_small_a_budget_skips_with_reasons_or_fails_clearly():
     rows = {row["label"]: row for row in result.rows}
     assert rows["dae-tiny"]["status"] == "skipped"
     assert "a deep model needs to start" in rows["dae-tiny"]["reason"]
-    assert rows["blend"]["reason"] == "no deep candidate was fitted to blend"
-    assert result.winner in ("ease-strong", "ease-weak", "als-tiny")
+    assert rows["blend"]["status"] == "fitted"  # the linear families still pair up
+    assert set(rows["blend"]["members"]) <= {"ease-strong", "ease-weak", "als-tiny"}
+    assert result.winner in ("ease-strong", "ease-weak", "als-tiny", "blend")
     with pytest.raises(RecvaeError, match="no candidate could be fitted within the budget 1s"):
         run_tiny(budget="1s", candidates=TINY[3:])
 
@@ -208,7 +221,7 @@ def test_nightly_job_runs_auto(tmp_path):
     labels = [row["label"] for row in report["auto"]["candidates"]]
     assert labels == ["ease-l2-100", "ease-l2-500", "als-reg-10", "blend"]
     winner = report["auto"]["winner"]
-    assert winner in labels[:3]
+    assert winner in labels
     metadata = json.loads((tmp_path / "store" / "current" / "metadata.json").read_text())
     assert metadata["auto"]["winner"] == winner and metadata["auto"]["refit"] is False
     markdown = next((tmp_path / "work" / "runs").iterdir()) / "report.md"
@@ -252,3 +265,39 @@ def test_a_failing_candidate_is_recorded_and_the_others_still_compete(monkeypatc
     assert rows["als-tiny"]["status"] == "failed"
     assert rows["als-tiny"]["reason"] == "TypeError: a bug in one model"
     assert result.winner in ("ease-strong", "ease-weak")
+
+
+def test_blend_pairs_after_the_first_wait_for_selection_time():
+    dataset = block_dataset()
+    config = AutoConfig(budget="60s", metric=METRIC, threads=1)
+    runner = auto._Runner(dataset, ProtocolSpec("auto", seed=0), config, METRIC,
+                          lambda line: None, None, 3)  # fmt: skip
+    for candidate in TINY[1:]:  # ease-weak, als-tiny, dae-tiny: three families
+        if candidate.kind == "deep":
+            runner.run_deep(candidate, 60.0)
+        else:
+            runner.run_linear(candidate, float("inf"))
+    runner.run_blend(deadline=0.0)  # the selection time is long gone
+    blend = runner.rows[-1]
+    assert blend["status"] == "fitted"
+    assert len(blend["pairs"]) == 1  # the two best families still pair up
+    assert len(blend["pairs_not_tried"]) == 1
+    assert blend["pairs_not_tried"][0][0] == blend["pairs"][0]["members"][0]
+
+
+@pytest.mark.parametrize(
+    ("users", "held_out"),
+    [(150, 37), (738, 184), (2_499, 624), (6_039, 1_000), (29_858, 2_985), (500_000, 10_000)],
+)
+def test_auto_chooses_on_more_users_than_a_training_run_holds_out(users, held_out):
+    # 10%, but at least 1,000 where a quarter of the users is not more than that; at most 10,000
+    assert auto.selection_valid_users(users) == held_out
+
+
+def test_auto_holds_out_its_selection_users_unless_told():
+    result = run_tiny(candidates=TINY[:1], refit=False)
+    assert result.fit.metadata["split"]["valid_users"] == 37  # a quarter of 150, not 15
+    config = AutoConfig(budget="60s", metric=METRIC, threads=1, refit=False)
+    told = fit_auto(block_dataset(), config, ProtocolSpec("auto", valid_users=20),
+                    candidates=TINY[:1])  # fmt: skip
+    assert told.fit.metadata["split"]["valid_users"] == 20

@@ -25,6 +25,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "bpr": {"factors": 4, "iterations": 200, "learning_rate": 0.05, "num_threads": 1},
     "ease": {"l2": 1.0},
     "sparse_ease": {"l2": 1.0, "neighbours": 5},
+    "gfcf": {"rank": 4},
     "multvae": {"epochs": 30, "batch_size": 16},
     "multdae": {"epochs": 30, "batch_size": 16},
     "recvae": {"epochs": 30, "batch_size": 16},

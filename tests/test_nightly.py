@@ -416,7 +416,7 @@ def test_the_packaged_example_is_the_jobs_example_and_valid(tmp_path):
     assert result.exit_code == 0 and result.output == packaged
     (tmp_path / "nightly.toml").write_text(packaged)
     config = load_nightly_config(tmp_path / "nightly.toml")  # every value passes the checks
-    assert config.model == "multvae" and config.max_volume_drop == 0.5
+    assert config.model == "auto" and config.max_volume_drop == 0.5
     assert config.store == tmp_path / "var" / "models"
     done = nightly(tmp_path / "nightly.toml", "--check")  # only the sources are missing
     assert done.exit_code == 2 and "[data] sources:" in done.output

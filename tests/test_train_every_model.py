@@ -34,6 +34,7 @@ CONFIGS = {
     "recvae": "hidden_dim = 16\nlatent_dim = 4\nn_layers = 1\n" + LOOP,
     "ease": "l2 = 10.0\n",
     "sparse_ease": "l2 = 10.0\nneighbours = 5\n",
+    "gfcf": "rank = 4\n",
     "als": "factors = 4\niterations = 3\nnum_threads = 1\n",
     "bpr": "factors = 4\niterations = 5\nnum_threads = 1\n",
     "popularity": "",

@@ -102,7 +102,7 @@ def train_command(
         typer.Option(
             min=1,
             help="Without a split in the dataset: users held out for validation (default 10%, "
-            "at most 10,000), e.g. 5000",
+            "at most 10,000; --model auto: at least 1,000 where 3/4 are left), e.g. 5000",
         ),
     ] = None,
     validation: Annotated[

@@ -20,6 +20,7 @@ MODEL_CLASSES: dict[str, str] = {
     "bpr": "recvae.models.bpr:BPR",
     "ease": "recvae.models.ease:EASE",
     "sparse_ease": "recvae.models.sparse_ease:SparseEASE",
+    "gfcf": "recvae.models.gfcf:GFCF",
     "blend": "recvae.models.blend:Blend",
     "popularity": "recvae.models.popularity:Popularity",
     "joint": "recvae.models.joint:Joint",

@@ -421,6 +421,28 @@ class BPRConfig:
 
 
 @dataclass(frozen=True)
+class GFCFConfig:
+    """GF-CF (recvae.models.gfcf): the normalised item-item filter plus `alpha` times the ideal
+    low-pass filter on the top `rank` singular vectors. The defaults are the paper's (Shen et al.
+    2021: 256 vectors, alpha 0.3), used unchanged on every data set there."""
+
+    alpha: float = 0.3  # weight of the ideal low-pass (low-rank) filter; 0: the linear filter only
+    rank: int = 256  # singular vectors of the normalised matrix kept by the ideal filter
+    seed: int = 0  # of the randomised SVD's probe
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
+                (
+                    isinstance(self.rank, int) and self.rank >= 0,
+                    f"rank must be a number of singular vectors >= 0, got {self.rank!r}",
+                ),
+            ]
+        )
+
+
+@dataclass(frozen=True)
 class PopularityConfig:
     """Popularity has nothing to tune; the config exists so every model saves the same way."""
 
@@ -485,6 +507,7 @@ CONFIG_CLASSES: dict[str, type] = {
     "recvae": RecVAEConfig,
     "ease": EASEConfig,
     "sparse_ease": SparseEASEConfig,
+    "gfcf": GFCFConfig,
     "als": ALSConfig,
     "bpr": BPRConfig,
     "popularity": PopularityConfig,
@@ -547,6 +570,7 @@ __all__ = [
     "BPRConfig",
     "BlendConfig",
     "EASEConfig",
+    "GFCFConfig",
     "JointConfig",
     "LoopConfig",
     "MultDAEConfig",
