@@ -352,8 +352,8 @@ def _set_lr(optimizer: torch.optim.Optimizer, settings: LoopConfig, state: LoopS
             settings.lr_schedule, settings.lr, state.epoch, settings.lr_step_size, settings.lr_gamma
         )
     assert lr is not None
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    for group in optimizer.param_groups:  # a group may learn at a fixed multiple ("lr_scale")
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr
 
 

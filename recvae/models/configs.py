@@ -283,6 +283,9 @@ class JointConfig:
     # "train_only" left out of them (logit adjustment): better for the linear path alone on
     # ml-1m, worse beside the deep path (benchmarks/reports/joint-2026-12-02)
     item_bias: Literal["train_only", "scored"] = "scored"
+    # the deep path's output layer learns at lr x this: Adam moves every item's output weights
+    # by about lr per update whatever their gradient, which adds noise logits for rare items
+    deep_output_lr: float = 1.0
     loop: LoopConfig = LoopConfig(epochs=50, patience=5)
 
     def __post_init__(self) -> None:
@@ -317,6 +320,7 @@ class JointConfig:
                     self.linear_init in ("ease", "zero"),
                     f"linear_init must be 'ease' or 'zero', got {self.linear_init!r}",
                 ),
+                (self.deep_output_lr > 0, f"deep_output_lr must be > 0: {self.deep_output_lr}"),
             ]
         )
 

@@ -184,8 +184,11 @@ class JointTrainer:
         if deep is not None:
             output_bias = deep.output_layer()[1]
             output_bias.requires_grad_(False)  # item_bias stands in for it
+            output = deep.output_layer()[0]
+            decay = 2.0 * config.l2
             groups += [
-                {"params": deep.weights(), "weight_decay": 2.0 * config.l2},
+                {"params": [w for w in deep.weights() if w is not output], "weight_decay": decay},
+                {"params": [output], "weight_decay": decay, "lr_scale": config.deep_output_lr},
                 {"params": [b for b in deep.biases() if b is not output_bias]},
             ]
             deep.first_grad = torch.empty_like(deep.encoder[0])
