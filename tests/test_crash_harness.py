@@ -1,24 +1,17 @@
 """The crash harness (benchmarks/crash_harness.py): its resume check, and (slow) one real kill
 per target on a tiny log."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from bench_loader import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_harness():
-    spec = importlib.util.spec_from_file_location(
-        "crash_harness", ROOT / "benchmarks" / "crash_harness.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_harness"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("crash_harness")
 
 
 def test_resume_is_told_apart_from_a_restart_by_the_epochs_own_timings(tmp_path):

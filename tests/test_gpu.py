@@ -3,15 +3,13 @@ benchmarks/gpu_bench.py that run anywhere (its refusal without CUDA, a tiny CPU 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from bench_loader import load_benchmark
 
 from recvae.device import resolve_device, set_run_device
 from recvae.models import load_model
@@ -61,12 +59,7 @@ def test_auto_picks_cuda_when_present():
 
 
 def load_bench():
-    path = Path(__file__).parents[1] / "benchmarks" / "gpu_bench.py"
-    spec = importlib.util.spec_from_file_location("gpu_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_bench"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_bench")
 
 
 def test_gpu_bench_refuses_without_cuda_in_one_line(monkeypatch, capsys, tmp_path):

@@ -3,23 +3,16 @@ log-log ones, and cells without a measurement say why (no training here: fake st
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).parents[1] / "benchmarks" / "scale_bench.py"
+from bench_loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("scale_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scale_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scale_bench")
 
 
 def _history(seconds: float, ndcgs: list[float]) -> list[dict]:

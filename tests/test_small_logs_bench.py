@@ -3,23 +3,16 @@ split whose parts are disjoint and add up (synthetic LightGCN files, no training
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).parents[1] / "benchmarks" / "small_logs_bench.py"
+from bench_loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("small_logs_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["small_logs_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("small_logs_bench")
 
 
 def _write_lightgcn(folder: Path) -> None:
