@@ -76,6 +76,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "batch100": {"batch_size": 100},
         # the shipped epoch budget and data-scaled patience instead of BUDGET's
         "full": {"epochs": 200, "patience": None},
+        # does training past the 200-epoch cap help when an epoch is a few updates? (lead, s3)
+        "epochs600": {"epochs": 600, "patience": None},
         "full-batch100": {"epochs": 200, "patience": None, "batch_size": 100},
     },
     "multdae": {
@@ -86,6 +88,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "drop0.3": {"dropout": 0.3},
         "batch100": {"batch_size": 100},
         "full": {"epochs": 200, "patience": None},
+        # does training past the 200-epoch cap help when an epoch is a few updates? (lead, s3)
+        "epochs600": {"epochs": 600, "patience": None},
         "full-batch100": {"epochs": 200, "patience": None, "batch_size": 100},
     },
     "recvae": {"default": {}},
