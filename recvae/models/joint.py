@@ -182,9 +182,8 @@ class JointTrainer:
         groups: list[dict[str, Any]] = []
         deep = self.module.deep
         if deep is not None:
-            output_bias = deep.output_layer()[1]
+            output, output_bias = deep.output_layer()
             output_bias.requires_grad_(False)  # item_bias stands in for it
-            output = deep.output_layer()[0]
             decay = 2.0 * config.l2
             groups += [
                 {"params": [w for w in deep.weights() if w is not output], "weight_decay": decay},
@@ -192,7 +191,7 @@ class JointTrainer:
                 {"params": [b for b in deep.biases() if b is not output_bias]},
             ]
             deep.first_grad = torch.empty_like(deep.encoder[0])
-            deep.output_grad = torch.empty_like(deep.output_layer()[0])
+            deep.output_grad = torch.empty_like(output)
         groups.append({"params": [self.module.item_bias], "weight_decay": 0.0})
         if config.linear:
             self.module.edge_weight.requires_grad_(config.train_linear)
