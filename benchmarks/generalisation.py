@@ -462,6 +462,9 @@ def report(args: argparse.Namespace) -> None:
         rows.append((dataset, found, entry, recall))
     lines += _tables(rows)
     lines += _seeds(rows, steps)
+    rotated_lines, results["rotated"], rotated_losses = _rotated_report()
+    lines += rotated_lines
+    losses += rotated_losses
     lines += _candidates(rows)
     lines += ["", "## Where a candidate lost", ""]
     lines += [f"- {line}" for line in losses] or ["- auto did not lose to a baseline anywhere."]
@@ -571,6 +574,101 @@ def _seeds(rows: list[Any], steps: dict[str, Any]) -> list[str]:
     return lines if found_any else []
 
 
+def _rotated_report() -> tuple[list[str], dict[str, Any], list[str]]:
+    """The `rotate` steps: per-user test values concatenated over the test folds (every user
+    once), paired differences auto minus each baseline, and what each fold's auto chose."""
+    runs: dict[str, dict[str, dict[int, Any]]] = {}
+    for path in sorted(ROTATED.glob("*.json")):
+        step = json.loads(path.read_text())
+        name = path.stem.split(f"{step['dataset']}-", 1)[1].rsplit("-fold", 1)[0]
+        runs.setdefault(step["dataset"], {}).setdefault(name, {})[step["fold"]] = step
+    if not runs:
+        return [], {}, []
+    lines = ["", "## Rotated test folds: every user tested once (`rotate`)", "",
+             f"The users are split into {ROTATE_FOLDS} disjoint test folds (seed {TEST_SEED}); for "
+             "each fold auto and the grid-tuned baselines see only the other folds' users and are "
+             "scored on that fold's users (80% of their items in, 20% held out). Per-user values "
+             "of all folds are concatenated.", "",
+             "| data set | model | folds | users | Recall@20 | NDCG@20 | seconds (all folds) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    results: dict[str, Any] = {}
+    losses: list[str] = []
+    paired_lines = ["", "Paired differences over all rotated users (auto minus baseline):", "",
+                    "| data set | auto seed | baseline | metric | mean difference | paired stderr "
+                    "| mean / stderr | users |",
+                    "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    fold_lines = ["", "What each fold's auto chose (test NDCG@20 of that fold's users):", "",
+                  "| data set | fold | test users | auto seed | winner | validation folds "
+                  "| auto | EASE (l2) | ALS |", "| --- | --- | --- | --- | --- | --- | --- | --- "
+                  "| --- |"]  # fmt: skip
+    for dataset, names in runs.items():
+        recall = recall_name(dataset)
+        complete = {n: f for n, f in names.items() if sorted(f) == list(range(ROTATE_FOLDS))}
+        values: dict[str, dict[str, np.ndarray]] = {}
+        for name, folds in sorted(complete.items()):
+            ids = [folds[i]["test_user_ids"] for i in range(ROTATE_FOLDS)]
+            values[name] = {m: np.concatenate([np.asarray(folds[i]["per_user"][m])
+                                               for i in range(ROTATE_FOLDS)])
+                            for m in (recall, "ndcg@20")}  # fmt: skip
+            values[name]["ids"] = np.concatenate(ids)
+            seconds = sum(folds[i]["seconds"] + folds[i].get("grid_seconds", 0.0)
+                          for i in range(ROTATE_FOLDS))  # fmt: skip
+            lines.append(f"| {dataset} | {name} | {ROTATE_FOLDS} | {len(values[name]['ids'])} | "
+                         f"{values[name][recall].mean():.4f} | "
+                         f"{values[name]['ndcg@20'].mean():.4f} | {seconds:.0f} |")  # fmt: skip
+        for name in sorted(set(names) - set(complete)):
+            lines.append(f"| {dataset} | {name} | {len(names[name])} of {ROTATE_FOLDS} (folds "
+                         f"{sorted(names[name])}): incomplete, not pooled | | | | |")  # fmt: skip
+        entry: dict[str, Any] = {"models": {n: {m: float(v[m].mean()) for m in (recall, "ndcg@20")}
+                                            | {"users": len(v["ids"])}
+                                            for n, v in values.items()}, "paired": {}}  # fmt: skip
+        for auto_name in [n for n in values if n.startswith("auto")]:
+            for baseline in ("ease", "als"):
+                if baseline not in values:
+                    continue
+                if not np.array_equal(values[auto_name]["ids"], values[baseline]["ids"]):
+                    sys.exit(f"rotated {dataset}: {auto_name} and {baseline} test users differ")
+                for metric in (recall, "ndcg@20"):
+                    numbers = paired(values[auto_name][metric], values[baseline][metric])
+                    entry["paired"][f"{auto_name} vs {baseline} {metric}"] = numbers
+                    paired_lines.append(
+                        f"| {dataset} | {auto_name} | {baseline} | {metric} | "
+                        f"{numbers['mean']:+.4f} | {numbers['stderr']:.4f} | {numbers['z']:+.1f} "
+                        f"| {len(values[auto_name]['ids'])} |"
+                    )
+                    where = f"{dataset} rotated ({auto_name}, all users)"
+                    if numbers["mean"] <= 0:
+                        losses.append(f"{where}: auto below tuned {baseline.upper()} on {metric} "
+                                      f"by {-numbers['mean']:.4f} (paired stderr "
+                                      f"{numbers['stderr']:.4f})")  # fmt: skip
+                    elif numbers["z"] < 2:
+                        losses.append(f"{where}: auto ahead of tuned {baseline.upper()} on "
+                                      f"{metric} by {numbers['mean']:.4f}, within 2 paired "
+                                      f"standard errors ({numbers['stderr']:.4f}): not a clear "
+                                      "win")  # fmt: skip
+        for fold in range(ROTATE_FOLDS):
+            base = {b: names.get(b, {}).get(fold) for b in ("ease", "als")}
+            for auto_name in sorted(n for n in names if n.startswith("auto")):
+                step = names[auto_name].get(fold)
+                if step is None:
+                    continue
+                winner = step["winner"]
+                row = next((r for r in step["candidates"] if r["label"] == winner), {})
+                if row.get("members"):
+                    winner += f" ({' + '.join(row['members'])}, weights {row['weights']})"
+                ease = ""
+                if base["ease"]:
+                    tuned = base["ease"]
+                    ease = f"{tuned['test']['ndcg@20']:.4f} ({tuned['settings']['l2']:g})"
+                als = f"{base['als']['test']['ndcg@20']:.4f}" if base["als"] else ""
+                fold_lines.append(
+                    f"| {dataset} | {fold} | {step['test_users']} | {step['seed']} | {winner} | "
+                    f"{step.get('folds', 1)} | {step['test']['ndcg@20']:.4f} | {ease} | {als} |"
+                )
+        results[dataset] = entry
+    return lines + paired_lines + fold_lines, results, losses
+
+
 def _candidates(rows: list[Any]) -> list[str]:
     lines = ["", "## What auto tried (validation on its own held-out users)", ""]
     for dataset, found, _entry, _recall in rows:
@@ -578,9 +676,17 @@ def _candidates(rows: list[Any]) -> list[str]:
         metric = step["metric"]
         commit = step["run_info"]["git_commit"][:7]
         title = f"{dataset} (budget {step['budget']}, winner {step['winner']}, commit {commit})"
+        folds = step.get("folds", 1)
+        column = f"validation {metric}"
+        if folds > 1:
+            column += f" pooled over {folds} folds ({sum(step['fold_users'])} users)"
+            title += (f"; {folds} validation folds of {step['fold_users'][0]} users, first "
+                      f"pass {step['first_pass_seconds']:.0f} s")  # fmt: skip
+        elif "folds" in step:
+            title += f"; one validation fold (first pass {step['first_pass_seconds']:.0f} s)"
         lines += [f"### {title}",
                   "",
-                  f"| candidate | status | validation {metric} | fit seconds | notes |",
+                  f"| candidate | status | {column} | fit seconds | notes |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for row in step["candidates"]:
             value = f"{row['metrics'][metric]:.4f}" if row["status"] == "fitted" else ""
@@ -595,6 +701,11 @@ def _candidates(rows: list[Any]) -> list[str]:
                 tried = "; ".join(f"{' + '.join(p['members'])} {p[metric]:.4f}"
                                   for p in row["pairs"])  # fmt: skip
                 notes += f" (pairs tried: {tried})"
+            if len(row.get("fold_metrics") or []) > 1:
+                notes += "; per fold " + " / ".join(f"{v:.4f}" for v in row["fold_metrics"])
+                if row.get("fold_best_epochs"):
+                    notes += (f"; best epochs {row['fold_best_epochs']}, refit with "
+                              f"{row['refit_epochs']}")  # fmt: skip
             lines.append(f"| {row['label']} | {row['status']} | {value} | {seconds} | {notes} |")
         lines.append("")
     return lines
