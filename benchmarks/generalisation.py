@@ -27,6 +27,16 @@ the steps run separately under the CPU lock; `report` gathers them:
 
 Per-user paired differences (auto minus baseline, mean and standard error over test users)
 are computed in `report` from the per-user values of the three models on identical users.
+
+Rotated test folds (ml-100k, ml-1m-half): 200 or 500 test users cannot show a gain of 2-3%
+(ml-100k's NDCG@20 paired SE is about 0.008), so `rotate` splits all users into ROTATE_FOLDS
+disjoint test folds (seed 0). For each fold, auto and the baselines (grid-tuned as above) see
+only the other folds' users and are scored on that fold's; the per-user test values of all
+folds are concatenated, so the paired differences are over every user. Each (model, fold) is
+one JSON under steps/rotated/, per-user values included:
+
+    python benchmarks/generalisation.py rotate ml-100k --models ease,als      # folds 0-4
+    python benchmarks/generalisation.py rotate ml-100k --models auto --seed 1 --folds 0,1
 """
 
 from __future__ import annotations
@@ -78,8 +88,11 @@ DATASETS: dict[str, dict[str, Any]] = {
     # split 80/20 (seed 0), the 20% the test part (benchmarks/small_logs_bench.py's proxy)
     "gowalla-2k": {"path": "gowalla-lightgcn", "ingest": SUBSAMPLE, "users": 2000, "min_item": 2},
 }  # fmt: skip
+ROTATE_FOLDS = 5  # disjoint test folds of `rotate` (every user is tested once)
+ROTATED = REPORT / "steps" / "rotated"
 GRIDS = {
-    "ease": [{"l2": l2} for l2 in (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)],
+    # 10 and 20 added on 2026-12-02 (session 4): gowalla-2k's grid had picked its lowest value, 50
+    "ease": [{"l2": l2} for l2 in (10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)],
     "als": [
         {"factors": f, "regularization": r, "alpha": 10.0, "iterations": 15}
         for f in (64, 128, 256)
@@ -94,8 +107,9 @@ def recall_name(dataset: str) -> str:
     return "recall_lightgcn@20" if DATASETS[dataset]["ingest"] is LIGHTGCN else "recall@20"
 
 
-def load(dataset: str) -> tuple[Dataset, Holdout, dict[str, Any]]:
-    """The development dataset (what models see) and the test holdout (what is scored)."""
+def load(dataset: str, fold: int | None = None) -> tuple[Dataset, Holdout, dict[str, Any]]:
+    """The development dataset (what models see) and the test holdout (what is scored);
+    with `fold`, test fold `fold` of `rotate` (held-out users data sets only)."""
     from recvae.data.ingest import IngestOptions, ingest
 
     spec = DATASETS[dataset]
@@ -113,6 +127,8 @@ def load(dataset: str) -> tuple[Dataset, Holdout, dict[str, Any]]:
         protocol = {"test": "LightGCN valid.txt (weak: each user's train row is the history)"}
     else:
         full = ingest([path], IngestOptions(**options))
+        if fold is not None:
+            return _rotated(dataset, full, fold, options)
         split = strong_generalization(full.matrix, 0, spec["test_users"], 0.2, seed=TEST_SEED)
         assert split.test is not None
         kept = np.setdiff1d(np.arange(full.matrix.shape[0]), split.test.users)
@@ -163,6 +179,40 @@ def _subsample(
     return dev, test, shape
 
 
+def rotated_users(n_users: int, fold: int) -> np.ndarray:
+    """Test fold `fold` of `rotate`: block `fold` of ROTATE_FOLDS near-equal blocks of one
+    permutation of all users (seed TEST_SEED), so the folds are disjoint and cover every user."""
+    order = np.random.default_rng(TEST_SEED).permutation(n_users)
+    return np.sort(np.array_split(order, ROTATE_FOLDS)[fold])
+
+
+def _rotated(
+    dataset: str, full: Dataset, fold: int, options: dict[str, Any]
+) -> tuple[Dataset, Holdout, dict[str, Any]]:
+    """Strong generalisation with test fold `fold`: its users held out whole, each scored from
+    80% of their items (seed [TEST_SEED, fold]) on the other 20%; every other user is the
+    development part."""
+    from recvae.data.split import split_rows
+
+    n_users = full.matrix.shape[0]
+    users = rotated_users(n_users, fold)
+    history, heldout = split_rows(full.matrix[users], 0.2, np.random.default_rng([TEST_SEED, fold]))
+    test = Holdout(history, heldout, users.astype(np.int64)).with_heldout_users_only()
+    kept = np.setdiff1d(np.arange(n_users), users)
+    dev = Dataset(full.matrix[kept], _subset(full.users, kept), full.items)
+    shape = {
+        "users": int(n_users), "items": int(full.matrix.shape[1]),
+        "interactions": int(full.matrix.nnz), "dev_users": int(dev.matrix.shape[0]),
+        "dev_interactions": int(dev.matrix.nnz), "test_users": int(test.history.shape[0]),
+        "test_heldout": int(test.heldout.nnz), "ingest": dict(options), "fold": fold,
+        "folds": ROTATE_FOLDS,
+        "test": f"strong, rotated: test fold {fold} of {ROTATE_FOLDS} disjoint folds of all users "
+        f"(seed {TEST_SEED}), 80% of their items as fold-in history (seed [{TEST_SEED}, {fold}]), "
+        "20% held out",
+    }  # fmt: skip
+    return dev, test, shape
+
+
 def _subset(vocab: Any, rows: np.ndarray) -> Any:
     from recvae.data.vocab import Vocabulary
 
@@ -195,15 +245,24 @@ def save_step(dataset: str, name: str, payload: dict[str, Any], per_user: dict[s
 def run_auto(args: argparse.Namespace) -> None:
     """`recvae train --model auto` with its defaults (only the budget may be given), on the
     development part; the refitted winner is scored on the test part."""
+    dev, test, shape = load(args.dataset)
+    payload, per_user = auto_step(args.dataset, dev, test, shape, args.budget, args.seed)
+    save_step(args.dataset, "auto" if args.seed == 0 else f"auto-seed{args.seed}", payload,
+              per_user)  # fmt: skip
+
+
+def auto_step(
+    dataset: str, dev: Dataset, test: Holdout, shape: dict[str, Any], budget: str | None, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """auto fitted on `dev` and scored on `test`: the step's payload and per-user values."""
     from recvae.workflow.auto import AutoConfig, fit_auto
 
-    dev, test, shape = load(args.dataset)
-    config = AutoConfig(budget=args.budget or "", seed=args.seed)
+    config = AutoConfig(budget=budget or "", seed=seed)
     started = time.perf_counter()
-    result = fit_auto(dev, config, ProtocolSpec("auto", seed=args.seed),
+    result = fit_auto(dev, config, ProtocolSpec("auto", seed=seed),
                       say=lambda s: print(s, flush=True))  # fmt: skip
     seconds = time.perf_counter() - started
-    means, per_user = score(result.fit.model, test, args.dataset)
+    means, per_user = score(result.fit.model, test, dataset)
     summary = result.summary
     payload = {
         "data": shape,
@@ -217,11 +276,13 @@ def run_auto(args: argparse.Namespace) -> None:
         "refit_seconds": summary["refit_seconds"],
         "test": means,
         "test_users": int(test.history.shape[0]),
+        "folds": summary.get("folds", 1),
+        "fold_users": summary.get("fold_users"),
+        "first_pass_seconds": summary.get("first_pass_seconds"),
         "candidates": result.rows,
         "seed": config.seed,
     }
-    save_step(args.dataset, "auto" if args.seed == 0 else f"auto-seed{args.seed}", payload,
-              per_user)  # fmt: skip
+    return payload, per_user
 
 
 def run_baselines(args: argparse.Namespace) -> None:
@@ -232,9 +293,17 @@ def run_baselines(args: argparse.Namespace) -> None:
 
 
 def run_baseline(dataset: str, model: str) -> None:
+    dev, test, shape = load(dataset)
+    payload, per_user = baseline_step(dataset, model, dev, test, shape)
+    save_step(dataset, model, payload, per_user)
+
+
+def baseline_step(
+    dataset: str, model: str, dev: Dataset, test: Holdout, shape: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A tuned baseline fitted on `dev` and scored on `test`: payload and per-user values."""
     from recvae.workflow.fit import TrainSpec, fit_model
 
-    dev, test, shape = load(dataset)
     known = DATASETS[dataset].get(model)
     threads = {"num_threads": 0} if model == "als" else {}
     tried: list[dict[str, Any]] = []
@@ -269,7 +338,34 @@ def run_baseline(dataset: str, model: str) -> None:
         "test_users": int(test.history.shape[0]),
         "seed": fit.metadata["seed"],
     }
-    save_step(dataset, model, payload, per_user)
+    return payload, per_user
+
+
+def run_rotate(args: argparse.Namespace) -> None:
+    """auto and/or the baselines on test folds of `rotate` (one JSON per model and fold,
+    with the per-user test values, so the report needs no other file)."""
+    if DATASETS[args.dataset].get("test_users") is None:
+        sys.exit("rotate is for the held-out-users data sets (ml-100k, ml-1m-half)")
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else range(ROTATE_FOLDS)
+    for fold in folds:
+        dev, test, shape = load(args.dataset, fold)
+        for model in args.models.split(","):
+            if model == "auto":
+                payload, per_user = auto_step(args.dataset, dev, test, shape, args.budget,
+                                              args.seed)  # fmt: skip
+                name = "auto" if args.seed == 0 else f"auto-seed{args.seed}"
+            else:
+                payload, per_user = baseline_step(args.dataset, model, dev, test, shape)
+                name = model
+            payload = {"dataset": args.dataset, "step": f"rotate {name}", "fold": fold, **payload,
+                       "test_user_ids": [int(u) for u in test.users],
+                       "per_user": {k: [float(v) for v in values]
+                                    for k, values in per_user.items()},
+                       "run_info": run_info()}  # fmt: skip
+            ROTATED.mkdir(parents=True, exist_ok=True)
+            path = ROTATED / f"{args.dataset}-{name}-fold{fold}.json"
+            path.write_text(json.dumps(payload, indent=1, default=str))
+            print(f"wrote {path}: test {payload['test']}", flush=True)
 
 
 def run_adopt(args: argparse.Namespace) -> None:
@@ -366,6 +462,9 @@ def report(args: argparse.Namespace) -> None:
         rows.append((dataset, found, entry, recall))
     lines += _tables(rows)
     lines += _seeds(rows, steps)
+    rotated_lines, results["rotated"], rotated_losses = _rotated_report()
+    lines += rotated_lines
+    losses += rotated_losses
     lines += _candidates(rows)
     lines += ["", "## Where a candidate lost", ""]
     lines += [f"- {line}" for line in losses] or ["- auto did not lose to a baseline anywhere."]
@@ -475,6 +574,101 @@ def _seeds(rows: list[Any], steps: dict[str, Any]) -> list[str]:
     return lines if found_any else []
 
 
+def _rotated_report() -> tuple[list[str], dict[str, Any], list[str]]:
+    """The `rotate` steps: per-user test values concatenated over the test folds (every user
+    once), paired differences auto minus each baseline, and what each fold's auto chose."""
+    runs: dict[str, dict[str, dict[int, Any]]] = {}
+    for path in sorted(ROTATED.glob("*.json")):
+        step = json.loads(path.read_text())
+        name = path.stem.split(f"{step['dataset']}-", 1)[1].rsplit("-fold", 1)[0]
+        runs.setdefault(step["dataset"], {}).setdefault(name, {})[step["fold"]] = step
+    if not runs:
+        return [], {}, []
+    lines = ["", "## Rotated test folds: every user tested once (`rotate`)", "",
+             f"The users are split into {ROTATE_FOLDS} disjoint test folds (seed {TEST_SEED}); for "
+             "each fold auto and the grid-tuned baselines see only the other folds' users and are "
+             "scored on that fold's users (80% of their items in, 20% held out). Per-user values "
+             "of all folds are concatenated.", "",
+             "| data set | model | folds | users | Recall@20 | NDCG@20 | seconds (all folds) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    results: dict[str, Any] = {}
+    losses: list[str] = []
+    paired_lines = ["", "Paired differences over all rotated users (auto minus baseline):", "",
+                    "| data set | auto seed | baseline | metric | mean difference | paired stderr "
+                    "| mean / stderr | users |",
+                    "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    fold_lines = ["", "What each fold's auto chose (test NDCG@20 of that fold's users):", "",
+                  "| data set | fold | test users | auto seed | winner | validation folds "
+                  "| auto | EASE (l2) | ALS |", "| --- | --- | --- | --- | --- | --- | --- | --- "
+                  "| --- |"]  # fmt: skip
+    for dataset, names in runs.items():
+        recall = recall_name(dataset)
+        complete = {n: f for n, f in names.items() if sorted(f) == list(range(ROTATE_FOLDS))}
+        values: dict[str, dict[str, np.ndarray]] = {}
+        for name, folds in sorted(complete.items()):
+            ids = [folds[i]["test_user_ids"] for i in range(ROTATE_FOLDS)]
+            values[name] = {m: np.concatenate([np.asarray(folds[i]["per_user"][m])
+                                               for i in range(ROTATE_FOLDS)])
+                            for m in (recall, "ndcg@20")}  # fmt: skip
+            values[name]["ids"] = np.concatenate(ids)
+            seconds = sum(folds[i]["seconds"] + folds[i].get("grid_seconds", 0.0)
+                          for i in range(ROTATE_FOLDS))  # fmt: skip
+            lines.append(f"| {dataset} | {name} | {ROTATE_FOLDS} | {len(values[name]['ids'])} | "
+                         f"{values[name][recall].mean():.4f} | "
+                         f"{values[name]['ndcg@20'].mean():.4f} | {seconds:.0f} |")  # fmt: skip
+        for name in sorted(set(names) - set(complete)):
+            lines.append(f"| {dataset} | {name} | {len(names[name])} of {ROTATE_FOLDS} (folds "
+                         f"{sorted(names[name])}): incomplete, not pooled | | | | |")  # fmt: skip
+        entry: dict[str, Any] = {"models": {n: {m: float(v[m].mean()) for m in (recall, "ndcg@20")}
+                                            | {"users": len(v["ids"])}
+                                            for n, v in values.items()}, "paired": {}}  # fmt: skip
+        for auto_name in [n for n in values if n.startswith("auto")]:
+            for baseline in ("ease", "als"):
+                if baseline not in values:
+                    continue
+                if not np.array_equal(values[auto_name]["ids"], values[baseline]["ids"]):
+                    sys.exit(f"rotated {dataset}: {auto_name} and {baseline} test users differ")
+                for metric in (recall, "ndcg@20"):
+                    numbers = paired(values[auto_name][metric], values[baseline][metric])
+                    entry["paired"][f"{auto_name} vs {baseline} {metric}"] = numbers
+                    paired_lines.append(
+                        f"| {dataset} | {auto_name} | {baseline} | {metric} | "
+                        f"{numbers['mean']:+.4f} | {numbers['stderr']:.4f} | {numbers['z']:+.1f} "
+                        f"| {len(values[auto_name]['ids'])} |"
+                    )
+                    where = f"{dataset} rotated ({auto_name}, all users)"
+                    if numbers["mean"] <= 0:
+                        losses.append(f"{where}: auto below tuned {baseline.upper()} on {metric} "
+                                      f"by {-numbers['mean']:.4f} (paired stderr "
+                                      f"{numbers['stderr']:.4f})")  # fmt: skip
+                    elif numbers["z"] < 2:
+                        losses.append(f"{where}: auto ahead of tuned {baseline.upper()} on "
+                                      f"{metric} by {numbers['mean']:.4f}, within 2 paired "
+                                      f"standard errors ({numbers['stderr']:.4f}): not a clear "
+                                      "win")  # fmt: skip
+        for fold in range(ROTATE_FOLDS):
+            base = {b: names.get(b, {}).get(fold) for b in ("ease", "als")}
+            for auto_name in sorted(n for n in names if n.startswith("auto")):
+                step = names[auto_name].get(fold)
+                if step is None:
+                    continue
+                winner = step["winner"]
+                row = next((r for r in step["candidates"] if r["label"] == winner), {})
+                if row.get("members"):
+                    winner += f" ({' + '.join(row['members'])}, weights {row['weights']})"
+                ease = ""
+                if base["ease"]:
+                    tuned = base["ease"]
+                    ease = f"{tuned['test']['ndcg@20']:.4f} ({tuned['settings']['l2']:g})"
+                als = f"{base['als']['test']['ndcg@20']:.4f}" if base["als"] else ""
+                fold_lines.append(
+                    f"| {dataset} | {fold} | {step['test_users']} | {step['seed']} | {winner} | "
+                    f"{step.get('folds', 1)} | {step['test']['ndcg@20']:.4f} | {ease} | {als} |"
+                )
+        results[dataset] = entry
+    return lines + paired_lines + fold_lines, results, losses
+
+
 def _candidates(rows: list[Any]) -> list[str]:
     lines = ["", "## What auto tried (validation on its own held-out users)", ""]
     for dataset, found, _entry, _recall in rows:
@@ -482,9 +676,17 @@ def _candidates(rows: list[Any]) -> list[str]:
         metric = step["metric"]
         commit = step["run_info"]["git_commit"][:7]
         title = f"{dataset} (budget {step['budget']}, winner {step['winner']}, commit {commit})"
+        folds = step.get("folds", 1)
+        column = f"validation {metric}"
+        if folds > 1:
+            column += f" pooled over {folds} folds ({sum(step['fold_users'])} users)"
+            title += (f"; {folds} validation folds of {step['fold_users'][0]} users, first "
+                      f"pass {step['first_pass_seconds']:.0f} s")  # fmt: skip
+        elif "folds" in step:
+            title += f"; one validation fold (first pass {step['first_pass_seconds']:.0f} s)"
         lines += [f"### {title}",
                   "",
-                  f"| candidate | status | validation {metric} | fit seconds | notes |",
+                  f"| candidate | status | {column} | fit seconds | notes |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for row in step["candidates"]:
             value = f"{row['metrics'][metric]:.4f}" if row["status"] == "fitted" else ""
@@ -499,6 +701,11 @@ def _candidates(rows: list[Any]) -> list[str]:
                 tried = "; ".join(f"{' + '.join(p['members'])} {p[metric]:.4f}"
                                   for p in row["pairs"])  # fmt: skip
                 notes += f" (pairs tried: {tried})"
+            if len(row.get("fold_metrics") or []) > 1:
+                notes += "; per fold " + " / ".join(f"{v:.4f}" for v in row["fold_metrics"])
+                if row.get("fold_best_epochs"):
+                    notes += (f"; best epochs {row['fold_best_epochs']}, refit with "
+                              f"{row['refit_epochs']}")  # fmt: skip
             lines.append(f"| {row['label']} | {row['status']} | {value} | {seconds} | {notes} |")
         lines.append("")
     return lines
@@ -587,6 +794,13 @@ def main() -> None:
     step.add_argument("--origin", default="benchmarks/joint_bench.py (branch h5)")
     step.add_argument("--verify", action="store_true", help="refit here and compare per user")
     step.set_defaults(run=run_adopt)
+    step = sub.add_parser("rotate")
+    step.add_argument("dataset", choices=[d for d, s in DATASETS.items() if s.get("test_users")])
+    step.add_argument("--models", default="ease,als", help="auto, ease, als (comma-separated)")
+    step.add_argument("--folds", default="", help=f"e.g. 0,1 (default all {ROTATE_FOLDS})")
+    step.add_argument("--seed", type=int, default=0, help="auto's seed")
+    step.add_argument("--budget", help="auto's budget; default: its own")
+    step.set_defaults(run=run_rotate)
     sub.add_parser("report").set_defaults(run=report)
     args = parser.parse_args()
     args.run(args)

@@ -91,7 +91,9 @@ def test_winner_is_the_best_candidate_and_every_candidate_is_recorded():
         m["metrics"][METRIC] for m in members
     )  # the grid holds each member alone
     assert rows["dae-tiny"]["settings"]["time_limit"] > 0
-    assert rows["dae-tiny"]["refit_epochs"] == rows["dae-tiny"]["best_epoch"]
+    epochs = rows["dae-tiny"]["fold_best_epochs"]  # the mean of the folds' best epochs
+    assert epochs[0] == rows["dae-tiny"]["best_epoch"]
+    assert rows["dae-tiny"]["refit_epochs"] == int(sum(epochs) / len(epochs) + 0.5)
     for row in fitted:
         assert row["fit_seconds"] >= 0 and row["settings"] is not None
     # the metadata carries every candidate, and the winner's validation numbers
@@ -174,6 +176,7 @@ def test_cli_auto_trains_saves_and_reports_every_candidate(tmp_path, monkeypatch
     assert len(meta["auto"]["candidates"]) == 5
     saved = json.loads((tmp_path / "m" / "metadata.json").read_text())
     assert saved["auto"]["winner"] == meta["auto"]["winner"]
+    assert len(saved["auto"]["fold_users"]) == saved["auto"]["folds"] >= 1
 
 
 @pytest.mark.parametrize(
@@ -301,3 +304,133 @@ def test_auto_holds_out_its_selection_users_unless_told():
     told = fit_auto(block_dataset(), config, ProtocolSpec("auto", valid_users=20),
                     candidates=TINY[:1])  # fmt: skip
     assert told.fit.metadata["split"]["valid_users"] == 20
+
+
+# ---- repeated validation folds -------------------------------------------------------------
+
+
+def test_validation_folds_are_disjoint_and_fold_0_is_the_single_hold_out():
+    from recvae.data.split import strong_generalization
+    from recvae.workflow.folds import fold_split
+
+    matrix = block_dataset().matrix
+    folds = [fold_split(matrix, 37, fold, seed=3) for fold in range(4)]
+    users = [set(split.valid.users.tolist()) for split in folds]
+    assert all(len(u) == 37 for u in users)
+    assert len(set().union(*users)) == 4 * 37  # disjoint
+    for split, held in zip(folds, users, strict=True):
+        assert split.train.shape[0] == 150 - 37  # everyone else trains
+        assert split.valid.history.nnz + split.valid.heldout.nnz == matrix[sorted(held)].nnz
+    single = strong_generalization(matrix, 37, 0, seed=3)
+    assert np.array_equal(folds[0].valid.users, single.valid.users)
+    assert (folds[0].valid.heldout != single.valid.heldout).nnz == 0
+    with pytest.raises(ValueError, match="fold 4 of 37 users needs 185 users"):
+        fold_split(matrix, 37, 4)
+
+
+@pytest.mark.parametrize(
+    ("first_pass", "selection", "users", "held_out", "folds"),
+    [
+        (523.0, 428.0, 29_858, 2_985, 1),  # Gowalla: the first pass overran: one fold
+        (91.0, 139.0, 1_999, 624, 1),  # gowalla-2k: a second pass does not fit
+        (90.0, 374.0, 6_033, 1_000, 4),  # ml-1m-lightgcn: 4 passes fit
+        (11.0, 144.0, 738, 184, 4),  # ml-100k: 13 would fit, 738 users give 4 disjoint folds
+        (1.0, 1000.0, 100_000, 1_000, 5),  # at most MAX_FOLDS
+    ],
+)
+def test_fold_count_follows_the_time_of_the_first_pass(first_pass, selection, users,
+                                                       held_out, folds):  # fmt: skip
+    from recvae.workflow.folds import fold_count
+
+    assert fold_count(first_pass, selection, users, held_out) == folds
+
+
+def test_auto_chooses_by_the_metric_pooled_over_the_folds():
+    from dataclasses import replace
+
+    from recvae.workflow.fit import TrainSpec, fit_model
+    from recvae.workflow.folds import fold_split
+
+    result = run_tiny()  # a cheap first pass: 150 users give 4 folds of 37
+    summary = result.summary
+    assert summary["folds"] == summary["folds_planned"] == 4
+    assert summary["fold_users"] == [37, 37, 37, 37] and summary["fold_note"] is None
+    rows = {row["label"]: row for row in result.rows}
+    # each candidate's score is the per-user mean over the union of the folds' users:
+    # refit EASE (deterministic) on every fold here and pool the per-user values by hand
+    data, values = block_dataset(), []
+    for fold in range(4):
+        split = fold_split(data.matrix, 37, fold, seed=0)
+        fit = fit_model(replace(data, split=split), TrainSpec.of("ease", {"l2": 500.0}),
+                        ProtocolSpec("presplit"), metric=METRIC)  # fmt: skip
+        values.append(fit.evaluation.per_user[METRIC])
+        assert rows["ease-strong"]["fold_metrics"][fold] == pytest.approx(values[-1].mean())
+    assert rows["ease-strong"]["metrics"][METRIC] == pytest.approx(np.concatenate(values).mean())
+    for row in result.rows:
+        assert len(row["fold_metrics"]) == 4
+        assert row["metrics"][METRIC] == pytest.approx(np.mean(row["fold_metrics"]))
+    # the winner is the best pooled score; the blend's pairs are pooled the same way
+    best = max(result.rows, key=lambda row: row["metrics"][METRIC])
+    assert result.winner == best["label"]
+    blend = rows["blend"]
+    chosen = max(blend["pairs"], key=lambda pair: pair[METRIC])
+    assert blend["members"] == chosen["members"]
+    assert chosen[METRIC] == pytest.approx(np.mean(chosen["fold_metrics"]))
+    assert blend["metrics"][METRIC] == pytest.approx(chosen[METRIC])
+    # the metadata: the pooled numbers, from every fold's users
+    meta = result.fit.metadata
+    assert meta["auto"]["folds"] == 4 and meta["evaluation"]["users"] == 148
+    assert meta["metrics"][METRIC] == pytest.approx(best["metrics"][METRIC])
+    assert "pooled over all of them" in meta["auto"]["metrics_from"]
+
+
+def test_one_fold_when_a_second_pass_does_not_fit_in_the_selection_time():
+    dataset = block_dataset()
+    config = AutoConfig(budget="60s", metric=METRIC, threads=1)
+    protocol = ProtocolSpec("auto", valid_users=37, seed=0)
+    lines: list[str] = []
+    runner = auto._Runner(dataset, protocol, config, METRIC, lines.append, None, 2)
+    for candidate in TINY[:3]:
+        runner.run_linear(candidate, float("inf"))
+    runner.run_blend(float("inf"))
+    assert runner.plan_folds(first_pass=30.0, selection_seconds=42.0) == 1
+    assert lines[-1].endswith("to choose: one fold")
+    assert runner.plan_folds(first_pass=10.0, selection_seconds=42.0) == 4
+    # planned 4, but the passes so far say the next one would overrun: no more folds
+    runner.run_folds(4, deadline=0.0, first_pass=10.0)
+    summary = runner.fold_summary(4)
+    assert summary["folds"] == 1 and summary["folds_planned"] == 4
+    assert summary["fold_note"].startswith("fold 2 of 4 not run: a pass takes about 10s")
+
+
+def test_a_data_set_split_of_its_own_gives_one_fold():
+    from recvae.data.split import make_split
+
+    data = block_dataset()
+    data = Dataset(data.matrix, data.users, data.items,
+                   split=make_split(data, ProtocolSpec("weak", seed=0)))  # fmt: skip
+    result = fit_auto(data, AutoConfig(budget="60s", metric=METRIC, threads=1, refit=False),
+                      candidates=TINY[:2])  # fmt: skip
+    assert result.summary["folds"] == 1 and result.summary["fold_users"] == [150]
+    assert all(len(row["fold_metrics"]) == 1 for row in result.rows if "fold_metrics" in row)
+
+
+def test_a_candidate_failing_on_a_later_fold_is_out_of_the_running(monkeypatch):
+    from recvae.models.als import ALS
+
+    real, calls = ALS.fit, []
+
+    def second_time_broken(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TypeError("broke on fold 2")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ALS, "fit", second_time_broken)
+    result = run_tiny(candidates=TINY[:3])
+    rows = {row["label"]: row for row in result.rows}
+    assert result.summary["folds"] == 4
+    assert rows["als-tiny"]["status"] == "failed"
+    assert rows["als-tiny"]["reason"] == "fold 2: TypeError: broke on fold 2"
+    assert result.winner in ("ease-strong", "ease-weak")  # one family left: no blend
+    assert rows["blend"]["status"] == "skipped"

@@ -342,6 +342,10 @@ def candidate_table(summary: dict[str, Any]) -> str:
             notes = f"{row['epochs_run']} epochs ({row['stopped']}), best {row['best_epoch']}"
         if row.get("weights"):
             notes = f"{' + '.join(row['members'])}, weights {row['weights']}"
+        folds = row.get("fold_metrics") or []
+        if len(folds) > 1:  # the score is pooled over the folds' users
+            each = " / ".join(f"{value:.4f}" for value in folds)
+            notes = f"{notes}; folds {each}" if notes else f"folds {each}"
         if row["label"] == summary["winner"]:
             notes = f"WINNER; {notes}" if notes else "WINNER"
         label, status = row["label"], row["status"]

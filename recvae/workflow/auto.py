@@ -22,6 +22,16 @@ How the budget is spent (the reasoning is "cheap and strong first, the rest to w
   divided by the deep models still to run as its loop's `time_limit`, and early stopping
   (the loop's data-scaled patience) hands unused time on to the next.
 
+Repeated validation folds when choosing is cheap (`recvae.workflow.folds`): after that first
+pass, if it fits (k-1) more times in the selection time, every fitted candidate is fitted again
+on k-1 other, disjoint sets of held-out users (k at most MAX_FOLDS and at most users // held-out
+users), and the choice is made by the metric over all folds' users, each user once. The blend's
+leader and partners are then the families' bests by that pooled metric; each pair's weight grid
+is scored on every fold with that fold's fits and pooled entry by entry. Deep models refit with
+the mean of the folds' best epochs. Where the first pass takes half the selection time or more
+(Gowalla, a 2k-user Gowalla sample) one fold runs, as before. Rows record every fold's score
+(`fold_metrics`), the summary the folds (`folds`, `fold_users`, `fold_seconds`).
+
 The default budget scales with the data set (`default_budget`). Everything runs through
 `recvae.workflow.fit.fit_model`, so each candidate is a fit `recvae train` reproduces.
 """
@@ -38,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recvae.errors import RecvaeError
+from recvae.workflow.folds import MAX_FOLDS, fold_count, fold_split, pooled, pooled_table
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +248,10 @@ def fit_auto(
         left = selection_end - time.perf_counter()
         runner.run_deep(candidate, left / (len(deep) - index))
     runner.run_blend(selection_end)
+    first_pass = time.perf_counter() - started
+    planned = runner.plan_folds(first_pass, SELECTION_SHARE * budget)
+    if planned > 1:
+        runner.run_folds(planned, selection_end, first_pass)
     fitted = [row for row in runner.rows if row["status"] == "fitted"]
     if not fitted:
         reasons = "; ".join(f"{row['label']}: {row['reason']}" for row in runner.rows)
@@ -246,9 +261,13 @@ def fit_auto(
         )
     best = max(fitted, key=lambda row: row["metrics"][metric])  # first best in run order
     selection_seconds = time.perf_counter() - started
+    pooled_over = (
+        f" (pooled over {len(runner.fold_results)} folds, {sum(runner.fold_users)} users)"
+        if len(runner.fold_results) > 1 else ""
+    )  # fmt: skip
     say(
         f"auto: winner {best['label']} with validation {metric} "
-        f"{best['metrics'][metric]:.4f} after {format_seconds(selection_seconds)}"
+        f"{best['metrics'][metric]:.4f}{pooled_over} after {format_seconds(selection_seconds)}"
     )
     winner_fit = runner.results[best["label"]]
     refit_seconds = None
@@ -270,9 +289,11 @@ def fit_auto(
         "refit_seconds": round(refit_seconds, 3) if refit_seconds is not None else None,
         "total_seconds": round(time.perf_counter() - started, 3),
         "validation_split": winner_fit.metadata["split"],
+        "first_pass_seconds": round(first_pass, 3),
+        **runner.fold_summary(planned),
         "candidates": runner.rows,
     }
-    _describe(final, winner_fit, summary)
+    _describe(final, winner_fit, summary, best)
     return AutoResult(final, best["label"], runner.rows, summary)
 
 
@@ -283,14 +304,26 @@ def _refit_note(row: dict[str, Any]) -> str:
     return f"{epochs} epochs, the best on validation" if epochs else "its chosen settings"
 
 
-def _describe(final: Any, winner_fit: Any, summary: dict[str, Any]) -> None:
+def _describe(final: Any, winner_fit: Any, summary: dict[str, Any], best: dict[str, Any]
+              ) -> None:  # fmt: skip
     """Put the selection into the final model's metadata: the winner's validation evaluation
-    (from before the refit: the refitted model has seen the validation users), every
-    candidate, and the `auto` summary."""
+    (from before the refit: the refitted model has seen the validation users; with several
+    folds, pooled over them, as it was chosen), every candidate, and the `auto` summary."""
     meta = final.metadata
     meta["auto"] = summary
     meta["candidates"] = summary["candidates"]
-    if final is not winner_fit:
+    if summary["folds"] > 1:
+        evaluation = dict(winner_fit.metadata["evaluation"])
+        evaluation.update(users=sum(summary["fold_users"]), means=dict(best["metrics"]),
+                          stderrs=dict(best["stderrs"]), folds=summary["folds"])  # fmt: skip
+        meta["evaluation"] = evaluation
+        meta["metrics"] = dict(best["metrics"])
+        meta["auto"]["metrics_from"] = (
+            f"the winner fitted on each of {summary['folds']} folds' training part and scored "
+            "on that fold's validation users, pooled over all of them (each user once), "
+            "before the refit on all data"
+        )
+    elif final is not winner_fit:
         meta["evaluation"] = winner_fit.metadata["evaluation"]
         meta["metrics"] = winner_fit.metadata["metrics"]
         meta["auto"]["metrics_from"] = (
@@ -316,9 +349,15 @@ class _Runner:
         self.metric, self.say, self.dataset_path = metric, say, dataset_path
         self.total = total + 1  # the blend
         self.rows: list[dict[str, Any]] = []
-        self.results: dict[str, Any] = {}
+        self.results: dict[str, Any] = {}  # label -> FitResult on fold 0 (the first hold-out)
         self.models: dict[str, Candidate] = {}
         self.measured: dict[str, float] = {}  # model name -> seconds of its last fit
+        # per fold: label -> FitResult; fold 0 is `results`; later folds: `run_folds`
+        self.fold_results: list[dict[str, Any]] = [self.results]
+        self.fold_users: list[int] = []  # per fold: validation users with held-out items
+        self.fold_seconds: list[float] = []  # per later fold: seconds its pass took
+        self.fold_note = ""  # why fewer folds ran than planned ('' when all did)
+        self.pair_tables: dict[tuple[int, tuple[str, ...]], list[dict[str, Any]]] = {}
 
     # -- candidates --
 
@@ -398,6 +437,8 @@ class _Runner:
                 self.dataset, spec, self.protocol, metric=self.metric,
                 dataset_path=self.dataset_path,
             )  # fmt: skip
+            if not self.fold_users:
+                self.fold_users.append(int(result.evaluation.users))
         except Exception as error:  # one failing candidate must not sink the choice
             log.warning("auto: %s failed", candidate.label, exc_info=True)
             first = str(error).splitlines()[0] if str(error) else ""
@@ -412,12 +453,15 @@ class _Runner:
             metrics=result.metadata["metrics"],
             stderrs=result.metadata["evaluation"]["stderrs"],
             fit_seconds=training["seconds"],
+            fold_metrics=[result.metadata["metrics"][self.metric]],
+            fold_fit_seconds=[training["seconds"]],
         )
         for key in ("epochs_run", "best_epoch", "stopped"):
             if key in training:
                 row[key] = training[key]
         if "best_epoch" in training:
-            row["refit_epochs"] = max(1, int(training["best_epoch"] or training["epochs_run"]))
+            row["fold_best_epochs"] = [_best_epoch(training)]
+            row["refit_epochs"] = _best_epoch(training)
         self.rows.append(row)
         self.results[candidate.label] = result
         self.models[candidate.label] = candidate
@@ -445,7 +489,8 @@ class _Runner:
 
     def _family_bests(self) -> list[dict[str, Any]]:
         """The best fitted candidate of each model family, best first (EASE and its sparse
-        stand-in are one family; a blend is not a member)."""
+        stand-in are one family; a blend is not a member). With several folds, by the pooled
+        metric."""
         bests: dict[str, dict[str, Any]] = {}
         for row in self.rows:
             if row["status"] != "fitted" or row["model"] == "blend":
@@ -463,7 +508,12 @@ class _Runner:
         helps when its errors differ from the leader's (EASE and GF-CF, a deep model and EASE),
         which its own score alone does not tell; pairs of two weaker models are not tried.
         The first pair (the two best families) always runs; the others only while the
-        selection time (`deadline`) lasts, so a budget spent by the deep models stays spent."""
+        selection time (`deadline`) lasts, so a budget spent by the deep models stays spent.
+
+        With several folds the leader and partners are the families' bests by the pooled
+        metric, each pair's weight grid is scored on every fold with that fold's fits, the
+        grids are pooled entry by entry (each user once), and the best pooled entry wins; so
+        a fold whose own family order differs still scores the same pairs."""
         from recvae.evaluate import evaluate
         from recvae.models.blend import Blend
         from recvae.train import validation_ks
@@ -480,23 +530,28 @@ class _Runner:
                  f"{', '.join(p['label'] for p in partners)} in turn (weights tuned on "
                  "validation)")  # fmt: skip
         started = time.perf_counter()
-        split = self.results[leader["label"]].split
-        tried = self._tune_pairs(leader, partners, split.valid, deadline)
+        tried = self._tune_pairs(leader, partners, deadline)
         chosen = max(tried, key=lambda t: t[self.metric])  # first best: the stronger partner
-        members = [self.results[label] for label in chosen["members"]]
-        model = Blend.from_members(
-            [m.model for m in members], tuple(chosen["weights"]), split.valid.n_items, "zscore"
-        )
-        evaluation = evaluate(
-            model, split.valid, ks=validation_ks(self.metric, split.valid.n_items)
-        )
+        evaluations, fold_models = [], []
+        for results in self.fold_results:
+            members = [results[label] for label in chosen["members"]]
+            valid = members[0].split.valid
+            model = Blend.from_members(
+                [m.model for m in members], tuple(chosen["weights"]), valid.n_items, "zscore"
+            )
+            fold_models.append(model)
+            ks = validation_ks(self.metric, valid.n_items)
+            evaluations.append(evaluate(model, valid, ks=ks))
+        model, evaluation = fold_models[0], evaluations[0]
+        split = self.results[leader["label"]].split
+        means, stderrs = pooled([e.per_user for e in evaluations])
         seconds = time.perf_counter() - started
         fitted_seconds = sum(r["fit_seconds"] for r in self.rows
                              if r["label"] in chosen["members"]) + seconds  # fmt: skip
         training = {"seconds": round(fitted_seconds, 3), "warm_start": None, "checkpoint_dir": None}
         metadata = fit_metadata(
-            "blend", model, self.dataset, members[0].metadata["split"], training, evaluation,
-            self.metric, self.dataset_path,
+            "blend", model, self.dataset, self.results[chosen["members"][0]].metadata["split"],
+            training, evaluation, self.metric, self.dataset_path,
         )  # fmt: skip
         metadata["seed"] = self.config.seed
         self.results[BLEND_LABEL] = FitResult(
@@ -507,9 +562,10 @@ class _Runner:
                                        "weights": chosen["weights"], "normalise": "zscore"},
         )  # fmt: skip
         row.update(
-            metrics=dict(evaluation.means), stderrs=dict(evaluation.stderrs),
+            metrics=means, stderrs=stderrs,
             fit_seconds=round(fitted_seconds, 3), tune_seconds=round(seconds, 3),
             members=chosen["members"], weights=chosen["weights"],
+            fold_metrics=[e.means[self.metric] for e in evaluations],
             weight_grid=[{"weights": r["weights"], self.metric: r[self.metric]}
                          for r in chosen["table"]],
             pairs=[{k: v for k, v in t.items() if k != "table"} for t in tried],
@@ -523,10 +579,11 @@ class _Runner:
         )
 
     def _tune_pairs(
-        self, leader: dict[str, Any], partners: list[dict[str, Any]], valid: Any, deadline: float
+        self, leader: dict[str, Any], partners: list[dict[str, Any]], deadline: float
     ) -> list[dict[str, Any]]:
-        """Each (leader, partner) pair's best weights and validation metric, partners in order,
-        the second and later ones only before `deadline`."""
+        """Each (leader, partner) pair's best weights and validation metric (pooled over the
+        folds), partners in order, the second and later ones only before `deadline`. A pair's
+        grid on a fold is scored once (`pair_tables`), so the pooled pass reuses fold 0's."""
         from recvae.models.blend import tune_weights
 
         tried: list[dict[str, Any]] = []
@@ -535,14 +592,152 @@ class _Runner:
                 self.say(f"auto: out of selection time; pairs not tried: {leader['label']} + "
                          f"{', '.join(p['label'] for p in partners[len(tried):])}")  # fmt: skip
                 break
-            labels = [leader["label"], partner["label"]]
-            weights, table = tune_weights(
-                [self.results[label].model for label in labels], valid, "zscore", self.metric, 0.1
-            )
-            best = next(row for row in table if tuple(row["weights"]) == tuple(weights))
-            tried.append({"members": labels, "weights": list(weights),
-                          self.metric: best[self.metric], "table": table})  # fmt: skip
+            labels = (leader["label"], partner["label"])
+            tables = []
+            for fold, results in enumerate(self.fold_results):
+                key = (fold, labels)
+                if key not in self.pair_tables:
+                    _weights, self.pair_tables[key] = tune_weights(
+                        [results[label].model for label in labels],
+                        results[labels[0]].split.valid, "zscore", self.metric, 0.1,
+                    )  # fmt: skip
+                tables.append(self.pair_tables[key])
+            table = pooled_table(tables, self.fold_users[: len(tables)])
+            best = max(table, key=lambda row: row[self.metric])  # first best in grid order
+            at = table.index(best)
+            tried.append({"members": list(labels), "weights": list(best["weights"]),
+                          self.metric: best[self.metric],
+                          "fold_metrics": [t[at][self.metric] for t in tables],
+                          "table": table})  # fmt: skip
         return tried
+
+    # -- more folds --
+
+    def plan_folds(self, first_pass: float, selection_seconds: float) -> int:
+        """How many folds to run in all (`recvae.workflow.folds.fold_count`): 1 unless the
+        validation users were held out by auto itself (strong generalisation, no test users:
+        a data set's own split or a weak split has no other users to hold out)."""
+        spec = self.protocol
+        own = self.dataset.split is None and spec.protocol in ("auto", "strong")
+        if not own or spec.test_users or not spec.valid_users or not self.results:
+            return 1
+        n_users, n_valid = self.dataset.matrix.shape[0], spec.valid_users
+        folds = fold_count(first_pass, selection_seconds, n_users, n_valid)
+        self.say(
+            f"auto: the first pass took {format_seconds(first_pass)} of "
+            f"{format_seconds(selection_seconds)} to choose: "
+            + (f"{folds} folds of {n_valid} held-out users in all, chosen by the metric pooled "
+               "over them" if folds > 1 else "one fold")
+        )  # fmt: skip
+        return folds
+
+    def run_folds(self, planned: int, deadline: float, first_pass: float) -> None:
+        """Fit every candidate fitted on fold 0 again on folds 1..planned-1, each fold only
+        while a pass (at the pace of the passes so far) still fits before `deadline`; then
+        pool every candidate's per-user values over the folds and blend again on them."""
+        from recvae.data.split import ProtocolSpec
+
+        spec = self.protocol
+        fitted = [r for r in self.rows if r["status"] == "fitted" and r["model"] != "blend"]
+        for fold in range(1, planned):
+            started = time.perf_counter()
+            pace = (first_pass + sum(self.fold_seconds)) / (1 + len(self.fold_seconds))
+            if started + pace > deadline:
+                left = format_seconds(max(deadline - started, 0))
+                self.fold_note = (f"fold {fold + 1} of {planned} not run: a pass takes about "
+                                  f"{format_seconds(pace)}, {left} of the selection time "
+                                  "left")  # fmt: skip
+                self.say(f"auto: {self.fold_note}")
+                break
+            split = fold_split(self.dataset.matrix, spec.valid_users, fold,
+                               spec.heldout_fraction, spec.seed)  # fmt: skip
+            dataset = replace(self.dataset, split=split)
+            protocol = ProtocolSpec("presplit", seed=spec.seed)
+            results: dict[str, Any] = {}
+            deep_left = sum(1 for r in fitted if r["kind"] == "deep") * (planned - fold)
+            for index, row in enumerate(fitted, 1):
+                if row["status"] != "fitted":  # failed on an earlier fold: out of the running
+                    continue
+                extra: dict[str, Any] = {}
+                if row["kind"] == "deep":
+                    left = deadline - time.perf_counter()
+                    extra["time_limit"] = round(max(MIN_DEEP_SECONDS, left / deep_left), 3)
+                    deep_left -= 1
+                self.say(f"auto fold {fold + 1}/{planned} [{index}/{len(fitted)}]: fitting "
+                         f"{row['label']}")  # fmt: skip
+                result = self._fit_fold(row, dataset, protocol, fold, extra)
+                if result is not None:
+                    results[row["label"]] = result
+            self.fold_seconds.append(round(time.perf_counter() - started, 3))
+            if not results:  # every candidate failed here: nothing to pool
+                self.fold_note = f"fold {fold + 1} of {planned}: every candidate failed"
+                break
+            self.fold_results.append(results)
+            self.fold_users.append(int(next(iter(results.values())).evaluation.users))
+        if len(self.fold_results) > 1:
+            self._pool()
+            self.rows = [r for r in self.rows if r["label"] != BLEND_LABEL]
+            self.results.pop(BLEND_LABEL, None)
+            self.run_blend(deadline)
+
+    def _fit_fold(
+        self, row: dict[str, Any], dataset: Any, protocol: Any, fold: int, extra: dict[str, Any]
+    ) -> Any:
+        """Fit `row`'s candidate on a later fold with the settings it had on fold 0 (a deep
+        model: this fold's time limit); record the fold's score, seconds and best epoch on
+        the row. A failure takes the candidate out of the running (None)."""
+        from recvae.workflow.fit import TrainSpec, fit_model
+
+        settings = {**row["settings"], **extra}
+        spec = TrainSpec(row["model"], _config(row["model"], settings, row["label"]))
+        try:
+            result = fit_model(dataset, spec, protocol, metric=self.metric,
+                               dataset_path=self.dataset_path)  # fmt: skip
+        except Exception as error:  # as on fold 0: it must not sink the choice
+            log.warning("auto: %s failed on fold %d", row["label"], fold + 1, exc_info=True)
+            first = str(error).splitlines()[0] if str(error) else ""
+            row.update(status="failed",
+                       reason=f"fold {fold + 1}: {type(error).__name__}: {first}")  # fmt: skip
+            self.say(f"auto fold {fold + 1}: {row['label']} failed: {first}")
+            return None
+        result.metadata["split"]["source"] = f"held out by recvae (auto fold {fold + 1})"
+        training = result.metadata["training"]
+        row["fold_metrics"].append(result.metadata["metrics"][self.metric])
+        row["fold_fit_seconds"].append(training["seconds"])
+        if "fold_best_epochs" in row:
+            row["fold_best_epochs"].append(_best_epoch(training))
+        self.say(f"auto fold {fold + 1}: {row['label']} validation {self.metric} "
+                 f"{row['fold_metrics'][-1]:.4f} in {format_seconds(training['seconds'])}")
+        return result
+
+    def _pool(self) -> None:
+        """Every fitted candidate's metrics over all folds' validation users (per-user values
+        concatenated); its fit seconds summed; a deep model's refit epochs the mean of the
+        folds' best epochs, rounded (each fold's best is a noisy estimate of one number)."""
+        for row in self.rows:
+            if row["status"] != "fitted" or row["model"] == "blend":
+                continue
+            evaluations = [results[row["label"]].evaluation for results in self.fold_results]
+            row["metrics"], row["stderrs"] = pooled([e.per_user for e in evaluations])
+            row["fit_seconds"] = round(sum(row["fold_fit_seconds"]), 3)
+            if row.get("fold_best_epochs"):
+                epochs = row["fold_best_epochs"]
+                row["refit_epochs"] = max(1, math.floor(sum(epochs) / len(epochs) + 0.5))
+
+    def fold_summary(self, planned: int) -> dict[str, Any]:
+        """What the `auto` summary records about the folds."""
+        return {
+            "folds": len(self.fold_results),
+            "folds_planned": planned,
+            "fold_users": list(self.fold_users),
+            "fold_seconds": list(self.fold_seconds),
+            "fold_note": self.fold_note or None,
+            "fold_rule": (
+                "after the first pass, as many passes in all as fit in the selection time at "
+                f"its pace, at most {MAX_FOLDS} and at most users // held-out users; each "
+                "later fold holds out the next block of the same seeded user order"
+            ),
+        }
 
     # -- the refit --
 
@@ -574,6 +769,11 @@ class _Runner:
             self.dataset, spec, ProtocolSpec("none"), metric=self.metric,
             dataset_path=self.dataset_path,
         )  # fmt: skip
+
+
+def _best_epoch(training: dict[str, Any]) -> int:
+    """The epochs a deep model chose on one fold (its best; all it ran if none was best)."""
+    return max(1, int(training["best_epoch"] or training["epochs_run"]))
 
 
 def _config(model: str, settings: Mapping[str, Any], label: str) -> Any:
