@@ -139,3 +139,13 @@ def test_report_from_step_files(bench, tmp_path, monkeypatch):
     )
     assert "per_user" not in results["sets"]["msd-like"]["steps"]["auto"]
     assert (tmp_path / "paired-differences.png").stat().st_size > 0
+
+
+def test_grid_edge_names_settings_at_the_end_of_their_range(bench):
+    settings = {"factors": 256, "regularization": 100.0, "alpha": 3.0, "iterations": 15}
+    assert bench.grid_edge("als", settings) == [
+        "factors=256 (highest tried)",
+        "alpha=3 (lowest tried)",
+    ]
+    assert bench.grid_edge("ease", {"l2": 500.0}) == []
+    assert bench.grid_edge("ease", {"l2": 10.0}) == ["l2=10 (lowest tried)"]
