@@ -103,15 +103,16 @@ SETS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 MODELS = ("auto", "ease", "als")
-# Wider than generalisation.py's GRIDS (EASE up to 5000; ALS alpha 3/10/30 and regularisation up
-# to 1000): fits take seconds at this size, and on ml20m-like that grid's ALS pick was its
-# largest regularisation, the grid's edge. baseline_step searches its module's GRIDS, so
-# run_baselines points it here.
+# Wider than generalisation.py's GRIDS (EASE up to 5000; ALS 512 factors, alpha 3/10/30 and
+# regularisation up to 1000): fits take seconds at this size, and the ALS pick sat at a grid's
+# edge twice (ml20m-like, generalisation.py's grid: regularisation 100, its largest;
+# netflix-like, this grid before 512 was added: 256 factors). baseline_step searches its
+# module's GRIDS, so run_baselines points it here.
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "ease": [{"l2": l2} for l2 in (10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)],
     "als": [
         {"factors": f, "regularization": r, "alpha": a, "iterations": 15}
-        for f in (64, 128, 256)
+        for f in (64, 128, 256, 512)
         for r in (10.0, 100.0, 300.0, 1000.0)
         for a in (3.0, 10.0, 30.0)
     ],
@@ -302,6 +303,14 @@ def compare(steps: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]
     return paired, losses
 
 
+def winner(step: dict[str, Any]) -> str:
+    """auto's winner, with a blend's members and weights."""
+    row = next((r for r in step["candidates"] if r["label"] == step["winner"]), {})
+    if row.get("members"):
+        return f"{step['winner']} ({' + '.join(row['members'])}, weights {row['weights']})"
+    return str(step["winner"])
+
+
 def fit_seconds(step: dict[str, Any]) -> str:
     if step["model"] == "auto":
         return (f"{step['seconds']:.0f} (selection {step['selection_seconds']:.0f}, refit "
@@ -381,7 +390,7 @@ def report(args: argparse.Namespace) -> None:
         ):
             step = steps[step_name]
             recall = recall_of(step)
-            what = step["winner"] if step["model"] == "auto" else json.dumps(step["settings"])
+            what = winner(step) if step["model"] == "auto" else json.dumps(step["settings"])
             if step.get("grid_edge"):
                 what += f"; at the grid's edge: {', '.join(step['grid_edge'])}"
             lines.append(f"| {name} | {step_name} | {what} | {step['test'][recall]:.4f} | "

@@ -142,9 +142,9 @@ def test_report_from_step_files(bench, tmp_path, monkeypatch):
 
 
 def test_grid_edge_names_settings_at_the_end_of_their_range(bench):
-    settings = {"factors": 256, "regularization": 100.0, "alpha": 3.0, "iterations": 15}
+    settings = {"factors": 512, "regularization": 100.0, "alpha": 3.0, "iterations": 15}
     assert bench.grid_edge("als", settings) == [
-        "factors=256 (highest tried)",
+        "factors=512 (highest tried)",
         "alpha=3 (lowest tried)",
     ]
     assert bench.grid_edge("ease", {"l2": 500.0}) == []
