@@ -351,7 +351,9 @@ def report(args: argparse.Namespace) -> None:
         f"(EASE l2 {_values('ease', 'l2')}; ALS factors {_values('als', 'factors')} x "
         f"regularisation {_values('als', 'regularization')} x alpha {_values('als', 'alpha')}, "
         "15 iterations) on a validation split of the development part by "
-        f"{GEN.TUNE_METRIC}, the best refitted on all of it. Seeds 0 throughout.", "",
+        f"{GEN.TUNE_METRIC}, the best refitted on all of it. Seeds: generation, test split and "
+        "baselines 0; auto 0 (rows auto-seedN: auto's seed N on the same data and test users).",
+        "",
         "## Data (after the ingest filter)", "",
         "| set | mimics | generated users x items, events | Zipf / activity sigma / topic "
         "conc. | filter | users | items | interactions | density | per user mean (median) | "
