@@ -463,30 +463,36 @@ def _candidates(found: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 
 def _plot(results: dict[str, Any]) -> None:
-    """One png: every paired difference with +-2 SE (green: a clear win, red: a clear loss)."""
+    """One png, a panel per metric: every paired difference with +-2 SE (green: a clear win,
+    red: a clear loss, grey: within 2 SE)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, means, errors = [], [], []
+    panels: dict[str, tuple[list[str], list[float], list[float]]] = {}
     for name, entry in results["sets"].items():
         for key, numbers in entry["paired"].items():
             run, _vs, baseline, metric = key.split(" ")
-            labels.append(f"{name}\n{run} vs {baseline}\n{metric.split('@')[0]}")
+            labels, means, errors = panels.setdefault(metric.split("@")[0], ([], [], []))
+            labels.append(f"{name}\n{run}\nvs {baseline}")
             means.append(numbers["mean"])
             errors.append(2 * numbers["stderr"])
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 4.5))
-    x = np.arange(len(labels))
-    colours = ["tab:green" if m - e > 0 else "tab:red" if m + e < 0 else "tab:grey"
-               for m, e in zip(means, errors, strict=True)]  # fmt: skip
-    ax.bar(x, means, yerr=errors, color=colours, capsize=3)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, labels, fontsize=6)
-    ax.set_ylabel("auto minus tuned baseline (@20)")
-    ax.set_title("Synthetic ML-20M / Netflix / MSD shapes: paired test differences, +-2 SE")
+    width = max([len(p[0]) for p in panels.values()] + [4])
+    fig, axes = plt.subplots(max(1, len(panels)), 1, figsize=(0.75 * width + 2, 3.6 * len(panels)))
+    for ax, (metric, (labels, means, errors)) in zip(
+        np.atleast_1d(axes), panels.items(), strict=False
+    ):
+        x = np.arange(len(labels))
+        colours = ["tab:green" if m - e > 0 else "tab:red" if m + e < 0 else "tab:grey"
+                   for m, e in zip(means, errors, strict=True)]  # fmt: skip
+        ax.bar(x, means, yerr=errors, color=colours, capsize=3)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(x, labels, fontsize=6)
+        ax.set_ylabel(f"auto minus baseline, {metric}@20")
+    fig.suptitle("Synthetic ML-20M / Netflix / MSD shapes: paired test differences, +-2 SE")
     fig.tight_layout()
-    fig.savefig(REPORT / "paired-differences.png", dpi=120)
+    fig.savefig(REPORT / "paired-differences.png", dpi=110)
     plt.close(fig)
 
 
