@@ -252,11 +252,17 @@ def run_auto(args: argparse.Namespace) -> None:
 
 
 def auto_step(
-    dataset: str, dev: Dataset, test: Holdout, shape: dict[str, Any], budget: str | None, seed: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """auto fitted on `dev` and scored on `test`: the step's payload and per-user values."""
+    dataset: str, dev: Dataset, test: Holdout, shape: dict[str, Any], budget: str | None, seed: int,
+    one_fold: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """auto fitted on `dev` and scored on `test`: the step's payload and per-user values.
+    `one_fold`: auto as it was before repeated validation folds (the fold rule replaced by 1,
+    everything else the same), to measure what the folds change."""
+    from recvae.workflow import auto
     from recvae.workflow.auto import AutoConfig, fit_auto
 
+    if one_fold:
+        auto.fold_count = lambda *args, **kwargs: 1  # this process only: an ablation
     config = AutoConfig(budget=budget or "", seed=seed)
     started = time.perf_counter()
     result = fit_auto(dev, config, ProtocolSpec("auto", seed=seed),
@@ -352,8 +358,11 @@ def run_rotate(args: argparse.Namespace) -> None:
         for model in args.models.split(","):
             if model == "auto":
                 payload, per_user = auto_step(args.dataset, dev, test, shape, args.budget,
-                                              args.seed)  # fmt: skip
+                                              args.seed, args.one_fold)  # fmt: skip
                 name = "auto" if args.seed == 0 else f"auto-seed{args.seed}"
+                if args.one_fold:
+                    name = name.replace("auto", "auto1fold")
+                    payload["ablation"] = "one validation fold (the fold rule off)"
             else:
                 payload, per_user = baseline_step(args.dataset, model, dev, test, shape)
                 name = model
@@ -646,6 +655,18 @@ def _rotated_report() -> tuple[list[str], dict[str, Any], list[str]]:
                                       f"{metric} by {numbers['mean']:.4f}, within 2 paired "
                                       f"standard errors ({numbers['stderr']:.4f}): not a clear "
                                       "win")  # fmt: skip
+        for single in [n for n in values if n.startswith("auto1fold")]:
+            folded = single.replace("auto1fold", "auto")
+            if folded not in values:
+                continue
+            for metric in (recall, "ndcg@20"):  # what the validation folds changed
+                numbers = paired(values[folded][metric], values[single][metric])
+                entry["paired"][f"{folded} vs {single} {metric}"] = numbers
+                paired_lines.append(
+                    f"| {dataset} | {folded} | {single} (auto, one validation fold) | {metric} | "
+                    f"{numbers['mean']:+.4f} | {numbers['stderr']:.4f} | {numbers['z']:+.1f} "
+                    f"| {len(values[folded]['ids'])} |"
+                )
         for fold in range(ROTATE_FOLDS):
             base = {b: names.get(b, {}).get(fold) for b in ("ease", "als")}
             for auto_name in sorted(n for n in names if n.startswith("auto")):
@@ -800,6 +821,8 @@ def main() -> None:
     step.add_argument("--folds", default="", help=f"e.g. 0,1 (default all {ROTATE_FOLDS})")
     step.add_argument("--seed", type=int, default=0, help="auto's seed")
     step.add_argument("--budget", help="auto's budget; default: its own")
+    step.add_argument("--one-fold", action="store_true",
+                      help="ablation: auto with one validation fold (as before the fold rule)")
     step.set_defaults(run=run_rotate)
     sub.add_parser("report").set_defaults(run=report)
     args = parser.parse_args()
