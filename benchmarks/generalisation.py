@@ -91,8 +91,10 @@ DATASETS: dict[str, dict[str, Any]] = {
 ROTATE_FOLDS = 5  # disjoint test folds of `rotate` (every user is tested once)
 ROTATED = REPORT / "steps" / "rotated"
 GRIDS = {
-    # 10 and 20 added on 2026-12-02 (session 4): gowalla-2k's grid had picked its lowest value, 50
-    "ease": [{"l2": l2} for l2 in (10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)],
+    # 1-20 added on 2026-12-02 (session 4): gowalla-2k's grid picked its lowest value, 50, then
+    # (with 10 and 20 added) 10 again
+    "ease": [{"l2": l2} for l2 in (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+                                   2000.0)],
     "als": [
         {"factors": f, "regularization": r, "alpha": 10.0, "iterations": 15}
         for f in (64, 128, 256)
