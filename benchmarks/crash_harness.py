@@ -239,7 +239,7 @@ class Harness:
     # -- train --
 
     def train_command(self, index: int | str) -> list[str]:
-        return [*self.recvae, "train", "ds", "--out", f"train/model-{index}",
+        return [*self.recvae, "train", "ds", "--model", "multvae", "--out", f"train/model-{index}",
                 "--checkpoint-dir", f"train/ckpt-{index}", "--epochs", str(self.args.epochs),
                 "--seed", "0", "--threads", "1", "--batch-size", "100", "--no-progress",
                 "--set", "hidden_dims=[64]", "--set", "latent_dim=16",
@@ -297,7 +297,8 @@ class Harness:
                 "--out", "exports/recs.parquet", "--k", "50", "--chunk-size", "50"]  # fmt: skip
 
     def recommend_target(self, kills: int) -> None:
-        self.sh("train", "ds", "--out", "rec-model", "--epochs", "2", "--threads", "1",
+        self.sh("train", "ds", "--model", "multvae", "--out", "rec-model", "--epochs", "2",
+                "--threads", "1",
                 "--no-progress", "--set", "hidden_dims=[64]", "--set", "latent_dim=16",
                 "--set", "metric='ndcg@20'")  # fmt: skip
         self.sh("models", "add", "store", "rec-model", "--promote")
@@ -405,6 +406,8 @@ sources = ["log.parquet"]
 min_user_count = 3
 [split]
 valid_users = 100
+[train]
+model = "multvae"
 [train.config]
 epochs = {epochs}
 batch_size = 100

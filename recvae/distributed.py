@@ -1,6 +1,7 @@
 """Data-parallel training under `torchrun`: N processes ("ranks") train one model together.
 
-    torchrun --nproc-per-node 2 -m recvae train data/ml-1m --out models/vae --device cpu
+    torchrun --nproc-per-node 2 -m recvae train data/ml-1m --model multvae --out models/vae \
+        --device cpu
 
 Each rank holds the whole model. Every global batch of an epoch is the same users as in a
 one-process run (the same seeded permutation); rank r takes the r-th contiguous part of it, and

@@ -202,7 +202,8 @@ def auto_config(config: NightlyConfig) -> Any:
     if extra:
         raise RecvaeError(
             f'{where}: [train.config] {", ".join(extra)}: model = "auto" takes only '
-            f"{', '.join(AUTO_KEYS)} (it chooses each candidate's settings itself)"
+            f"{', '.join(AUTO_KEYS)} (it chooses each candidate's settings itself); to train "
+            'one model with these settings, name the model: [train] model = "multvae"'
         )
     settings = {"metric": config.gate_metric, **config.model_settings, "budget": config.budget,
                 "refit": False, "seed": config.seed}  # fmt: skip

@@ -40,7 +40,7 @@ class NightlyConfig:
     valid_users: int = 1000
     heldout_fraction: float = 0.2
     seed: int = 0
-    model: str = "multvae"
+    model: str = "auto"
     warm_start: bool = True
     model_settings: dict[str, Any] = field(default_factory=dict)
     budget: str = ""  # model = "auto": its time budget ("" = scaled with the data)

@@ -234,7 +234,8 @@ def test_cli_trained_model_loads_and_api_model_exports(fitted, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(
         app, ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "cli-model"),
-              "--epochs", "3", "--no-validation", "--no-progress", "--threads", "1"],
+              "--model", "multvae", "--epochs", "3", "--no-validation", "--no-progress",
+              "--threads", "1"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     from_cli = recvae.load(tmp_path / "cli-model")

@@ -59,6 +59,8 @@ def test_train_on_split_then_evaluate_the_split(tmp_path):
             str(tmp_path / "m"),
             "--seed",
             "3",
+            "--model",
+            "multvae",
             *FAST,
             "--checkpoint-dir",
             str(tmp_path / "ckpt"),
@@ -171,7 +173,8 @@ def test_train_refuses_unknown_settings_and_models(tmp_path):
     with pytest.raises(RecvaeError, match="unknown key"):
         runner.invoke(
             app,
-            ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--set", "hidden=[3]"],
+            ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "multvae",
+             "--set", "hidden=[3]"],
             catch_exceptions=False,
         )
     with pytest.raises(RecvaeError, match="unknown model 'easy'"):
@@ -197,7 +200,7 @@ def test_items_vocabulary_travels_with_the_model(tmp_path):
     block_dataset(with_split=True).save(tmp_path / "ds")
     runner.invoke(
         app,
-        ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), *FAST],
+        ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "multvae", *FAST],
         catch_exceptions=False,
     )
     items = load_artifact(tmp_path / "m").items
@@ -212,9 +215,31 @@ def test_trained_model_carries_training_popularity_for_fallback_users(tmp_path):
     dataset.save(tmp_path / "ds")
     runner.invoke(
         app,
-        ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), *FAST],
+        ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "multvae", *FAST],
         catch_exceptions=False,
     )
     popularity = np.load(tmp_path / "m" / "popularity.npy", allow_pickle=False)
     train = dataset.split.train
     assert np.array_equal(popularity, np.asarray((train > 0).sum(axis=0)).ravel())
+
+
+def test_train_without_a_model_runs_auto(tmp_path):
+    """The default model is auto: the best of its candidates on validation, refitted."""
+    block_dataset(with_split=True).save(tmp_path / "ds")
+    settings = tmp_path / "auto.toml"
+    settings.write_text('candidates = ["ease-l2-100", "ease-l2-500"]\nbudget = "60s"\n')
+    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--config", str(settings)]
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    meta = load_artifact(tmp_path / "m").metadata
+    assert meta["auto"]["winner"] in ("ease-l2-100", "ease-l2-500", "blend")
+    assert "the 60s budget" in " ".join(result.output.split())
+
+
+def test_loop_flags_without_a_model_say_how_to_name_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECVAE_LOG_LEVEL", "warning")
+    block_dataset(with_split=True).save(tmp_path / "ds")
+    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--epochs", "3"]
+    with pytest.raises(RecvaeError, match=r"--model auto \(the default\).*--model multvae"):
+        runner.invoke(app, args, catch_exceptions=False)
+    assert not (tmp_path / "m").exists()

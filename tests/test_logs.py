@@ -96,8 +96,8 @@ def test_cli_json_logs_cover_ingest_training_saving_promotion_and_export(tmp_pat
     runner = CliRunner()
     commands = [
         ["ingest", str(log), "--out", str(tmp_path / "ds")],
-        ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--epochs", "2",
-         "--set", "metric=ndcg@10", "--batch-size", "16", "--threads", "1"],
+        ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "multvae",
+         "--epochs", "2", "--set", "metric=ndcg@10", "--batch-size", "16", "--threads", "1"],
         ["models", "add", str(tmp_path / "store"), str(tmp_path / "m"), "--promote"],
         ["recommend", str(tmp_path / "store"), "--history", str(tmp_path / "ds"), "--k", "3",
          "--out", str(tmp_path / "recs.parquet")],

@@ -47,6 +47,8 @@ def synth_log(
 
 
 MULTVAE = """
+[train]
+model = "multvae"
 [train.config]
 epochs = {epochs}
 batch_size = 100
@@ -363,7 +365,7 @@ def test_live_lock_refuses_a_second_run(tmp_path):
         ("gate", "tolerance = 0.01", "max_volume_drop = 2", "[gate] max_volume_drop = 2"),
         ("train.config", "latent_dim = 8", 'latent_dim = "8"', "[train.config]: latent_dim"),
         ("data", "log.parquet", "missing.parquet", "[data] sources:"),
-        ("train", "[train.config]", '[train]\nmodel = "vae"\n[train.config]', "[train] model ="),
+        ("train", 'model = "multvae"', 'model = "vae"', "[train] model ="),
         ("paths", "out/recs.parquet", "out/recs.xlsx", "[paths] export: cannot tell"),
     ],
 )
@@ -396,6 +398,18 @@ def test_check_accepts_a_good_config_and_names_what_it_checked(tmp_path):
     assert done.exit_code == 0, done.output
     assert "config and 1 source(s) OK (model multvae" in done.output
     assert not (tmp_path / "work").exists()
+
+
+def test_without_a_model_the_job_runs_auto_and_says_how_to_pin_one(tmp_path):
+    """No [train] model: auto (the best of its candidates). A model's own settings in
+    [train.config] without naming the model are refused with the way to name it."""
+    synth_log(tmp_path / "log.parquet")
+    done = nightly(write_config(tmp_path, train=""), "--check")
+    assert done.exit_code == 0, done.output
+    assert "(model auto" in done.output
+    done = nightly(write_config(tmp_path, train="[train.config]\nlatent_dim = 8"), "--check")
+    assert done.exit_code == 2 and 'model = "auto" takes only' in done.output
+    assert "name the model" in done.output
 
 
 def test_unreadable_source_is_refused_by_check(tmp_path):

@@ -100,7 +100,8 @@ def test_ingest_into_an_empty_directory_is_allowed(tmp_path):
 
 # ---- train ----------------------------------------------------------------------------------
 
-TRAIN_FAST = ["--epochs", "1", "--set", "hidden_dims=[8]", "--set", "latent_dim=4"]
+TRAIN_FAST = ["--model", "multvae", "--epochs", "1", "--set", "hidden_dims=[8]"]
+TRAIN_FAST += ["--set", "latent_dim=4"]
 TRAIN_FAST += ["--set", "metric='ndcg@5'", "--no-progress"]
 
 
@@ -120,7 +121,8 @@ def test_train_refuses_foreign_directory_before_training(tmp_path):
 def test_train_refuses_a_log_path_that_is_not_a_training_log(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
-    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--log", str(notes)]
+    args = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--log", str(notes),
+            "--model", "multvae"]
     refused(runner.invoke(app, [*args, *TRAIN_FAST]), "not a recvae training log")
     assert notes.read_text() == "my notes\n"
 

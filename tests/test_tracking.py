@@ -147,8 +147,9 @@ def test_cli_train_is_one_run_finished_or_failed(fake_mlflow: FakeMlflow, tmp_pa
     log = events_log(tmp_path / "events.parquet")
     assert runner.invoke(app, ["ingest", str(log), "--out", str(tmp_path / "ds")]).exit_code == 0
     assert fake_mlflow.calls == []  # ingest is not a tracked command
-    train = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--epochs", "2",
-             "--set", "metric=ndcg@10", "--no-progress", "--threads", "1"]  # fmt: skip
+    train = ["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--model", "multvae",
+             "--epochs", "2", "--set", "metric=ndcg@10", "--no-progress",
+             "--threads", "1"]  # fmt: skip
     result = runner.invoke(
         app, ["--mlflow-uri", "file:///tmp/mlruns", "--mlflow-experiment", "exp", *train]
     )

@@ -283,8 +283,8 @@ def test_cli_tune_then_train_with_best_toml(dataset_dir, space_file, tmp_path):
     assert loop["lr"] == top["params"]["lr"]
 
     model_dir = tmp_path / "model"
-    args = ["train", str(dataset_dir), "--config", str(out / "best.toml"), "--out",
-            str(model_dir), "--no-progress"]  # fmt: skip
+    args = ["train", str(dataset_dir), "--model", "multvae", "--config", str(out / "best.toml"),
+            "--out", str(model_dir), "--no-progress"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((model_dir / "metadata.json").read_text())

@@ -36,8 +36,9 @@ def parse_set_options(values: list[str]) -> dict[str, Any]:
 
 
 MODEL_HELP = (
-    "multvae, multdae, recvae, ease, als, bpr, popularity, blend, or auto (fits a fixed set of "
-    "candidates within --budget and keeps the best on validation), e.g. --model ease"
+    "auto (the default: fits a fixed set of candidates within --budget and keeps the best on "
+    "validation), or one model: multvae, multdae, recvae, joint, ease, sparse_ease, gfcf, als, "
+    "bpr, popularity, blend, e.g. --model ease"
 )
 
 
@@ -53,7 +54,7 @@ def train_command(
             "recvae wrote (or an empty one); anything else there is refused",
         ),
     ],
-    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "multvae",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
     config: Annotated[
         Path | None,
         typer.Option(
@@ -273,6 +274,7 @@ def train_auto(
 ) -> None:
     """`recvae train --model auto`: choose among the fixed candidates within the budget
     (recvae.workflow.auto), print every candidate's row, save the refitted winner."""
+    from recvae import distributed
     from recvae.config import load_config
     from recvae.data.dataset import Dataset
     from recvae.data.split import ProtocolSpec
@@ -284,11 +286,20 @@ def train_auto(
         raise RecvaeError(f"--budget is for --model auto, not --model {model}")
     if unused:
         raise RecvaeError(
-            f"{', '.join(unused)} cannot be used with --model auto: it chooses each candidate's "
-            "settings itself (give --budget, --metric, --seed, --threads or --config)"
+            f"{', '.join(unused)} cannot be used with --model auto (the default): it chooses "
+            "each candidate's settings itself (give --budget, --metric, --seed, --threads or "
+            "--config), or name the model to train with them, e.g. --model multvae"
         )
     if not validation:
-        raise RecvaeError("--model auto picks by validation: drop --no-validation")
+        raise RecvaeError(
+            "--model auto (the default) picks by validation: drop --no-validation, or name the "
+            "model to train on every interaction, e.g. --model multvae"
+        )
+    if distributed.launched():
+        raise RecvaeError(
+            "--model auto (the default) runs as one process; under torchrun name a model that "
+            "trains data-parallel: --model multvae or --model multdae"
+        )
     overrides = {"budget": budget, "seed": seed, "threads": threads, "metric": metric}
     settings = load_config(AutoConfig, config, overrides)
     dataset = Dataset.load(dataset_dir)

@@ -86,9 +86,10 @@ def tune_command(
 
     Every model can be tuned; a blend's study searches its normalisation and members' settings
     (MODEL.SETTING, e.g. ease.l2) and tunes its weights on validation in every trial.
-    STUDY_DIR gets best.toml (for `recvae train --config`), report.md with plots, trials.csv /
-    trials.json and the Optuna study (study.journal). Running the same command again resumes the
-    study; --trials is the total it should reach. Exits with code 1 when no trial completed.
+    STUDY_DIR gets best.toml (for `recvae train --model MODEL --config`), report.md with plots,
+    trials.csv / trials.json and the Optuna study (study.journal). Running the same command
+    again resumes the study; --trials is the total it should reach. Exits with code 1 when no
+    trial completed.
 
     Overwrites: those output files inside STUDY_DIR (each replaced atomically); a directory
     recvae did not write, or one holding the dataset or --space, is refused.
