@@ -434,6 +434,21 @@ def run_adopt(args: argparse.Namespace) -> None:
 # ---- report --------------------------------------------------------------------------------
 
 
+def load_per_user(dataset: str, name: str, step: dict[str, Any]) -> Any:
+    """A step's per-user test values (WORK, git-ignored), refused when their means are not the
+    step JSON's: per-user files from another checkout or an older run would pair wrong users."""
+    path = WORK / dataset / f"{name}-per-user.npz"
+    if not path.is_file():
+        sys.exit(f"{path} not found: the per-user values of step {dataset}-{name} live beside "
+                 "the checkout that ran it (benchmarks/work/ is not in git)")  # fmt: skip
+    arrays = np.load(path)
+    for metric, value in step["test"].items():
+        if metric in arrays.files and abs(float(arrays[metric].mean()) - value) > 1e-6:
+            sys.exit(f"{path}: mean {metric} {float(arrays[metric].mean()):.6f} is not the step "
+                     f"JSON's {value:.6f}: these per-user values are from another run")  # fmt: skip
+    return arrays
+
+
 def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     stderr = float(diff.std(ddof=1) / np.sqrt(len(diff)))
@@ -458,7 +473,7 @@ def report(args: argparse.Namespace) -> None:
                          f"had not started by the hand-off){measured}")  # fmt: skip
             continue
         recall = recall_name(dataset)
-        per_user = {m: np.load(WORK / dataset / f"{m}-per-user.npz")
+        per_user = {m: load_per_user(dataset, m, step)
                     for m, step in found.items() if step is not None}  # fmt: skip
         entry: dict[str, Any] = {"steps": found, "paired": {}}
         for baseline in ("ease", "als"):
@@ -579,10 +594,10 @@ def _seeds(rows: list[Any], steps: dict[str, Any]) -> list[str]:
         if len(runs) == 1:
             continue
         found_any = True
-        baselines = {m: np.load(WORK / dataset / f"{m}-per-user.npz") for m in ("ease", "als")}
+        baselines = {m: load_per_user(dataset, m, steps[f"{dataset}-{m}"]) for m in ("ease", "als")}
         for seed, step in sorted(runs.items()):
             name = "auto" if seed == 0 else f"auto-seed{seed}"
-            mine = np.load(WORK / dataset / f"{name}-per-user.npz")["ndcg@20"]
+            mine = load_per_user(dataset, name, step)["ndcg@20"]
             versus = [paired(mine, baselines[m]["ndcg@20"]) for m in ("ease", "als")]
             winner = step["winner"]
             blend = next((r for r in step["candidates"] if r["label"] == winner), {})
