@@ -91,8 +91,10 @@ DATASETS: dict[str, dict[str, Any]] = {
 ROTATE_FOLDS = 5  # disjoint test folds of `rotate` (every user is tested once)
 ROTATED = REPORT / "steps" / "rotated"
 GRIDS = {
-    # 10 and 20 added on 2026-12-02 (session 4): gowalla-2k's grid had picked its lowest value, 50
-    "ease": [{"l2": l2} for l2 in (10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)],
+    # 1-20 added on 2026-12-02 (session 4): gowalla-2k's grid picked its lowest value, 50, then
+    # (with 10 and 20 added) 10 again
+    "ease": [{"l2": l2} for l2 in (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+                                   2000.0)],
     "als": [
         {"factors": f, "regularization": r, "alpha": 10.0, "iterations": 15}
         for f in (64, 128, 256)
@@ -252,11 +254,17 @@ def run_auto(args: argparse.Namespace) -> None:
 
 
 def auto_step(
-    dataset: str, dev: Dataset, test: Holdout, shape: dict[str, Any], budget: str | None, seed: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """auto fitted on `dev` and scored on `test`: the step's payload and per-user values."""
+    dataset: str, dev: Dataset, test: Holdout, shape: dict[str, Any], budget: str | None, seed: int,
+    one_fold: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """auto fitted on `dev` and scored on `test`: the step's payload and per-user values.
+    `one_fold`: auto as it was before repeated validation folds (the fold rule replaced by 1,
+    everything else the same), to measure what the folds change."""
+    from recvae.workflow import auto
     from recvae.workflow.auto import AutoConfig, fit_auto
 
+    if one_fold:
+        auto.fold_count = lambda *args, **kwargs: 1  # this process only: an ablation
     config = AutoConfig(budget=budget or "", seed=seed)
     started = time.perf_counter()
     result = fit_auto(dev, config, ProtocolSpec("auto", seed=seed),
@@ -289,19 +297,25 @@ def run_baselines(args: argparse.Namespace) -> None:
     """Tuned EASE and tuned ALS: known settings, or a short grid on a validation split of the
     development part, then the best refitted on all of it and scored on the test part."""
     for model in args.models.split(","):
-        run_baseline(args.dataset, model)
+        run_baseline(args.dataset, model, args.tune_protocol)
 
 
-def run_baseline(dataset: str, model: str) -> None:
+def run_baseline(dataset: str, model: str, tune_protocol: str = "auto") -> None:
     dev, test, shape = load(dataset)
-    payload, per_user = baseline_step(dataset, model, dev, test, shape)
-    save_step(dataset, model, payload, per_user)
+    payload, per_user = baseline_step(dataset, model, dev, test, shape, tune_protocol)
+    # a grid on a weak split is an extra step beside the main one (gowalla-2k, whose test part
+    # is weak: each user's 20%), not a replacement
+    save_step(dataset, model if tune_protocol == "auto" else f"{model}-{tune_protocol}tuned",
+              payload, per_user)  # fmt: skip
 
 
 def baseline_step(
-    dataset: str, model: str, dev: Dataset, test: Holdout, shape: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A tuned baseline fitted on `dev` and scored on `test`: payload and per-user values."""
+    dataset: str, model: str, dev: Dataset, test: Holdout, shape: dict[str, Any],
+    tune_protocol: str = "auto",
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """A tuned baseline fitted on `dev` and scored on `test`: payload and per-user values.
+    `tune_protocol`: the grid's validation split of `dev`: "auto" (held-out users, as auto
+    chooses) or "weak" (20% of every user's items, like gowalla-2k's test part)."""
     from recvae.workflow.fit import TrainSpec, fit_model
 
     known = DATASETS[dataset].get(model)
@@ -311,7 +325,7 @@ def baseline_step(
     if known is None:
         for settings in GRIDS[model]:
             fit = fit_model(dev, TrainSpec.of(model, {**settings, **threads}),
-                            ProtocolSpec("auto", seed=0), metric=TUNE_METRIC)  # fmt: skip
+                            ProtocolSpec(tune_protocol, seed=0), metric=TUNE_METRIC)  # fmt: skip
             seconds = fit.metadata["training"]["seconds"]
             grid_seconds += seconds
             tried.append({"settings": settings, TUNE_METRIC: fit.metadata["metrics"][TUNE_METRIC],
@@ -321,6 +335,8 @@ def baseline_step(
         how = (
             f"grid of {len(tried)} on a validation split of the development part, by {TUNE_METRIC}"
         )
+        if tune_protocol != "auto":
+            how += f" ({tune_protocol} split: 20% of every user's items)"
     else:
         chosen = known
         how = "known tuned settings (tuned on the split scored here: the baseline's best case)"
@@ -352,8 +368,11 @@ def run_rotate(args: argparse.Namespace) -> None:
         for model in args.models.split(","):
             if model == "auto":
                 payload, per_user = auto_step(args.dataset, dev, test, shape, args.budget,
-                                              args.seed)  # fmt: skip
+                                              args.seed, args.one_fold)  # fmt: skip
                 name = "auto" if args.seed == 0 else f"auto-seed{args.seed}"
+                if args.one_fold:
+                    name = name.replace("auto", "auto1fold")
+                    payload["ablation"] = "one validation fold (the fold rule off)"
             else:
                 payload, per_user = baseline_step(args.dataset, model, dev, test, shape)
                 name = model
@@ -415,6 +434,21 @@ def run_adopt(args: argparse.Namespace) -> None:
 # ---- report --------------------------------------------------------------------------------
 
 
+def load_per_user(dataset: str, name: str, step: dict[str, Any]) -> Any:
+    """A step's per-user test values (WORK, git-ignored), refused when their means are not the
+    step JSON's: per-user files from another checkout or an older run would pair wrong users."""
+    path = WORK / dataset / f"{name}-per-user.npz"
+    if not path.is_file():
+        sys.exit(f"{path} not found: the per-user values of step {dataset}-{name} live beside "
+                 "the checkout that ran it (benchmarks/work/ is not in git)")  # fmt: skip
+    arrays = np.load(path)
+    for metric, value in step["test"].items():
+        if metric in arrays.files and abs(float(arrays[metric].mean()) - value) > 1e-6:
+            sys.exit(f"{path}: mean {metric} {float(arrays[metric].mean()):.6f} is not the step "
+                     f"JSON's {value:.6f}: these per-user values are from another run")  # fmt: skip
+    return arrays
+
+
 def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     stderr = float(diff.std(ddof=1) / np.sqrt(len(diff)))
@@ -439,7 +473,7 @@ def report(args: argparse.Namespace) -> None:
                          f"had not started by the hand-off){measured}")  # fmt: skip
             continue
         recall = recall_name(dataset)
-        per_user = {m: np.load(WORK / dataset / f"{m}-per-user.npz")
+        per_user = {m: load_per_user(dataset, m, step)
                     for m, step in found.items() if step is not None}  # fmt: skip
         entry: dict[str, Any] = {"steps": found, "paired": {}}
         for baseline in ("ease", "als"):
@@ -491,13 +525,17 @@ def _header() -> list[str]:
         f"Versions: {json.dumps(info.get('versions', {}))}.",
         "",
         "Protocol: auto sees only the development part of each data set, holds out its own "
-        "validation users from it (10%, seed 0), picks by its default metric (ndcg@100) and "
-        "refits the winner on the whole development part. Every model is then scored on the "
+        "validation users from it (10%, but at least 1,000 where three quarters are left; seed "
+        "= the run's seed), and when its first selection pass is cheap (it fits twice or more "
+        "in the selection time) repeats it on up to 4 more disjoint held-out user sets "
+        "('validation folds'); it picks by its default metric (ndcg@100, pooled over the folds' "
+        "users) and refits the winner on the whole development part. Every model is then "
+        "scored on the "
         "test part, which nothing here was chosen on: held-out users for ml-100k and ml-1m-half "
         "(strong generalisation), LightGCN's valid.txt for ml-1m-lightgcn and Gowalla. The "
         "baselines' known tuned settings were tuned on that same valid.txt (their best case). "
-        "Seeds: test split 0, auto's validation split 0, every model's seed 0; one seed each "
-        "(no repeat runs: CPU time was scarce).",
+        "Seeds: test split 0; auto's validation split and every model's seed 0 in the main "
+        "tables, 1 in 'Other seeds of auto'.",
         "",
     ]
 
@@ -556,10 +594,10 @@ def _seeds(rows: list[Any], steps: dict[str, Any]) -> list[str]:
         if len(runs) == 1:
             continue
         found_any = True
-        baselines = {m: np.load(WORK / dataset / f"{m}-per-user.npz") for m in ("ease", "als")}
+        baselines = {m: load_per_user(dataset, m, steps[f"{dataset}-{m}"]) for m in ("ease", "als")}
         for seed, step in sorted(runs.items()):
             name = "auto" if seed == 0 else f"auto-seed{seed}"
-            mine = np.load(WORK / dataset / f"{name}-per-user.npz")["ndcg@20"]
+            mine = load_per_user(dataset, name, step)["ndcg@20"]
             versus = [paired(mine, baselines[m]["ndcg@20"]) for m in ("ease", "als")]
             winner = step["winner"]
             blend = next((r for r in step["candidates"] if r["label"] == winner), {})
@@ -646,6 +684,18 @@ def _rotated_report() -> tuple[list[str], dict[str, Any], list[str]]:
                                       f"{metric} by {numbers['mean']:.4f}, within 2 paired "
                                       f"standard errors ({numbers['stderr']:.4f}): not a clear "
                                       "win")  # fmt: skip
+        for single in [n for n in values if n.startswith("auto1fold")]:
+            folded = single.replace("auto1fold", "auto")
+            if folded not in values:
+                continue
+            for metric in (recall, "ndcg@20"):  # what the validation folds changed
+                numbers = paired(values[folded][metric], values[single][metric])
+                entry["paired"][f"{folded} vs {single} {metric}"] = numbers
+                paired_lines.append(
+                    f"| {dataset} | {folded} | {single} (auto, one validation fold) | {metric} | "
+                    f"{numbers['mean']:+.4f} | {numbers['stderr']:.4f} | {numbers['z']:+.1f} "
+                    f"| {len(values[folded]['ids'])} |"
+                )
         for fold in range(ROTATE_FOLDS):
             base = {b: names.get(b, {}).get(fold) for b in ("ease", "als")}
             for auto_name in sorted(n for n in names if n.startswith("auto")):
@@ -785,6 +835,8 @@ def main() -> None:
     step = sub.add_parser("baselines")
     step.add_argument("dataset", choices=list(DATASETS))
     step.add_argument("--models", default="ease,als")
+    step.add_argument("--tune-protocol", choices=["auto", "weak"], default="auto",
+                      help="the grid's validation split; weak: an extra step <model>-weaktuned")
     step.set_defaults(run=run_baselines)
     step = sub.add_parser("adopt")
     step.add_argument("dataset", choices=list(DATASETS))
@@ -800,6 +852,8 @@ def main() -> None:
     step.add_argument("--folds", default="", help=f"e.g. 0,1 (default all {ROTATE_FOLDS})")
     step.add_argument("--seed", type=int, default=0, help="auto's seed")
     step.add_argument("--budget", help="auto's budget; default: its own")
+    step.add_argument("--one-fold", action="store_true",
+                      help="ablation: auto with one validation fold (as before the fold rule)")
     step.set_defaults(run=run_rotate)
     sub.add_parser("report").set_defaults(run=report)
     args = parser.parse_args()
