@@ -192,12 +192,17 @@ def strong_generalization(
     n_test_users: int,
     heldout_fraction: float = 0.2,
     seed: int = 0,
+    valid_block: int = 0,
 ) -> Split:
     """The Mult-VAE paper's protocol: disjoint train / validation / test users.
 
     Validation and test users' items are split into fold-in history and held-out items. As in the
     paper, items that no training user interacted with are kept in the item space but a model
     cannot learn them; callers that want the paper's exact item filter apply it at ingest.
+
+    The validation users are block `valid_block` (0: the first) of `n_valid_users` users in the
+    seeded user order after the test users, and every other non-test user trains: the blocks are
+    disjoint hold-outs of one draw (`recvae.workflow.folds`, auto's validation folds).
     """
     matrix = as_csr(matrix)
     n_users = matrix.shape[0]
@@ -209,8 +214,10 @@ def strong_generalization(
     rng = np.random.default_rng(seed)
     order = rng.permutation(n_users)
     test_users = np.sort(order[:n_test_users])
-    valid_users = np.sort(order[n_test_users : n_test_users + n_valid_users])
-    train_users = np.sort(order[n_test_users + n_valid_users :])
+    start = n_test_users + valid_block * n_valid_users
+    valid_users = np.sort(order[start : start + n_valid_users])
+    train_users = np.sort(np.concatenate([order[n_test_users:start],
+                                          order[start + n_valid_users :]]))  # fmt: skip
 
     def holdout(users: np.ndarray) -> Holdout | None:
         if len(users) == 0:

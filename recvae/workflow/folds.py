@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recvae.data.split import Holdout, Split, as_csr, split_rows, strong_generalization
+from recvae.data.split import Split, strong_generalization
 from recvae.metrics import mean_and_stderr
 
 MAX_FOLDS = 5  # more folds cost selection time for ever smaller gains in certainty
@@ -52,25 +52,17 @@ def fold_count(
 def fold_split(
     matrix: sp.csr_matrix, n_valid: int, fold: int, heldout_fraction: float = 0.2, seed: int = 0
 ) -> Split:
-    """The `fold`-th disjoint hold-out of `n_valid` users (fold 0 is `strong_generalization`'s
-    validation part for the same seed): the users of block `fold` of the seeded permutation are
-    held out, each with `heldout_fraction` of their items to find; everyone else trains."""
-    matrix = as_csr(matrix)
+    """The `fold`-th disjoint hold-out of `n_valid` users: `strong_generalization`'s validation
+    block `fold` of the same seeded user order (fold 0 is its usual validation part), each user
+    with `heldout_fraction` of their items to find; everyone else trains."""
     n_users = matrix.shape[0]
-    if fold == 0:
-        return strong_generalization(matrix, n_valid, 0, heldout_fraction, seed=seed)
     if (fold + 1) * n_valid > n_users:
         raise ValueError(f"fold {fold} of {n_valid} users needs {(fold + 1) * n_valid} users, "
                          f"there are {n_users}")  # fmt: skip
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n_users)  # as strong_generalization draws it
-    valid = np.sort(order[fold * n_valid : (fold + 1) * n_valid])
-    train = np.setdiff1d(np.arange(n_users), valid)
-    history, heldout = split_rows(matrix[valid], heldout_fraction, rng)
-    holdout = Holdout(history, heldout, valid.astype(np.int64)).with_heldout_users_only()
-    params = {"n_valid_users": n_valid, "n_test_users": 0, "heldout_fraction": heldout_fraction,
-              "seed": seed, "train_users": len(train), "fold": fold}  # fmt: skip
-    return Split(train=matrix[train], valid=holdout, protocol="strong", params=params)
+    split = strong_generalization(matrix, n_valid, 0, heldout_fraction, seed, valid_block=fold)
+    if fold:
+        split.params["fold"] = fold
+    return split
 
 
 def pooled(per_user: Sequence[Mapping[str, np.ndarray]]) -> tuple[dict[str, float],
