@@ -557,11 +557,10 @@ def auto(
     best partner of another model family) on the data's split, or with `valid_users` users
     (default `recvae.workflow.auto.selection_valid_users`: 10%, but at least 1,000 where three
     quarters are left to train on; at most 10,000) held out, picks the best by the validation
-    `metric` and
-    refits it on all data (`refit=False`: keep the fit on the training part). The result is
-    the winner's class (e.g. `EASE`); its `metadata["auto"]` lists every candidate's score,
-    settings, time and, for one skipped, why. `candidates` restricts the set to some labels
-    (`recvae.workflow.auto.CANDIDATES`).
+    `metric` and refits it on all data (`refit=False`: keep the fit on the training part). The
+    result is the winner's class (e.g. `EASE`); its `metadata["auto"]` lists every candidate's
+    score, settings, time and, for one skipped, why. `candidates` restricts the set to some
+    labels (`recvae.workflow.auto.CANDIDATES`).
     """
     from recvae.config import config_from_dict
     from recvae.data.split import ProtocolSpec
