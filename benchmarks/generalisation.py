@@ -751,6 +751,9 @@ def _candidates(rows: list[Any]) -> list[str]:
                 tried = "; ".join(f"{' + '.join(p['members'])} {p[metric]:.4f}"
                                   for p in row["pairs"])  # fmt: skip
                 notes += f" (pairs tried: {tried})"
+            if row.get("thirds"):
+                tried = "; ".join(f"+ {p['members'][-1]} {p[metric]:.4f}" for p in row["thirds"])
+                notes += f" (third members tried: {tried})"
             if len(row.get("fold_metrics") or []) > 1:
                 notes += "; per fold " + " / ".join(f"{v:.4f}" for v in row["fold_metrics"])
                 if row.get("fold_best_epochs"):

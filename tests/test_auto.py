@@ -82,8 +82,15 @@ def test_winner_is_the_best_candidate_and_every_candidate_is_recorded():
         [bests[0]["label"], bests[1]["label"]],
         [bests[0]["label"], bests[2]["label"]],
     ]
-    chosen = max(pairs, key=lambda pair: pair[METRIC])
+    pair = max(pairs, key=lambda pair: pair[METRIC])
+    # then the best pair with the third family's best: kept only when strictly better
+    thirds = rows["blend"]["thirds"]
+    third_family = next(b["label"] for b in bests if b["label"] not in pair["members"])
+    assert [t["members"] for t in thirds] == [[*pair["members"], third_family]]
+    assert thirds[0][METRIC] >= pair[METRIC]  # its grid holds the pair's weights
+    chosen = thirds[0] if thirds[0][METRIC] > pair[METRIC] else pair
     assert rows["blend"]["members"] == chosen["members"]
+    assert len(rows["blend"]["weights"]) == len(chosen["members"])
     assert sum(rows["blend"]["weights"]) == pytest.approx(1.0)
     assert rows["blend"]["metrics"][METRIC] == pytest.approx(chosen[METRIC])
     members = [rows[label] for label in chosen["members"]]
@@ -286,6 +293,9 @@ def test_blend_pairs_after_the_first_wait_for_selection_time():
     assert len(blend["pairs"]) == 1  # the two best families still pair up
     assert len(blend["pairs_not_tried"]) == 1
     assert blend["pairs_not_tried"][0][0] == blend["pairs"][0]["members"][0]
+    assert blend["thirds"] == []  # no third member either: it too waits for the time
+    assert len(blend["thirds_not_tried"]) == 1
+    assert blend["members"] == blend["pairs"][0]["members"]
 
 
 @pytest.mark.parametrize(
@@ -373,7 +383,7 @@ def test_auto_chooses_by_the_metric_pooled_over_the_folds():
     best = max(result.rows, key=lambda row: row["metrics"][METRIC])
     assert result.winner == best["label"]
     blend = rows["blend"]
-    chosen = max(blend["pairs"], key=lambda pair: pair[METRIC])
+    chosen = max(blend["pairs"] + blend["thirds"], key=lambda pair: pair[METRIC])
     assert blend["members"] == chosen["members"]
     assert chosen[METRIC] == pytest.approx(np.mean(chosen["fold_metrics"]))
     assert blend["metrics"][METRIC] == pytest.approx(chosen[METRIC])

@@ -6,7 +6,8 @@
 Within the time budget it fits a small, fixed set of candidates (`CANDIDATES`, plain data) on the
 training part, scores each on the validation users by one metric, adds a blend of the best
 candidate with its best partner from another model family (weights tuned on validation, like
-`weights = "tune"`), picks the best,
+`weights = "tune"`) and, where it scores higher still, a third member from a third family (one
+greedy step of ensemble selection, Caruana et al. 2004), picks the best,
 and refits the winner on every interaction with the epochs it chose. Every candidate's score,
 settings, time and, when it was skipped, the reason land in the model's metadata (`auto`,
 `candidates`) and in the command's report.
@@ -510,6 +511,13 @@ class _Runner:
         The first pair (the two best families) always runs; the others only while the
         selection time (`deadline`) lasts, so a budget spent by the deep models stays spent.
 
+        Then one greedy step of ensemble selection (Caruana et al., ICML 2004): the chosen
+        pair with each remaining family's best as a third member, weights tuned on the same
+        grid (66 vectors at step 0.1), again only while the selection time lasts. A triple
+        replaces the pair only when it scores strictly higher on validation; since the grid
+        holds the pair's own weights (third weight 0), it never scores lower. Three members
+        at most: a fourth adds a grid of 286 vectors for what the third leaves.
+
         With several folds the leader and partners are the families' bests by the pooled
         metric, each pair's weight grid is scored on every fold with that fold's fits, the
         grids are pooled entry by entry (each user once), and the best pooled entry wins; so
@@ -530,8 +538,16 @@ class _Runner:
                  f"{', '.join(p['label'] for p in partners)} in turn (weights tuned on "
                  "validation)")  # fmt: skip
         started = time.perf_counter()
-        tried = self._tune_pairs(leader, partners, deadline)
+        tried = self._tune_sets([[leader, p] for p in partners], deadline)
         chosen = max(tried, key=lambda t: t[self.metric])  # first best: the stronger partner
+        thirds = [row for row in partners if row["label"] not in chosen["members"]]
+        extended = self._tune_sets(
+            [[*(self._row_of(label) for label in chosen["members"]), t] for t in thirds],
+            deadline, first_always=False,
+        )  # fmt: skip
+        best_third = max(extended, key=lambda t: t[self.metric], default=None)
+        if best_third is not None and best_third[self.metric] > chosen[self.metric]:
+            chosen = best_third
         evaluations, fold_models = [], []
         for results in self.fold_results:
             members = [results[label] for label in chosen["members"]]
@@ -570,6 +586,8 @@ class _Runner:
                          for r in chosen["table"]],
             pairs=[{k: v for k, v in t.items() if k != "table"} for t in tried],
             pairs_not_tried=[[leader["label"], p["label"]] for p in partners[len(tried):]],
+            thirds=[{k: v for k, v in t.items() if k != "table"} for t in extended],
+            thirds_not_tried=[t["label"] for t in thirds[len(extended):]],
         )  # fmt: skip
         self.rows.append(row)
         self.say(
@@ -578,21 +596,25 @@ class _Runner:
             f"{row['metrics'][self.metric]:.4f}"
         )
 
-    def _tune_pairs(
-        self, leader: dict[str, Any], partners: list[dict[str, Any]], deadline: float
+    def _row_of(self, label: str) -> dict[str, Any]:
+        return next(row for row in self.rows if row["label"] == label)
+
+    def _tune_sets(
+        self, sets: list[list[dict[str, Any]]], deadline: float, first_always: bool = True
     ) -> list[dict[str, Any]]:
-        """Each (leader, partner) pair's best weights and validation metric (pooled over the
-        folds), partners in order, the second and later ones only before `deadline`. A pair's
-        grid on a fold is scored once (`pair_tables`), so the pooled pass reuses fold 0's."""
+        """Each member set's best weights (`weight_grid` at step 0.1) and validation metric,
+        pooled over the folds, sets in order; the first one always runs (unless
+        `first_always` is false), the others only before `deadline`. A set's grid on a fold is
+        scored once (`pair_tables`), so the pooled pass reuses fold 0's."""
         from recvae.models.blend import tune_weights
 
         tried: list[dict[str, Any]] = []
-        for partner in partners:
-            if tried and time.perf_counter() > deadline:
-                self.say(f"auto: out of selection time; pairs not tried: {leader['label']} + "
-                         f"{', '.join(p['label'] for p in partners[len(tried):])}")  # fmt: skip
+        for members in sets:
+            labels = tuple(row["label"] for row in members)
+            if (tried or not first_always) and time.perf_counter() > deadline:
+                left = "; ".join(" + ".join(r["label"] for r in m) for m in sets[len(tried) :])
+                self.say(f"auto: out of selection time; blends not tried: {left}")
                 break
-            labels = (leader["label"], partner["label"])
             tables = []
             for fold, results in enumerate(self.fold_results):
                 key = (fold, labels)
