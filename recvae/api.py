@@ -554,7 +554,8 @@ def auto(
     Within `budget` ("30m", "2h", "1h30m" or seconds; default: scaled with the data, 3 minutes
     plus 1 per 100,000 interactions) it fits a fixed set of candidates (EASE with a short l2
     grid or sparse EASE, ALS, GF-CF, Mult-DAE, RecVAE, and a blend of the best one with its
-    best partner of another model family) on the data's split, or with `valid_users` users
+    best partner of another model family, plus a third family's best where that scores higher
+    on validation) on the data's split, or with `valid_users` users
     (default `recvae.workflow.auto.selection_valid_users`: 10%, but at least 1,000 where three
     quarters are left to train on; at most 10,000) held out, picks the best by the validation
     `metric` and refits it on all data (`refit=False`: keep the fit on the training part). The
