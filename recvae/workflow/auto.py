@@ -538,11 +538,11 @@ class _Runner:
                  f"{', '.join(p['label'] for p in partners)} in turn (weights tuned on "
                  "validation)")  # fmt: skip
         started = time.perf_counter()
-        tried = self._tune_sets([[leader, p] for p in partners], deadline)
+        tried = self._tune_sets([(leader["label"], p["label"]) for p in partners], deadline)
         chosen = max(tried, key=lambda t: t[self.metric])  # first best: the stronger partner
         thirds = [row for row in partners if row["label"] not in chosen["members"]]
         extended = self._tune_sets(
-            [[*(self._row_of(label) for label in chosen["members"]), t] for t in thirds],
+            [(*chosen["members"], t["label"]) for t in thirds],
             deadline, first_always=False,
         )  # fmt: skip
         best_third = max(extended, key=lambda t: t[self.metric], default=None)
@@ -596,23 +596,19 @@ class _Runner:
             f"{row['metrics'][self.metric]:.4f}"
         )
 
-    def _row_of(self, label: str) -> dict[str, Any]:
-        return next(row for row in self.rows if row["label"] == label)
-
     def _tune_sets(
-        self, sets: list[list[dict[str, Any]]], deadline: float, first_always: bool = True
+        self, sets: list[tuple[str, ...]], deadline: float, first_always: bool = True
     ) -> list[dict[str, Any]]:
-        """Each member set's best weights (`weight_grid` at step 0.1) and validation metric,
-        pooled over the folds, sets in order; the first one always runs (unless
+        """Each set of candidate labels' best weights (`weight_grid` at step 0.1) and
+        validation metric, pooled over the folds, sets in order; the first one always runs (unless
         `first_always` is false), the others only before `deadline`. A set's grid on a fold is
         scored once (`pair_tables`), so the pooled pass reuses fold 0's."""
         from recvae.models.blend import tune_weights
 
         tried: list[dict[str, Any]] = []
-        for members in sets:
-            labels = tuple(row["label"] for row in members)
+        for labels in sets:
             if (tried or not first_always) and time.perf_counter() > deadline:
-                left = "; ".join(" + ".join(r["label"] for r in m) for m in sets[len(tried) :])
+                left = "; ".join(" + ".join(m) for m in sets[len(tried) :])
                 self.say(f"auto: out of selection time; blends not tried: {left}")
                 break
             tables = []
